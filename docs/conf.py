@@ -1,0 +1,30 @@
+"""Sphinx configuration for lstm_backends."""
+
+from importlib.metadata import version as _version
+
+project = "lstm_backends"
+author = "lstm_backends developers"
+copyright = "2026, lstm_backends developers"  # noqa: A001
+release = _version("lstm-backends")
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.doctest",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+]
+autosummary_generate = True
+autodoc_typehints = "none"
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_validation_checks: set[str] = set()
+html_theme = "furo"
+html_title = "lstm_backends"
+html_static_path = ["_static"]
+exclude_patterns = ["_build"]
+intersphinx_mapping: dict[str, tuple[str, None]] = {}
+doctest_global_setup = "import numpy as np\nimport lstm_backends as lb"
+nitpicky = False

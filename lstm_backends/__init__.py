@@ -1,0 +1,58 @@
+"""lstm_backends: fast LSTM layers outside PyTorch, one API over interchangeable backends.
+
+>>> import numpy as np, lstm_backends as lb
+>>> be = lb.get_backend("numpy")
+>>> rng = np.random.default_rng(0)
+>>> T, B, I, H = 4, 2, 3, 5
+>>> params = lb.LSTMParams(*(rng.uniform(-0.5, 0.5, s).astype(np.float32)
+...                          for s in [(4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]))
+>>> y, h_n, c_n = be.forward(rng.standard_normal((T, B, I), dtype=np.float32), params)
+>>> y.shape, h_n.shape
+((4, 2, 5), (2, 5))
+
+Importing this package imports NumPy only; Numba and numba.cuda load when a
+backend that needs them is first used.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from . import layouts
+from ._errors import BackendUnavailableError, UnknownBackendError
+from ._params import LSTMParams
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    BackendInfo,
+    get_backend,
+    list_backends,
+    register_backend,
+    registered_backends,
+    unregister_backend,
+)
+from .backends._base import Availability, Backend
+from .layer import LSTM
+
+try:
+    __version__ = _version("lstm-backends")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LSTM",
+    "Availability",
+    "Backend",
+    "BackendInfo",
+    "BackendUnavailableError",
+    "LSTMParams",
+    "UnknownBackendError",
+    "__version__",
+    "registered_backends",
+    "get_backend",
+    "layouts",
+    "list_backends",
+    "register_backend",
+    "unregister_backend",
+]

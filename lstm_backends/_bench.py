@@ -1,0 +1,233 @@
+"""The benchmark behind ``lstm-backends bench``: check every backend, then time it.
+
+For each size, every available backend (and PyTorch's ``nn.LSTM`` when torch is
+installed) runs the same random problem; each result is compared with the
+float64 reference *before* any timing, then calls are timed interleaved across
+backends (round-robin) so that machine noise hits them alike, and medians are
+reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BenchRow", "flops", "parse_size", "run_bench"]
+
+
+def flops(batch: int, steps: int, input_size: int, hidden_size: int) -> float:
+    """Floating-point operations of one forward: ``2 * 4H * (I + H) * B * T`` (the two GEMMs)."""
+    return 2.0 * 4 * hidden_size * (input_size + hidden_size) * batch * steps
+
+
+def parse_size(text: str) -> tuple[int, int, int, int]:
+    """Parse ``"B,T,I,H"`` (or ``BxTxIxH``) into four positive ints; ``ValueError`` otherwise."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise ValueError(f"size must be four positive integers B,T,I,H (e.g. 16,100,128,256); got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass
+class BenchRow:
+    """One backend at one size."""
+
+    batch: int
+    steps: int
+    input_size: int
+    hidden_size: int
+    dtype: str
+    backend: str
+    median_ms: float
+    gflops: float
+    worst_error: float  # fraction of the dtype's tolerance; <= 1 agrees with the reference
+    agrees: bool
+    ratio_fastest: float = float("nan")
+    ratio_torch: float = float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _torch_runner(problem: Any, threads: int | None) -> Callable[[], np.ndarray] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if threads:
+        torch.set_num_threads(threads)
+    t, b, i = problem.x.shape
+    h = problem.params.w_hh.shape[1]
+    tdtype = torch.float32 if problem.x.dtype == np.float32 else torch.float64
+    lstm = torch.nn.LSTM(i, h, dtype=tdtype)
+    with torch.no_grad():
+        for name, value in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), problem.params):
+            getattr(lstm, name).copy_(torch.from_numpy(np.asarray(value)))
+    x = torch.from_numpy(problem.x)
+    h0 = torch.from_numpy(problem.h0)[None]
+    c0 = torch.from_numpy(problem.c0)[None]
+
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            y, _ = lstm(x, (h0, c0))
+        return y.numpy()
+
+    return run
+
+
+def run_bench(
+    sizes: Sequence[tuple[int, int, int, int]],
+    backends: Sequence[str] | None = None,
+    *,
+    dtype: Any = np.float32,
+    repeat: int = 5,
+    torch: bool = True,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+) -> list[BenchRow]:
+    """Check then time backends on random problems.
+
+    Parameters
+    ----------
+    sizes : sequence of (B, T, I, H)
+    backends : sequence of str, optional
+        Names; every available backend by default.
+    dtype : numpy dtype
+    repeat : int
+        Timed calls per backend (after one untimed warm-up call); the median is reported.
+    torch : bool
+        Include ``torch.nn.LSTM`` (CPU, inference mode) when torch is importable.
+    threads : int, optional
+        Thread count for the numba backend, BLAS and torch.
+    progress : callable, optional
+        Receives one line per step of work.
+    seed : int
+
+    Returns
+    -------
+    list of BenchRow
+    """
+    from . import get_backend, list_backends
+    from .testing import random_problem, reference_forward, worst_error
+
+    say = progress or (lambda _msg: None)
+    if backends is None:
+        backends = [b.name for b in list_backends() if b.available]
+    instances = {name: get_backend(name) for name in backends}
+    limits = _thread_limits(threads)
+    rows: list[BenchRow] = []
+    try:
+        for k, (b, t, i, h) in enumerate(sizes):
+            problem = random_problem(t, b, i, h, dtype=dtype, seed=seed + k)
+            say(f"[{k + 1}/{len(sizes)}] B={b} T={t} I={i} H={h}: float64 reference")
+            ref_y = reference_forward(problem)[0]
+            runners: dict[str, Callable[[], Any]] = {}
+            for name, be in instances.items():
+                if np.dtype(dtype) not in [np.dtype(d) for d in be.dtypes]:
+                    continue
+                runners[name] = (lambda be=be, problem=problem: problem.forward(be)[0])
+            if torch:
+                tr = _torch_runner(problem, threads)
+                if tr is not None:
+                    runners["torch"] = tr
+            errors = {}
+            for name, run in runners.items():
+                say(f"[{k + 1}/{len(sizes)}] checking {name}")
+                errors[name] = worst_error(run(), ref_y, dtype)  # also the warm-up call
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            say(f"[{k + 1}/{len(sizes)}] timing {', '.join(runners)} ({repeat} rounds)")
+            for _ in range(repeat):
+                for name, run in runners.items():
+                    start = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - start)
+            size_rows = []
+            for name in runners:
+                med = statistics.median(times[name])
+                size_rows.append(
+                    BenchRow(b, t, i, h, np.dtype(dtype).name, name, med * 1e3, flops(b, t, i, h) / med / 1e9,
+                             errors[name], bool(errors[name] <= 1.0))
+                )
+            fastest = min(r.median_ms for r in size_rows)
+            torch_ms = next((r.median_ms for r in size_rows if r.backend == "torch"), float("nan"))
+            for r in size_rows:
+                r.ratio_fastest = r.median_ms / fastest
+                r.ratio_torch = r.median_ms / torch_ms
+            rows.extend(size_rows)
+    finally:
+        for lim in limits:
+            lim.restore_original_limits()
+    return rows
+
+
+def _thread_limits(threads: int | None) -> list[Any]:
+    if not threads:
+        return []
+    from threadpoolctl import threadpool_limits
+
+    return [threadpool_limits(limits=threads)]
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    """Rows as an aligned text table."""
+    header = ["B", "T", "I", "H", "dtype", "backend", "median ms", "GFLOP/s", "x fastest", "x torch", "err/tol", "ok"]
+    lines = [header]
+    for r in rows:
+        lines.append([
+            str(r.batch), str(r.steps), str(r.input_size), str(r.hidden_size), r.dtype, r.backend,
+            f"{r.median_ms:.3f}", f"{r.gflops:.1f}", f"{r.ratio_fastest:.2f}",
+            "-" if np.isnan(r.ratio_torch) else f"{r.ratio_torch:.2f}",
+            f"{r.worst_error:.2g}", "yes" if r.agrees else "NO",
+        ])
+    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
+    out = []
+    for n, row in enumerate(lines):
+        out.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def plot(rows: Sequence[BenchRow], path: str) -> None:
+    """Bar chart of median time per backend per size (log scale), saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(dict.fromkeys((r.batch, r.steps, r.input_size, r.hidden_size) for r in rows))
+    names = list(dict.fromkeys(r.backend for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sizes)), 4))
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        xs, ys = [], []
+        for k, s in enumerate(sizes):
+            for r in rows:
+                if (r.batch, r.steps, r.input_size, r.hidden_size) == s and r.backend == name:
+                    xs.append(k + j * width)
+                    ys.append(r.median_ms)
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(sizes))])
+    ax.set_xticklabels([f"B={b} T={t}\nI={i} H={h}" for b, t, i, h in sizes])
+    ax.set_yscale("log")
+    ax.set_ylabel("median time per forward (ms, log)")
+    ax.set_title(f"lstm_backends forward, {rows[0].dtype}" if rows else "lstm_backends")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,16 @@
+"""Exceptions raised by the registry."""
+
+from __future__ import annotations
+
+__all__ = ["BackendUnavailableError", "UnknownBackendError"]
+
+
+class UnknownBackendError(KeyError, ValueError):
+    """No backend of that name is known (neither built in, registered, nor a plugin)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend is known but cannot run here; the message says why and how to fix it."""

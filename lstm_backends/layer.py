@@ -1,0 +1,242 @@
+"""``LSTM``: a stacked, optionally bidirectional layer that mirrors ``torch.nn.LSTM``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._params import LSTMParams
+from ._registry import get_backend
+
+__all__ = ["LSTM"]
+
+_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    # A torch tensor (CPU) converts without importing torch here.
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class LSTM:
+    """Multi-layer, optionally bidirectional LSTM, porting ``torch.nn.LSTM`` mechanically.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, features per time step.
+    hidden_size : int
+        ``H``, features of the hidden state.
+    num_layers : int
+        Stacked layers; layer ``l > 0`` reads the output of layer ``l - 1``.
+    bias : bool
+        Whether the layer has biases (zeros otherwise, and no bias keys in state dicts).
+    batch_first : bool
+        Inputs and outputs are (B, T, ·) instead of (T, B, ·).
+    bidirectional : bool
+        Run a reverse direction too and concatenate the outputs along the last axis.
+    dtype : numpy dtype
+        float32 or float64; the dtype of the weights and of accepted inputs.
+    backend : str or Backend
+        Registry name (``"auto"`` picks the fastest available) or instance.
+    seed : int or numpy.random.Generator, optional
+        Initialises weights like PyTorch, uniform in ``[-1/sqrt(H), 1/sqrt(H)]``.
+
+    Attributes
+    ----------
+    params : list of list of LSTMParams
+        ``params[layer][direction]``.
+    backend : Backend
+
+    Examples
+    --------
+    >>> import numpy as np, lstm_backends as lb
+    >>> lstm = lb.LSTM(8, 16, num_layers=2, bidirectional=True, backend="numpy", seed=0)
+    >>> x = np.random.default_rng(1).standard_normal((5, 3, 8)).astype(np.float32)
+    >>> y, (h_n, c_n) = lstm(x, lengths=[5, 3, 0])
+    >>> y.shape, h_n.shape
+    ((5, 3, 32), (4, 3, 16))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        backend: Any = "auto",
+        seed: Any = None,
+    ) -> None:
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be float32 or float64; got {dtype.name}")
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = dtype
+        self.backend = get_backend(backend)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self.params: list[list[LSTMParams]] = []
+        for layer in range(self.num_layers):
+            directions = []
+            for _ in range(self.num_directions):
+                shapes = self._shapes(layer)
+                arrays = [
+                    rng.uniform(-bound, bound, size=shapes[k]).astype(dtype)
+                    if (k.startswith("weight") or self.bias)
+                    else np.zeros(shapes[k], dtype)
+                    for k in _KINDS
+                ]
+                directions.append(LSTMParams(*arrays))
+            self.params.append(directions)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _shapes(self, layer: int) -> dict[str, tuple[int, ...]]:
+        h = self.hidden_size
+        layer_in = self.input_size if layer == 0 else h * self.num_directions
+        return {"weight_ih": (4 * h, layer_in), "weight_hh": (4 * h, h), "bias_ih": (4 * h,), "bias_hh": (4 * h,)}
+
+    def _keys(self) -> list[tuple[str, int, int, str]]:
+        kinds = _KINDS if self.bias else _KINDS[:2]
+        keys = []
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                suffix = "_reverse" if d else ""
+                keys.extend((f"{kind}_l{layer}{suffix}", layer, d, kind) for kind in kinds)
+        return keys
+
+    # ------------------------------------------------------------------ weights
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Weights under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, …).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Copies; shapes as in ``torch.nn.LSTM``.
+        """
+        return {
+            key: getattr(self.params[layer][d], {"weight_ih": "w_ih", "weight_hh": "w_hh",
+                                                  "bias_ih": "b_ih", "bias_hh": "b_hh"}[kind]).copy()
+            for key, layer, d, kind in self._keys()
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load weights named like ``torch.nn.LSTM.state_dict()`` (NumPy values; no torch needed).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array
+            ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, with
+            ``_reverse`` for the second direction.  Values are converted to the layer's dtype.
+        strict : bool
+            Refuse unexpected keys (missing keys are always refused).
+
+        Raises
+        ------
+        KeyError
+            Missing (or, with ``strict``, unexpected) keys, all listed.
+        ValueError
+            A value of the wrong shape (named, with both shapes).
+        TypeError
+            A non-floating value.
+        """
+        keys = self._keys()
+        expected = {k for k, *_ in keys}
+        missing = sorted(expected - set(state_dict))
+        unexpected = sorted(set(state_dict) - expected)
+        if missing or (strict and unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {', '.join(missing)}")
+            if strict and unexpected:
+                parts.append(f"unexpected keys: {', '.join(unexpected)}")
+            raise KeyError(
+                f"state_dict does not match LSTM(num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, bias={self.bias}): " + "; ".join(parts)
+            )
+        new = [[dict(zip(_KINDS, p)) for p in layer] for layer in self.params]
+        for key, layer, d, kind in keys:
+            value = _to_numpy(state_dict[key])
+            if not np.issubdtype(value.dtype, np.floating):
+                raise TypeError(f"state_dict[{key!r}] has dtype {value.dtype.name}; weights must be floating point")
+            shape = self._shapes(layer)[kind]
+            if value.shape != shape:
+                raise ValueError(f"state_dict[{key!r}] must have shape {shape}; got shape {value.shape}")
+            new[layer][d][kind] = np.array(value, dtype=self.dtype, order="C", copy=True)
+        self.params = [[LSTMParams(*(p[k] for k in _KINDS)) for p in layer] for layer in new]
+
+    # ------------------------------------------------------------------ forward
+    def __call__(
+        self,
+        x: Any,
+        hx: tuple[Any, Any] | None = None,
+        lengths: Any = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Run the stack over a sequence.
+
+        Parameters
+        ----------
+        x : array, shape (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched
+        hx : tuple (h0, c0) of arrays shaped (L * D, B, H) ((L * D, H) unbatched), optional
+            Initial states; zeros when omitted.
+        lengths : array_like of int, shape (B,), optional
+            Valid steps per row (like a packed sequence): outputs past a row's length
+            are zero and its final state is taken at its last valid step.
+
+        Returns
+        -------
+        y : array, shape (T, B, D * H) (or (B, T, D * H) with ``batch_first``)
+        (h_n, c_n) : arrays, shape (L * D, B, H)
+        """
+        x_shape = getattr(x, "shape", None) or np.shape(x)
+        unbatched = len(x_shape) == 2
+        if unbatched:
+            x = x[:, None, :]
+            if hx is not None:
+                hx = (hx[0][:, None, :], hx[1][:, None, :])
+            if lengths is not None:
+                raise ValueError("lengths needs batched input (T, B, I)")
+        elif len(x_shape) != 3:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x must have shape {layout} or (T, I); got shape {tuple(x_shape)}")
+        elif self.batch_first:
+            x = x.swapaxes(0, 1)
+        h0 = c0 = None
+        if hx is not None:
+            h0, c0 = hx
+            batch = x.shape[1]
+            expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
+            for name, s in (("h0", h0), ("c0", c0)):
+                shape = tuple(getattr(s, "shape", None) or np.shape(s))
+                if shape != expected:
+                    raise ValueError(f"{name} must have shape (L * D, B, H) = {expected}; got shape {shape}")
+        y, h_n, c_n = self.backend.forward_layers(x, self.params, h0, c0, lengths=lengths)
+        if unbatched:
+            return y[:, 0], (h_n[:, 0], c_n[:, 0])
+        if self.batch_first:
+            y = y.swapaxes(0, 1)
+        return y, (h_n, c_n)
+
+    def __repr__(self) -> str:
+        return (
+            f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bias={self.bias}, batch_first={self.batch_first}, bidirectional={self.bidirectional}, "
+            f"dtype={self.dtype.name}, backend={self.backend.name!r})"
+        )

@@ -1,0 +1,184 @@
+"""Random LSTM problems and the float64 reference computation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .._params import LSTMParams
+
+__all__ = ["Problem", "random_params", "random_problem", "reference_cell", "reference_forward"]
+
+
+def _new_seed() -> int:
+    return int(np.random.SeedSequence().entropy % (2**32))
+
+
+def random_params(
+    input_size: int,
+    hidden_size: int,
+    *,
+    dtype: Any = np.float32,
+    rng: np.random.Generator | int | None = None,
+    scale: float = 1.0,
+) -> LSTMParams:
+    """Random weights and biases, uniform in ``±scale/sqrt(H)`` (PyTorch's init when scale=1).
+
+    Every entry differs, so a swapped gate or transposed matrix changes the result.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        ``I`` and ``H``.
+    dtype : numpy dtype
+    rng : numpy.random.Generator or int, optional
+    scale : float
+
+    Returns
+    -------
+    LSTMParams
+        ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih`` (4H,), ``b_hh`` (4H,).
+    """
+    rng = np.random.default_rng(rng)
+    bound = scale / np.sqrt(hidden_size)
+    shapes = [(4 * hidden_size, input_size), (4 * hidden_size, hidden_size), (4 * hidden_size,), (4 * hidden_size,)]
+    return LSTMParams(*(rng.uniform(-bound, bound, s).astype(dtype) for s in shapes))
+
+
+@dataclass
+class Problem:
+    """One random ``forward`` problem; ``seed`` reproduces it.
+
+    Attributes
+    ----------
+    x : ndarray, shape (T, B, I)
+    params : LSTMParams
+    h0, c0 : ndarray, shape (B, H), or None
+    lengths : ndarray of int64, shape (B,), or None
+    reverse : bool
+    seed : int
+    """
+
+    x: np.ndarray
+    params: LSTMParams
+    h0: np.ndarray | None
+    c0: np.ndarray | None
+    lengths: np.ndarray | None
+    reverse: bool
+    seed: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x.dtype
+
+    def describe(self) -> str:
+        """One line with sizes, dtype, direction, lengths and seed, for failure messages."""
+        t, b, i = self.x.shape
+        h = self.params.w_hh.shape[1]
+        lens = "full" if self.lengths is None else list(map(int, self.lengths))
+        state = "given" if self.h0 is not None else "zeros"
+        return (
+            f"T={t} B={b} I={i} H={h} {self.x.dtype.name} reverse={self.reverse} "
+            f"lengths={lens} h0/c0={state} seed={self.seed}"
+        )
+
+    def astype(self, dtype: Any) -> Problem:
+        """The same problem with every float array cast to ``dtype``."""
+        def cast(a: Any) -> Any:
+            return None if a is None else np.asarray(a).astype(dtype)
+
+        return replace(
+            self,
+            x=cast(self.x),
+            params=LSTMParams(*(cast(p) for p in self.params)),
+            h0=cast(self.h0),
+            c0=cast(self.c0),
+        )
+
+    def forward(self, backend: Any) -> tuple[Any, Any, Any]:
+        """Run ``backend.forward`` on this problem."""
+        return backend.forward(
+            self.x, self.params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse
+        )
+
+
+def random_problem(
+    steps: int,
+    batch: int,
+    input_size: int,
+    hidden_size: int,
+    *,
+    dtype: Any = np.float32,
+    seed: int | None = None,
+    lengths: Any = None,
+    state: bool = True,
+    reverse: bool = False,
+    scale: float = 1.0,
+) -> Problem:
+    """A random problem: inputs N(0, 1), random weights, optional random state and lengths.
+
+    Parameters
+    ----------
+    steps, batch, input_size, hidden_size : int
+        ``T, B, I, H``.
+    dtype : numpy dtype
+    seed : int, optional
+        Drawn fresh (and recorded in the problem) when omitted.
+    lengths : None, "random", or array_like of int, shape (B,)
+        ``"random"`` draws lengths in ``[0, T]`` including 0 and T when ``B >= 2``.
+    state : bool
+        Random ``h0``/``c0`` (else None, meaning zeros).
+    reverse : bool
+    scale : float
+        Weight scale (see :func:`random_params`).
+
+    Returns
+    -------
+    Problem
+    """
+    seed = _new_seed() if seed is None else int(seed)
+    rng = np.random.default_rng(seed)
+    params = random_params(input_size, hidden_size, dtype=dtype, rng=rng, scale=scale)
+    x = rng.standard_normal((steps, batch, input_size)).astype(dtype)
+    h0 = c0 = None
+    if state:
+        h0 = rng.uniform(-1, 1, (batch, hidden_size)).astype(dtype)
+        c0 = rng.standard_normal((batch, hidden_size)).astype(dtype)
+    if isinstance(lengths, str):
+        if lengths != "random":
+            raise ValueError("lengths must be None, 'random' or an array")
+        lens = rng.integers(0, steps + 1, batch)
+        if batch >= 2:
+            lens[0], lens[1] = steps, 0
+        lengths = lens
+    elif lengths is not None:
+        lengths = np.asarray(lengths, dtype=np.int64)
+    return Problem(x, params, h0, c0, lengths, bool(reverse), seed)
+
+
+def reference_forward(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The spec's answer: the ``numpy`` backend run in float64 on the problem.
+
+    Returns
+    -------
+    y : ndarray, shape (T, B, H), float64
+    h_n, c_n : ndarray, shape (B, H), float64
+    """
+    from ..backends.numpy_backend import NumpyBackend
+
+    return problem.astype(np.float64).forward(NumpyBackend())
+
+
+def reference_cell(x: Any, h: Any, c: Any, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the ``numpy`` backend in float64.
+
+    Returns
+    -------
+    h_new, c_new : ndarray, shape (B, H), float64
+    """
+    from ..backends.numpy_backend import NumpyBackend
+
+    f64 = [np.asarray(a, dtype=np.float64) for a in (x, h, c)]
+    return NumpyBackend().cell(*f64, LSTMParams(*(np.asarray(p, np.float64) for p in params)))

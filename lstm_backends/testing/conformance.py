@@ -1,0 +1,437 @@
+"""The conformance suite: the checks every backend (built-in or plugin) must pass.
+
+Each check takes a backend instance, compares it with the float64 ``numpy``
+reference on random problems (random weights: constant ones hide swapped gates)
+and returns its worst error as a fraction of the tolerance; a failure raises
+``AssertionError`` saying where, by how much, and the seed that reproduces it.
+
+Run all of them with :func:`run_conformance`, or under pytest with
+``pytest --pyargs lstm_backends.testing --lstm-backend NAME``.
+
+Problem sizes stay tiny (a few thousand threads at most) so that simulated
+GPU backends finish quickly; big sizes belong to benchmarks and GPU scripts.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._params import LSTMParams
+from ._compare import assert_close, to_host
+from ._problems import random_params, random_problem, reference_cell, reference_forward
+
+__all__ = ["CHECKS", "CheckResult", "ConformanceError", "run_conformance"]
+
+# (T, B, I, H): a single everything, odd sizes, I != H, H not a multiple of 4 or 8.
+SHAPES = [(1, 1, 1, 1), (7, 3, 5, 4), (5, 4, 8, 16), (3, 2, 17, 9)]
+
+
+def _dtypes(backend: Any) -> list[np.dtype]:
+    return [np.dtype(d) for d in getattr(backend, "dtypes", (np.float32, np.float64))]
+
+
+def _compare_forward(backend: Any, problem: Any, label: str = "") -> float:
+    got = problem.forward(backend)
+    ref = reference_forward(problem)
+    ctx = f"{label}{backend.name}: {problem.describe()}"
+    return max(
+        assert_close(g, r, dtype=problem.dtype, name=n, context=ctx)
+        for g, r, n in zip(got, ref, ("y", "h_n", "c_n"))
+    )
+
+
+def check_forward(backend: Any) -> float:
+    """``forward`` equals the reference over shapes and dtypes, with random ``h0``/``c0``."""
+    worst = 0.0
+    for k, (t, b, i, h) in enumerate(SHAPES):
+        for dtype in _dtypes(backend):
+            p = random_problem(t, b, i, h, dtype=dtype, seed=1000 + k)
+            worst = max(worst, _compare_forward(backend, p))
+    return worst
+
+
+def check_reverse(backend: Any) -> float:
+    """``reverse=True`` equals the reference."""
+    worst = 0.0
+    for k, (t, b, i, h) in enumerate(SHAPES[1:]):
+        for dtype in _dtypes(backend):
+            p = random_problem(t, b, i, h, dtype=dtype, seed=2000 + k, reverse=True)
+            worst = max(worst, _compare_forward(backend, p))
+    return worst
+
+
+def check_default_state(backend: Any) -> float:
+    """Omitted ``h0``/``c0`` mean zeros, and equal passing zeros explicitly."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(6, 3, 5, 7, dtype=dtype, seed=3000, state=False)
+        worst = max(worst, _compare_forward(backend, p))
+        zeros = np.zeros((3, 7), dtype)
+        explicit = backend.forward(p.x, p.params, zeros, zeros)
+        implicit = p.forward(backend)
+        for a, b, n in zip(explicit, implicit, ("y", "h_n", "c_n")):
+            np.testing.assert_array_equal(to_host(a), to_host(b), err_msg=f"{n}: h0=None differs from zeros")
+    return worst
+
+
+def check_lengths(backend: Any) -> float:
+    """Variable lengths (including 0 and T), both directions: outputs past a row's length are 0,
+    the final state is taken at the row's last valid step."""
+    worst = 0.0
+    for reverse in (False, True):
+        for dtype in _dtypes(backend):
+            p = random_problem(6, 5, 4, 8, dtype=dtype, seed=4000 + reverse, lengths="random", reverse=reverse)
+            worst = max(worst, _compare_forward(backend, p))
+            y = to_host(p.forward(backend)[0])
+            for b, n in enumerate(p.lengths):
+                assert not y[n:, b].any(), f"y[{n}:, {b}] must be 0 past lengths[{b}]={n} [{p.describe()}]"
+            # lengths = T everywhere is the same as no lengths, bit for bit
+            p_full = random_problem(6, 5, 4, 8, dtype=dtype, seed=4000 + reverse, reverse=reverse)
+            with_lengths = backend.forward(p_full.x, p_full.params, p_full.h0, p_full.c0,
+                                           lengths=np.full(5, 6), reverse=reverse)
+            for a, b_, n in zip(with_lengths, p_full.forward(backend), ("y", "h_n", "c_n")):
+                np.testing.assert_array_equal(to_host(a), to_host(b_),
+                                              err_msg=f"{n}: lengths=T differs from lengths=None")
+    return worst
+
+
+def check_row_independence(backend: Any) -> float:
+    """Each batch row is computed independently: a row alone gives the same result as in a batch."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(5, 4, 3, 6, dtype=dtype, seed=5000, lengths=[5, 2, 0, 4])
+        y, h_n, c_n = (to_host(a) for a in p.forward(backend))
+        for b in range(4):
+            y_b, h_b, c_b = (
+                to_host(a)
+                for a in backend.forward(p.x[:, b : b + 1], p.params, p.h0[b : b + 1], p.c0[b : b + 1],
+                                         lengths=p.lengths[b : b + 1])
+            )
+            ctx = f"{backend.name}: row {b} alone vs in batch [{p.describe()}]"
+            worst = max(worst, assert_close(y_b[:, 0], y[:, b].astype(np.float64), dtype=dtype, name="y", context=ctx))
+            worst = max(worst, assert_close(h_b[0], h_n[b].astype(np.float64), dtype=dtype, name="h_n", context=ctx))
+    return worst
+
+
+def check_empty(backend: Any) -> float:
+    """``T = 0`` returns the initial state and an empty ``y``; ``B = 0`` returns empty arrays."""
+    for dtype in _dtypes(backend):
+        p = random_problem(0, 2, 3, 4, dtype=dtype, seed=6000)
+        y, h_n, c_n = (to_host(a) for a in p.forward(backend))
+        assert y.shape == (0, 2, 4), f"T=0: y shape {y.shape}, expected (0, 2, 4)"
+        np.testing.assert_array_equal(h_n, p.h0, err_msg="T=0: h_n must equal h0")
+        np.testing.assert_array_equal(c_n, p.c0, err_msg="T=0: c_n must equal c0")
+        p = random_problem(3, 0, 3, 4, dtype=dtype, seed=6001)
+        y, h_n, c_n = (to_host(a) for a in p.forward(backend))
+        assert y.shape == (3, 0, 4) and h_n.shape == (0, 4), f"B=0: shapes {y.shape}, {h_n.shape}"
+    return 0.0
+
+
+def check_out(backend: Any) -> float:
+    """``forward(out=...)`` writes into and returns the given arrays (poisoned first)."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(4, 3, 5, 6, dtype=dtype, seed=7000, lengths=[4, 1, 0])
+        out = (np.full((4, 3, 6), np.nan, dtype), np.full((3, 6), np.nan, dtype), np.full((3, 6), np.nan, dtype))
+        got = backend.forward(p.x, p.params, p.h0, p.c0, lengths=p.lengths, out=out)
+        assert all(g is o for g, o in zip(got, out)), "forward(out=...) must return the arrays it was given"
+        ref = reference_forward(p)
+        ctx = f"{backend.name} out=: {p.describe()}"
+        for g, r, n in zip(out, ref, ("y", "h_n", "c_n")):
+            worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+    return worst
+
+
+def check_cell(backend: Any) -> float:
+    """``cell`` equals the reference step, equals ``forward`` with T=1, and honours ``out=``,
+    including an in-place update ``out=(h, c)``."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        for k, (b, i, h) in enumerate([(1, 1, 1), (3, 5, 4), (4, 17, 9)]):
+            seed = 8000 + k
+            rng = np.random.default_rng(seed)
+            params = random_params(i, h, dtype=dtype, rng=rng)
+            x = rng.standard_normal((b, i)).astype(dtype)
+            h0 = rng.uniform(-1, 1, (b, h)).astype(dtype)
+            c0 = rng.standard_normal((b, h)).astype(dtype)
+            ctx = f"{backend.name} cell B={b} I={i} H={h} {np.dtype(dtype).name} seed={seed}"
+            ref_h, ref_c = reference_cell(x, h0, c0, params)
+            h1, c1 = backend.cell(x, h0, c0, params)
+            worst = max(worst, assert_close(h1, ref_h, dtype=dtype, name="h", context=ctx),
+                        assert_close(c1, ref_c, dtype=dtype, name="c", context=ctx))
+            _, fh, fc = backend.forward(x[None], params, h0, c0)
+            np.testing.assert_allclose(to_host(h1), to_host(fh), rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                       atol=1e-6 if dtype == np.float32 else 1e-14,
+                                       err_msg=f"cell differs from forward with T=1 [{ctx}]")
+            out = (np.full((b, h), np.nan, dtype), np.full((b, h), np.nan, dtype))
+            got = backend.cell(x, h0, c0, params, out=out)
+            assert got[0] is out[0] and got[1] is out[1], "cell(out=...) must return the arrays it was given"
+            worst = max(worst, assert_close(out[0], ref_h, dtype=dtype, name="h (out=)", context=ctx))
+            hs, cs = h0.copy(), c0.copy()
+            got = backend.cell(x, hs, cs, params, out=(hs, cs))
+            assert got[0] is hs and got[1] is cs
+            worst = max(worst, assert_close(hs, ref_h, dtype=dtype, name="h (in place)", context=ctx),
+                        assert_close(cs, ref_c, dtype=dtype, name="c (in place)", context=ctx))
+    return worst
+
+
+def check_cell_sequence(backend: Any) -> float:
+    """Streaming ``cell`` over a sequence equals ``forward`` over it."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(6, 2, 3, 5, dtype=dtype, seed=9000)
+        ref_y, _, ref_c = reference_forward(p)
+        h, c = p.h0.copy(), p.c0.copy()
+        for t in range(6):
+            backend.cell(p.x[t], h, c, p.params, out=(h, c))
+            worst = max(worst, assert_close(h, ref_y[t], dtype=dtype, name=f"h at t={t}", context=p.describe()))
+        worst = max(worst, assert_close(c, ref_c, dtype=dtype, name="c", context=p.describe()))
+    return worst
+
+
+def check_layer(backend: Any) -> float:
+    """The stacked, bidirectional ``LSTM`` layer with lengths and ``batch_first`` equals the
+    same layer on the reference backend in float64."""
+    from ..layer import LSTM
+
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        for batch_first in (False, True):
+            ours = LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=dtype,
+                        backend=backend, seed=10000)
+            ref = LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=np.float64,
+                       backend="numpy")
+            ref.load_state_dict(ours.state_dict())
+            rng = np.random.default_rng(10001)
+            shape = (3, 5, 4) if batch_first else (5, 3, 4)
+            x = rng.standard_normal(shape).astype(dtype)
+            h0 = rng.uniform(-1, 1, (4, 3, 6)).astype(dtype)
+            c0 = rng.standard_normal((4, 3, 6)).astype(dtype)
+            lengths = [5, 0, 3]
+            y, (h_n, c_n) = ours(x, (h0, c0), lengths=lengths)
+            ry, (rh, rc) = ref(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)),
+                               lengths=lengths)
+            ctx = f"{backend.name} LSTM(4, 6, layers=2, bidirectional, batch_first={batch_first}) seed=10000"
+            for g, r, n in ((y, ry, "y"), (h_n, rh, "h_n"), (c_n, rc, "c_n")):
+                worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+    return worst
+
+
+def check_memory_layouts(backend: Any) -> float:
+    """Fortran-ordered, strided and read-only inputs give the same result and are not modified."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(5, 3, 6, 4, dtype=dtype, seed=11000, lengths=[5, 3, 1])
+        ref = reference_forward(p)
+        big = np.zeros((10, 3, 12), dtype)
+        big[::2, :, ::2] = p.x
+        strided = big[::2, :, ::2]
+        fortran = np.asfortranarray(p.x)
+        ro_params = LSTMParams(*(np.asfortranarray(a) if a.ndim == 2 else a.copy() for a in p.params))
+        for a in ro_params:
+            a.flags.writeable = False
+        h0 = np.asfortranarray(p.h0)
+        before = [np.array(a, copy=True) for a in (strided, fortran, h0, *ro_params)]
+        for name, x in (("strided x", strided), ("Fortran x", fortran)):
+            got = backend.forward(x, ro_params, h0, p.c0, lengths=p.lengths)
+            for g, r, n in zip(got, ref, ("y", "h_n", "c_n")):
+                worst = max(worst, assert_close(g, r, dtype=dtype, name=f"{n} ({name})", context=p.describe()))
+        for b, a in zip(before, (strided, fortran, h0, *ro_params)):
+            np.testing.assert_array_equal(b, a, err_msg="forward modified an input")
+    return worst
+
+
+def check_inputs_unchanged(backend: Any) -> float:
+    """``forward`` and ``cell`` never write to their inputs."""
+    for dtype in _dtypes(backend):
+        p = random_problem(4, 2, 3, 5, dtype=dtype, seed=12000, lengths=[4, 2])
+        copies = [a.copy() for a in (p.x, *p.params, p.h0, p.c0, p.lengths)]
+        p.forward(backend)
+        backend.cell(p.x[0], p.h0, p.c0, p.params)
+        for b, a in zip(copies, (p.x, *p.params, p.h0, p.c0, p.lengths)):
+            np.testing.assert_array_equal(b, a, err_msg="an input was modified")
+    return 0.0
+
+
+def check_nan_stays_in_row(backend: Any) -> float:
+    """A NaN in one batch row propagates through that row only, as in the reference."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(4, 3, 3, 5, dtype=dtype, seed=13000)
+        p.x[1, 1, 2] = np.nan
+        y, h_n, _ = (to_host(a) for a in p.forward(backend))
+        assert np.isnan(y[1:, 1]).all(), "NaN input must reach row 1's later outputs"
+        assert not np.isnan(y[:, [0, 2]]).any() and not np.isnan(y[0, 1]).any(), "NaN leaked into other rows/steps"
+        assert np.isnan(h_n[1]).all() and not np.isnan(h_n[[0, 2]]).any()
+        worst = max(worst, _compare_forward(backend, p, "NaN in x: "))
+    return worst
+
+
+def check_extreme_inputs(backend: Any) -> float:
+    """Inputs of magnitude 1e4 saturate the gates: finite results, no warnings, matching the reference."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(3, 4, 3, 5, dtype=dtype, seed=14000)
+        p.x[...] = np.sign(p.x) * 1e4
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = p.forward(backend)
+            h1, c1 = backend.cell(p.x[0], p.h0, p.c0, p.params)
+        for a in (*got, h1, c1):
+            assert np.isfinite(to_host(a)).all(), "non-finite output for |x| = 1e4"
+        worst = max(worst, _compare_forward(backend, p, "|x|=1e4: "))
+    return worst
+
+
+def check_deterministic(backend: Any) -> float:
+    """Repeated calls give bitwise identical results."""
+    for dtype in _dtypes(backend):
+        p = random_problem(6, 4, 5, 8, dtype=dtype, seed=15000, lengths=[6, 3, 0, 5])
+        first = [to_host(a) for a in p.forward(backend)]
+        for _ in range(2):
+            again = [to_host(a) for a in p.forward(backend)]
+            for a, b, n in zip(first, again, ("y", "h_n", "c_n")):
+                np.testing.assert_array_equal(a, b, err_msg=f"{n} changed between identical calls")
+    return 0.0
+
+
+def _raises(exc: type[BaseException], fn: Callable[[], Any], *words: str) -> None:
+    try:
+        fn()
+    except exc as e:
+        msg = str(e)
+        missing = [w for w in words if w not in msg]
+        assert not missing, f"{exc.__name__} message {msg!r} lacks {missing}"
+        return
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"expected {exc.__name__}, got {type(e).__name__}: {e}") from e
+    raise AssertionError(f"expected {exc.__name__}, nothing was raised")
+
+
+def check_errors(backend: Any) -> float:
+    """Bad inputs raise clear errors: shapes -> ValueError, dtypes -> TypeError, lengths -> ValueError."""
+    dtype = _dtypes(backend)[0]
+    other = np.float64 if dtype == np.float32 else np.float32
+    p = random_problem(4, 2, 3, 5, dtype=dtype, seed=16000)
+    f = backend.forward
+    _raises(ValueError, lambda: f(p.x[:, :, :2], p.params), "x", "(4, 2, 2)")
+    _raises(ValueError, lambda: f(p.x[0], p.params), "x")
+    _raises(ValueError, lambda: f(p.x, p.params, p.h0[:1]), "h0", "(1, 5)", "(2, 5)")
+    _raises(ValueError, lambda: f(p.x, p.params, p.h0, p.c0[:, :3]), "c0")
+    _raises(ValueError, lambda: f(p.x, (p.params.w_ih, p.params.w_hh[:, :4], *p.params[2:])), "w_hh")
+    _raises(ValueError, lambda: f(p.x, (*p.params[:2], p.params.b_ih[:3], p.params.b_hh)), "b_ih")
+    _raises(TypeError, lambda: f(p.x.astype(np.int64), p.params), "x", "int64")
+    _raises(TypeError, lambda: f(p.x.astype(other), p.params), "mixed")
+    _raises(TypeError, lambda: f(p.x, p.params, p.h0.astype(other)), "h0")
+    _raises(TypeError, lambda: f(p.x, p.params[:3]), "params")
+    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, 5]), "lengths")
+    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, -1]), "lengths")
+    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, 2, 3]), "lengths")
+    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1.5, 2.0]), "lengths")
+    c = backend.cell
+    _raises(ValueError, lambda: c(p.x[0, :, :2], p.h0, p.c0, p.params), "x")
+    _raises(ValueError, lambda: c(p.x[0], p.h0.T, p.c0, p.params), "h")
+    _raises(TypeError, lambda: c(p.x[0].astype(other), p.h0, p.c0, p.params), "mixed")
+    return 0.0
+
+
+class CheckResult(NamedTuple):
+    """Outcome of one conformance check."""
+
+    name: str
+    passed: bool
+    worst: float  # worst error / tolerance (NaN when the check raised)
+    seconds: float
+    message: str
+
+
+class ConformanceError(AssertionError):
+    """Raised by :func:`run_conformance` when a check fails; ``results`` has them all."""
+
+    def __init__(self, message: str, results: list[CheckResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+#: name -> check; each takes a backend instance and returns its worst error / tolerance.
+CHECKS: dict[str, Callable[[Any], float]] = {
+    "forward": check_forward,
+    "reverse": check_reverse,
+    "default_state": check_default_state,
+    "lengths": check_lengths,
+    "row_independence": check_row_independence,
+    "empty": check_empty,
+    "out": check_out,
+    "cell": check_cell,
+    "cell_sequence": check_cell_sequence,
+    "layer": check_layer,
+    "memory_layouts": check_memory_layouts,
+    "inputs_unchanged": check_inputs_unchanged,
+    "nan_stays_in_row": check_nan_stays_in_row,
+    "extreme_inputs": check_extreme_inputs,
+    "deterministic": check_deterministic,
+    "errors": check_errors,
+}
+
+
+def run_conformance(
+    backend: Any,
+    checks: list[str] | None = None,
+    *,
+    raise_on_failure: bool = True,
+) -> list[CheckResult]:
+    """Run the conformance checks against a backend.
+
+    Parameters
+    ----------
+    backend : str or Backend
+        A registered name or an instance (e.g. of your plugin's class).
+    checks : list of str, optional
+        Names from :data:`CHECKS`; all by default.
+    raise_on_failure : bool
+        Raise :class:`ConformanceError` listing every failed check.
+
+    Returns
+    -------
+    list of CheckResult
+
+    Examples
+    --------
+    >>> from lstm_backends.testing import run_conformance
+    >>> results = run_conformance("numpy", ["forward", "cell"])
+    >>> all(r.passed for r in results)
+    True
+    """
+    from .._registry import get_backend
+
+    backend = get_backend(backend)
+    names = list(CHECKS) if checks is None else list(checks)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown checks {unknown}; known: {', '.join(CHECKS)}")
+    results = []
+    for name in names:
+        start = time.perf_counter()
+        try:
+            worst = float(CHECKS[name](backend))
+            results.append(CheckResult(name, True, worst, time.perf_counter() - start, ""))
+        except AssertionError as exc:
+            results.append(CheckResult(name, False, float("nan"), time.perf_counter() - start, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a crash is a failure to report, not to hide
+            results.append(
+                CheckResult(name, False, float("nan"), time.perf_counter() - start,
+                            f"raised {type(exc).__name__}: {exc}")
+            )
+    failed = [r for r in results if not r.passed]
+    if failed and raise_on_failure:
+        lines = "\n".join(f"  {r.name}: {r.message}" for r in failed)
+        raise ConformanceError(
+            f"backend {backend.name!r} failed {len(failed)} of {len(results)} conformance checks:\n{lines}",
+            results,
+        )
+    return results
