@@ -56,3 +56,11 @@ __all__ = [
     "register_backend",
     "unregister_backend",
 ]
+
+
+def __getattr__(name: str):  # lazy: ``lb.testing`` without importing it at start-up
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module 'lstm_backends' has no attribute {name!r}")

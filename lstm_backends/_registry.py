@@ -41,6 +41,7 @@ ENTRY_POINT_GROUP = "lstm_backends.backends"
 _BUILTINS: dict[str, tuple[str, str]] = {
     # name: (dotted path, what to do when unavailable)
     "numpy": ("lstm_backends.backends.numpy_backend:NumpyBackend", ""),
+    "numba": ("lstm_backends.backends.numba_backend:NumbaBackend", 'pip install "lstm-backends" (installs numba)'),
 }
 
 

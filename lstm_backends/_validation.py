@@ -418,6 +418,10 @@ def prepare_cell(
     -------
     CellArgs
     """
+    if host:
+        fast = _fast_cell(x, h, c, params, out, dtypes)
+        if fast is not None:
+            return fast
     x_shape, x_dtype = describe(x)
     _check_floating("x", x_dtype, dtypes)
     p = prepare_params(params, dtypes=dtypes, convert=convert, zeros=zeros)
@@ -461,3 +465,52 @@ def prepare_cell(
         b_hh=p.b_hh, h_out=h_out, c_out=c_out, batch=batch, input_size=in_size,
         hidden_size=hidden, dtype=dtype,
     )
+
+
+def _ok(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
+    return type(a) is np.ndarray and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
+
+
+def _fast_cell(x: Any, h: Any, c: Any, params: Any, out: Any, dtypes: Sequence[np.dtype]) -> CellArgs | None:
+    """The common streaming case, checked in a few microseconds: contiguous NumPy arrays
+    of one supported dtype with the right shapes.  Returns None to take the full path
+    (which also produces the error messages)."""
+    if type(x) is not np.ndarray or x.ndim != 2 or not x.flags.c_contiguous:
+        return None
+    dtype = x.dtype
+    if dtype not in dtypes:
+        return None
+    try:
+        w_ih, w_hh, b_ih, b_hh = params
+    except (TypeError, ValueError):
+        return None
+    if type(w_hh) is not np.ndarray or w_hh.ndim != 2:
+        return None
+    hidden = w_hh.shape[1]
+    batch, in_size = x.shape
+    if not (_ok(w_hh, dtype, (4 * hidden, hidden)) and _ok(w_ih, dtype, (4 * hidden, in_size))
+            and _ok(b_ih, dtype, (4 * hidden,)) and _ok(b_hh, dtype, (4 * hidden,))
+            and _ok(h, dtype, (batch, hidden)) and _ok(c, dtype, (batch, hidden)) and hidden >= 1 and in_size >= 1):
+        return None
+    if out is None:
+        h_out, c_out = np.empty((batch, hidden), dtype), np.empty((batch, hidden), dtype)
+    else:
+        if type(out) is not tuple or len(out) != 2:
+            return None
+        h_out, c_out = out
+        if not (_ok(h_out, dtype, (batch, hidden)) and _ok(c_out, dtype, (batch, hidden))
+                and h_out.flags.writeable and c_out.flags.writeable):
+            return None
+        share = np.may_share_memory
+        if share(h_out, c_out):
+            return None
+        for o, own in ((h_out, h), (c_out, c)):
+            if o is own:
+                continue  # the documented in-place update
+            if share(o, x) or share(o, h) or share(o, c) or share(o, w_ih) or share(o, w_hh) \
+                    or share(o, b_ih) or share(o, b_hh):
+                return None
+        if (h_out is h and share(h_out, c)) or (c_out is c and share(c_out, h)):
+            return None
+    return CellArgs(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h_out=h_out, c_out=c_out,
+                    batch=batch, input_size=in_size, hidden_size=hidden, dtype=dtype)
