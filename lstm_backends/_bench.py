@@ -2,9 +2,9 @@
 
 For each size, every available backend (and PyTorch's ``nn.LSTM`` when torch is
 installed) runs the same random problem; each result is compared with the
-float64 reference *before* any timing, then calls are timed interleaved across
-backends (round-robin) so that machine noise hits them alike, and medians are
-reported.
+float64 reference *before* any timing, then timed; medians are reported.  Timed calls run in two rounds, each
+backend's calls back to back after a short idle pause, the order reversed in the
+second round.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def run_bench(
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    settle: float = 0.3,
 ) -> list[BenchRow]:
     """Check then time backends on random problems.
 
@@ -105,7 +106,8 @@ def run_bench(
         Names; every available backend by default.
     dtype : numpy dtype
     repeat : int
-        Timed calls per backend (after one untimed warm-up call); the median is reported.
+        Timed calls per backend (rounded up to even; after one untimed warm-up call); the
+        median is reported.
     torch : bool
         Include ``torch.nn.LSTM`` (CPU, inference mode) when torch is importable.
     threads : int, optional
@@ -113,6 +115,8 @@ def run_bench(
     progress : callable, optional
         Receives one line per step of work.
     seed : int
+    settle : float
+        Seconds of idle before each backend's block of calls (see the code's comment).
 
     Returns
     -------
@@ -146,12 +150,20 @@ def run_bench(
                 say(f"[{k + 1}/{len(sizes)}] checking {name}")
                 errors[name] = worst_error(run(), ref_y, dtype)  # also the warm-up call
             times: dict[str, list[float]] = {name: [] for name in runners}
-            say(f"[{k + 1}/{len(sizes)}] timing {', '.join(runners)} ({repeat} rounds)")
-            for _ in range(repeat):
-                for name, run in runners.items():
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - start)
+            say(f"[{k + 1}/{len(sizes)}] timing {', '.join(runners)} ({repeat} calls each)")
+            # Two rounds, each backend's calls back to back, the order reversed in the second
+            # round, so drift hits all alike.  A pause before each block lets the previous
+            # library's worker threads (OpenMP, OpenBLAS), which spin for a while after each
+            # call, go to sleep instead of competing for the cores inside the next timing.
+            names = list(runners)
+            for order in (names, names[::-1]):
+                for name in order:
+                    time.sleep(settle)
+                    runners[name]()  # untimed: caches and thread pools of this library
+                    for _ in range((repeat + 1) // 2):
+                        start = time.perf_counter()
+                        runners[name]()
+                        times[name].append(time.perf_counter() - start)
             size_rows = []
             for name in runners:
                 med = statistics.median(times[name])

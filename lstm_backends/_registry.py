@@ -42,6 +42,7 @@ _BUILTINS: dict[str, tuple[str, str]] = {
     # name: (dotted path, what to do when unavailable)
     "numpy": ("lstm_backends.backends.numpy_backend:NumpyBackend", ""),
     "numba": ("lstm_backends.backends.numba_backend:NumbaBackend", 'pip install "lstm-backends" (installs numba)'),
+    "cuda": ("lstm_backends.backends.cuda_backend:CudaBackend", ""),
 }
 
 

@@ -52,11 +52,13 @@ def describe(a: Any) -> tuple[tuple[int, ...], np.dtype]:
     shape : tuple of int
     dtype : numpy.dtype
     """
+    if isinstance(a, np.ndarray):
+        return a.shape, a.dtype
     cai = getattr(a, "__cuda_array_interface__", None)
     if cai is not None:
         return tuple(int(s) for s in cai["shape"]), np.dtype(cai["typestr"])
-    if isinstance(a, np.ndarray):
-        return a.shape, a.dtype
+    if hasattr(a, "copy_to_host") and hasattr(a, "shape"):  # Numba device arrays, simulated ones too
+        return tuple(a.shape), np.dtype(a.dtype)
     arr = np.asarray(a)
     return arr.shape, arr.dtype
 

@@ -217,6 +217,11 @@ class LSTM:
             layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
             raise ValueError(f"x must have shape {layout} or (T, I); got shape {tuple(x_shape)}")
         elif self.batch_first:
+            if not hasattr(x, "swapaxes"):
+                raise ValueError(
+                    "batch_first=True needs an array with swapaxes (NumPy); for device arrays "
+                    "pass time-major (T, B, I) input with batch_first=False"
+                )
             x = x.swapaxes(0, 1)
         h0 = c0 = None
         if hx is not None:

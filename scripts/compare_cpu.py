@@ -44,13 +44,24 @@ def sgemm_rate(n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+MODE = "interleaved"
+
+
 def interleaved(fns: dict, repeat: int) -> dict:
+    """Median seconds per function.  ``interleaved``: a, b, a, b, ...; ``blocks``: a x n, b x n,
+    a x n, b x n, each block after a 0.3 s pause and one untimed call (so the other library's
+    worker threads, which spin for a while after each call, are idle)."""
     times = {k: [] for k in fns}
-    for _ in range(repeat):
+    rounds, per_round = (repeat, 1) if MODE == "interleaved" else (2, max(1, repeat // 2))
+    for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            if MODE == "blocks":
+                time.sleep(0.3)  # let the other library's spinning worker threads go idle
+                fn()  # untimed
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -86,7 +97,11 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--size", action="append", help="B,T,I,H (default: the issue's table)")
+    ap.add_argument("--mode", choices=["interleaved", "blocks"], default="interleaved",
+                    help="call order: strictly alternating (default) or in alternating blocks")
     args = ap.parse_args()
+    global MODE
+    MODE = args.mode
 
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -106,7 +121,7 @@ def main() -> int:
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus; {platform.processor() or ''}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {NumbaBackend.version()}, "
           f"torch {torch.__version__}, lstm_backends {lb.__version__}; BLAS: {'; '.join(sorted(set(blas)))}")
-    print(f"threads: {args.threads}; sgemm 2048^3 float32: {peak:.1f} GFLOP/s; medians of {args.repeat}, interleaved\n")
+    print(f"threads: {args.threads}; sgemm 2048^3 float32: {peak:.1f} GFLOP/s; medians of {args.repeat}, {MODE}\n")
     rows = []
     header = f"{'B,T,I,H':>18} {'ours ms':>10} {'torch ms':>10} {'ours/torch':>10} {'target':>7} " \
              f"{'ours GF/s':>9} {'%peak':>6} {'torch GF/s':>10} {'err/tol':>8}"
@@ -171,8 +186,8 @@ def main() -> int:
             print(f"cold start, {label}: import {v['import_s']:.2f} s, first forward {v['first_call_s']:.2f} s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "sgemm_gflops": peak, "rows": rows, "cell": cell_row, "cold": cold},
-                      fh, indent=2)
+            json.dump({"threads": args.threads, "mode": MODE, "sgemm_gflops": peak, "rows": rows,
+                       "cell": cell_row, "cold": cold}, fh, indent=2)
     return 0
 
 

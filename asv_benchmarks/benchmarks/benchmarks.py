@@ -1,17 +1,28 @@
-"""asv benchmarks: forward over backend x size x dtype.
+"""asv benchmarks for lstm_backends.
 
-Backends that cannot run here are skipped (``NotImplementedError`` in setup);
-JIT compilation happens in setup, never inside the timed body.
+* ``Forward`` / ``Cell``: time per call over backend x size x dtype;
+  ``peakmem_forward`` the peak memory of a forward call.
+* ``ColdStart``: import time and first-call time, each measured in a fresh
+  subprocess (``track_``; the first call includes JIT compilation or cache loading).
+
+Backends that cannot run here are skipped: ``setup`` raises ``NotImplementedError``.
+JIT compilation happens in ``setup`` (one untimed call), never inside a timed body.
 """
+
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
 import lstm_backends as lb
-from lstm_backends.testing import random_problem
+from lstm_backends.testing import random_params, random_problem
 
 BACKENDS = ["numpy", "numba", "cuda"]
-# (B, T, I, H)
+# "B,T,I,H"
 SIZES = ["1,100,64,128", "16,100,128,256", "64,100,256,512"]
+CELL_SIZES = ["1,128,256", "16,256,512"]  # "B,I,H"
 
 
 def _backend(name):
@@ -22,6 +33,8 @@ def _backend(name):
 
 
 class Forward:
+    """One layer, one direction, whole sequence."""
+
     params = (BACKENDS, SIZES, ["float32", "float64"])
     param_names = ["backend", "size", "dtype"]
     timeout = 300
@@ -34,3 +47,75 @@ class Forward:
 
     def time_forward(self, backend, size, dtype):
         self.problem.forward(self.be)
+
+    def peakmem_forward(self, backend, size, dtype):
+        self.problem.forward(self.be)
+
+
+class Cell:
+    """One streaming step with preallocated outputs (``out=``)."""
+
+    params = (BACKENDS, CELL_SIZES, ["float32", "float64"])
+    param_names = ["backend", "size", "dtype"]
+
+    def setup(self, backend, size, dtype):
+        self.be = _backend(backend)
+        b, i, h = (int(v) for v in size.split(","))
+        rng = np.random.default_rng(0)
+        self.params = random_params(i, h, dtype=np.dtype(dtype), rng=rng)
+        self.x = rng.standard_normal((b, i)).astype(dtype)
+        self.h = np.zeros((b, h), dtype)
+        self.c = np.zeros((b, h), dtype)
+        self.out = (np.empty_like(self.h), np.empty_like(self.c))
+        self.be.cell(self.x, self.h, self.c, self.params, out=self.out)
+
+    def time_cell(self, backend, size, dtype):
+        self.be.cell(self.x, self.h, self.c, self.params, out=self.out)
+
+
+_COLD = """
+import time
+t0 = time.perf_counter()
+import lstm_backends as lb
+t1 = time.perf_counter()
+if {backend!r} != "import":
+    from lstm_backends.testing import random_problem
+    p = random_problem(10, 4, 32, 64, seed=0)
+    be = lb.get_backend({backend!r})
+    t2 = time.perf_counter()
+    p.forward(be)
+    t1, t0 = time.perf_counter(), t2
+print(t1 - t0)
+"""
+
+
+class ColdStart:
+    """Seconds, measured in a fresh interpreter each time."""
+
+    params = (["import", "numpy", "numba"],)
+    param_names = ["what"]
+    timeout = 600
+    unit = "seconds"
+
+    def setup(self, what):
+        if what != "import":
+            _backend(what)
+
+    def _run(self, what, env):
+        out = subprocess.run([sys.executable, "-c", _COLD.format(backend=what)], capture_output=True, text=True,
+                             check=True, env=env)
+        return float(out.stdout.strip())
+
+    def track_first_call_warm_cache(self, what):
+        """``import lstm_backends`` (what=import) or the first forward with a warm JIT cache."""
+        self._run(what, dict(os.environ))  # make sure the cache is warm
+        return self._run(what, dict(os.environ))
+
+    track_first_call_warm_cache.unit = "seconds"
+
+    def track_first_call_empty_cache(self, what):
+        """The first forward when Numba's on-disk cache is empty (compilation included)."""
+        with tempfile.TemporaryDirectory() as cache:
+            return self._run(what, dict(os.environ, NUMBA_CACHE_DIR=cache))
+
+    track_first_call_empty_cache.unit = "seconds"

@@ -225,3 +225,4 @@ def cell_step(x, h, c, w_ih, w_hh, bias, h_out, c_out, gates, xp, c_tmp):
         for u in range(hidden):
             h_out[b, u] = xp[b, u]
 
+

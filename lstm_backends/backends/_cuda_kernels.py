@@ -1,0 +1,221 @@
+"""numba.cuda kernels of the ``cuda`` backend (imported on first use only).
+
+Versions, llm.c style:
+
+1. ``matmul_nt``: C (M, N) = A (M, K) @ W (N, K).T + both biases, tiled through shared
+   memory (TILE x TILE threads, each loads one element of each operand tile per K-step,
+   so every global element is read M/TILE or N/TILE times instead of K times).  Used
+   once per call for the input projection of all T*B rows, and once per step for the
+   recurrent product of the B rows.
+2. ``lstm_gates``: one thread per (row, hidden unit): adds the input projection and the
+   recurrent product of its four gates, applies the nonlinearities, updates c and h in
+   place and writes y; rows past their length keep their state.  Handles direction and
+   per-row lengths, so a step is exactly two launches, all on one stream, with no host
+   synchronisation inside the time loop.
+3. ``fill``: zero an output (y past each row's length stays 0).
+
+Kernels are built per dtype by :func:`kernels` (shared-memory arrays need a concrete
+type) from plain Python functions, so :func:`ptx` can compile the very same code for
+``sm_90`` without a GPU (``numba.cuda.compile_ptx``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float32, float64, int64, types
+
+#: matmul tile edge on a GPU: TILE x TILE threads per block.  The simulator runs each
+#: thread as a Python thread, so it uses SIM_TILE (same code, smaller blocks).
+TILE = 16
+SIM_TILE = 8
+
+
+def _matmul_nt_factory(nb_dtype, TILE=TILE):  # noqa: N803 - a compile-time constant
+    PADDED = TILE + 1  # noqa: N806 - +1 column: reads w_tile[tx, kk] avoid shared-memory bank conflicts
+    def matmul_nt(a, w, bias_a, bias_b, out):
+        """out[m, n] = sum_k a[m, k] * w[n, k] + (bias_a[n] + bias_b[n]).
+
+        a : (M, K)   w : (N, K)   bias_a, bias_b : (N,) (zeros for none)   out : (M, N)
+        grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+        """
+        a_tile = cuda.shared.array((TILE, TILE), nb_dtype)
+        w_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        n = cuda.blockIdx.x * TILE + tx
+        m = cuda.blockIdx.y * TILE + ty
+        rows, inner = a.shape
+        cols = w.shape[0]
+        acc = nb_dtype(0)
+        for k0 in range(0, inner, TILE):
+            # a_tile[ty, tx] = a[m, k0 + tx]; w_tile[ty, tx] = w[n_block + ty, k0 + tx]
+            k = k0 + tx
+            a_tile[ty, tx] = a[m, k] if (m < rows and k < inner) else nb_dtype(0)
+            wn = cuda.blockIdx.x * TILE + ty
+            w_tile[ty, tx] = w[wn, k] if (wn < cols and k < inner) else nb_dtype(0)
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += a_tile[ty, kk] * w_tile[tx, kk]
+            cuda.syncthreads()
+        if m < rows and n < cols:
+            out[m, n] = acc + (bias_a[n] + bias_b[n])
+
+    return matmul_nt
+
+
+def _lstm_gates_factory(nb_dtype):
+    half = nb_dtype(0.5)
+
+    def lstm_gates(step, reverse, xp, rec, lengths, h, c, y, y_offset):
+        """One time step for every (row, unit): thread x = unit, y = row.
+
+        step : int, index of the step (0 .. max length - 1)
+        xp : (T, B, 4H) input projection incl. both biases   rec : (B, 4H) h @ W_hh.T
+        lengths : (B,) int64   h, c : (B, H) state, updated in place
+        y : (T, B, >= y_offset + H) output, written at [t, b, y_offset + u]
+        """
+        u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, hidden = h.shape
+        if u >= hidden or b >= batch:
+            return
+        n = lengths[b]
+        if step >= n:
+            return  # a finished row keeps its state
+        t = n - 1 - step if reverse else step
+        gi = xp[t, b, u] + rec[b, u]
+        gf = xp[t, b, hidden + u] + rec[b, hidden + u]
+        gg = xp[t, b, 2 * hidden + u] + rec[b, 2 * hidden + u]
+        go = xp[t, b, 3 * hidden + u] + rec[b, 3 * hidden + u]
+        # sigmoid(x) = (1 + tanh(x / 2)) / 2: no exp to overflow at any input
+        i = half + half * math.tanh(half * gi)
+        f = half + half * math.tanh(half * gf)
+        g = math.tanh(gg)
+        o = half + half * math.tanh(half * go)
+        c_new = f * c[b, u] + i * g
+        h_new = o * math.tanh(c_new)
+        c[b, u] = c_new
+        h[b, u] = h_new
+        y[t, b, y_offset + u] = h_new
+
+    return lstm_gates
+
+
+def _fill_factory(nb_dtype):
+    def fill(flat, value):
+        """flat[i] = value for every i (grid-stride loop)."""
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, flat.shape[0], stride):
+            flat[i] = value
+
+    return fill
+
+
+def _simulated():
+    from numba import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+_TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+
+
+def signatures(dtype):
+    """Launch signatures of every kernel for one dtype, for PTX compilation."""
+    t = _TYPES[np.dtype(dtype)]
+    a2 = t[:, :]
+    a3 = t[:, :, :]
+    return {
+        "matmul_nt": (_matmul_nt_factory(t), (a2, a2, t[:], t[:], a2)),
+        "lstm_gates": (_lstm_gates_factory(t), (int64, types.boolean, a3, a2, int64[:], a2, a2, a3, int64)),
+        "fill": (_fill_factory(t), (t[:], t)),
+    }
+
+
+@functools.cache
+def kernels(dtype):
+    """The jitted kernels for one dtype: an object with ``matmul_nt`` (and its ``tile``),
+    ``lstm_gates``, ``fill``."""
+    t = _TYPES[np.dtype(dtype)]
+    tile = SIM_TILE if _simulated() else TILE
+
+    class K:
+        matmul_tile = tile
+        matmul_nt = cuda.jit(_matmul_nt_factory(t, tile))
+        lstm_gates = cuda.jit(_lstm_gates_factory(t))
+        fill = cuda.jit(_fill_factory(t))
+
+    return K
+
+
+def ptx(dtype, cc=(9, 0)):
+    """PTX text of every kernel for ``dtype`` compiled for compute capability ``cc``.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    out = {}
+    for name, (fn, sig) in signatures(dtype).items():
+        text, _ = cuda.compile_ptx(fn, sig, cc=cc)
+        out[name] = text
+    return out
+
+
+def assemble_report(dtypes=(np.float32, np.float64), cc=(9, 0), ptxas=None):
+    """Compile every kernel to PTX for ``cc`` and, when ``ptxas`` is found, assemble it.
+
+    ``ptxas -arch=sm_XY -v --warn-on-spills -Werror`` fails on any register spill.
+
+    Parameters
+    ----------
+    dtypes : iterable of numpy dtypes
+    cc : tuple (major, minor)
+    ptxas : str, optional
+        Path of ``ptxas``; looked up on PATH when omitted (assembly is skipped if absent).
+
+    Returns
+    -------
+    list of dict
+        One per kernel and dtype: ``kernel``, ``dtype``, ``ptx_bytes``, and when assembled
+        ``registers``, ``smem_bytes``, ``spill_bytes``, ``ptxas_log``.
+
+    Raises
+    ------
+    RuntimeError
+        ``ptxas`` rejected a kernel (an error, or a spill with ``-Werror``).
+    """
+    import os
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    ptxas = ptxas or shutil.which("ptxas")
+    arch = f"sm_{cc[0]}{cc[1]}"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in dtypes:
+            for name, text in ptx(dtype, cc).items():
+                row = {"kernel": name, "dtype": np.dtype(dtype).name, "ptx_bytes": len(text)}
+                if ptxas:
+                    path = os.path.join(tmp, f"{name}_{np.dtype(dtype).name}.ptx")
+                    with open(path, "w") as fh:
+                        fh.write(text)
+                    res = subprocess.run([ptxas, f"-arch={arch}", "-v", "--warn-on-spills", "-Werror", path,
+                                          "-o", path + ".cubin"], capture_output=True, text=True)
+                    log = res.stdout + res.stderr
+                    if res.returncode != 0:
+                        raise RuntimeError(f"ptxas failed for {name} ({row['dtype']}):\n{log}")
+                    regs = re.search(r"Used (\d+) registers", log)
+                    smem = re.search(r"(\d+) bytes smem", log)
+                    spills = re.search(r"(\d+) bytes spill stores", log)
+                    row.update(registers=int(regs.group(1)) if regs else None,
+                               smem_bytes=int(smem.group(1)) if smem else 0,
+                               spill_bytes=int(spills.group(1)) if spills else 0, ptxas_log=log)
+                rows.append(row)
+    return rows

@@ -1,0 +1,248 @@
+"""GPU check of the cuda backend: correctness first, then timing against cuDNN.
+
+One command on a machine with an NVIDIA GPU (finishes in a few minutes on an H200)::
+
+    PYTHONPATH=. python3 scripts/gpu_check.py --out "$OUT"
+
+1. the conformance suite on the real GPU (small sizes, every check);
+2. correctness against the float64 NumPy reference at real sizes, B in {1, 16, 64, 256},
+   T=100, I=H=512, plus odd sizes that do not divide the 16x16 tile, float32 and float64,
+   with lengths and both directions; outputs are poisoned (NaN) before each run so an
+   unwritten element fails;
+3. device arrays from PyTorch (and CuPy when installed) in, device arrays out, no host copy;
+4. timing: our forward vs ``torch.nn.LSTM`` (cuDNN), both on device-resident inputs, timed
+   with CUDA events on one stream, medians of interleaved runs.
+
+Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``; exits non-zero when any
+correctness check fails.  ``--smoke`` runs tiny sizes (CUDA simulator friendly, torch
+optional) to prove the script itself works without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import lstm_backends as lb  # noqa: E402
+from lstm_backends.testing import random_problem, reference_forward, run_conformance, worst_error  # noqa: E402
+
+FULL_SIZES = [(1, 100, 512, 512), (16, 100, 512, 512), (64, 100, 512, 512), (256, 100, 512, 512),
+              (3, 37, 37, 77), (129, 20, 100, 300)]
+SMOKE_SIZES = [(3, 4, 7, 9)]
+TIMING_FULL = [(1, 100, 512, 512), (16, 100, 512, 512), (64, 100, 512, 512), (256, 100, 512, 512),
+               (64, 100, 1024, 1024)]
+TIMING_SMOKE = [(2, 3, 4, 4)]
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def check_correctness(be, sizes, dtypes, results):
+    from numba import cuda
+
+    ok = True
+    for b, t, i, h in sizes:
+        for dtype in dtypes:
+            for reverse in (False, True):
+                p = random_problem(t, b, i, h, dtype=dtype, seed=b * 7 + t, lengths="random" if b > 1 else None,
+                                   reverse=reverse)
+                ref = reference_forward(p)
+                poison = [cuda.to_device(np.full(s, np.nan, dtype)) for s in ((t, b, h), (b, h), (b, h))]
+                got = be.forward(cuda.to_device(p.x), be.to_device(p.params), cuda.to_device(p.h0),
+                                 cuda.to_device(p.c0), lengths=p.lengths, reverse=reverse, out=tuple(poison))
+                errs = [worst_error(g.copy_to_host(), r, dtype) for g, r in zip(got, ref)]
+                rel = float(np.linalg.norm(got[0].copy_to_host() - ref[0]) / max(np.linalg.norm(ref[0]), 1e-30))
+                passed = max(errs) <= 1.0
+                ok &= passed
+                results["correctness"].append({"size": [b, t, i, h], "dtype": np.dtype(dtype).name,
+                                               "reverse": reverse, "err_over_tol": max(errs), "rel_l2": rel,
+                                               "passed": passed})
+                log(f"  B={b:<4} T={t:<4} I={i:<5} H={h:<5} {np.dtype(dtype).name} reverse={reverse!s:<5} "
+                    f"worst/tol={max(errs):.3g} relL2={rel:.2e} {'PASS' if passed else 'FAIL'}")
+    return ok
+
+
+def check_interop(be, results):
+    """PyTorch CUDA tensors (and CuPy arrays) in -> device arrays out, same numbers."""
+    ok = True
+    p = random_problem(10, 4, 32, 48, seed=5, lengths=[10, 3, 0, 7])
+    ref = reference_forward(p)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            tx = torch.from_numpy(p.x).cuda()
+            y, h_n, c_n = be.forward(tx, [torch.from_numpy(a).cuda() for a in p.params],
+                                     torch.from_numpy(p.h0).cuda(), torch.from_numpy(p.c0).cuda(),
+                                     lengths=p.lengths)
+            passed = hasattr(y, "__cuda_array_interface__") and not isinstance(y, np.ndarray) and \
+                max(worst_error(a.copy_to_host(), r, np.float32) for a, r in zip((y, h_n, c_n), ref)) <= 1
+            back = torch.as_tensor(y, device="cuda")  # zero-copy back into torch
+            passed &= tuple(back.shape) == (10, 4, 48)
+            results["interop"]["torch"] = passed
+            ok &= passed
+            log(f"  torch CUDA tensors in, device arrays out: {'PASS' if passed else 'FAIL'}")
+    except ImportError:
+        results["interop"]["torch"] = "not installed"
+    try:
+        import cupy
+
+        y, _, _ = be.forward(cupy.asarray(p.x), [cupy.asarray(a) for a in p.params], cupy.asarray(p.h0),
+                             cupy.asarray(p.c0), lengths=p.lengths)
+        passed = worst_error(cupy.asnumpy(cupy.asarray(y)), ref[0], np.float32) <= 1
+        results["interop"]["cupy"] = passed
+        ok &= passed
+        log(f"  CuPy arrays in, device arrays out: {'PASS' if passed else 'FAIL'}")
+    except ImportError:
+        results["interop"]["cupy"] = "not installed"
+    return ok
+
+
+def time_against_cudnn(be, sizes, repeat, results):
+    from numba import cuda
+
+    try:
+        import torch
+
+        have_torch = torch.cuda.is_available()
+    except ImportError:
+        have_torch = False
+    stream = cuda.stream()
+    for b, t, i, h in sizes:
+        p = random_problem(t, b, i, h, seed=11)
+        dx, dh, dc = (cuda.to_device(a, stream=stream) for a in (p.x, p.h0, p.c0))
+        dparams = be.to_device(p.params, stream=stream)
+
+        def ours(dx=dx, dparams=dparams, dh=dh, dc=dc):
+            start, end = cuda.event(), cuda.event()
+            start.record(stream)
+            be.forward(dx, dparams, dh, dc, stream=stream)
+            end.record(stream)
+            end.synchronize()
+            return start.elapsed_time(end)
+
+        runners = {"ours": ours}
+        if have_torch:
+            lstm = torch.nn.LSTM(i, h).cuda()
+            with torch.no_grad():
+                for name, v in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), p.params):
+                    getattr(lstm, name).copy_(torch.from_numpy(v))
+            tx = torch.from_numpy(p.x).cuda()
+            th, tc = torch.from_numpy(p.h0).cuda()[None], torch.from_numpy(p.c0).cuda()[None]
+
+            def cudnn(lstm=lstm, tx=tx, th=th, tc=tc):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                with torch.inference_mode():
+                    start.record()
+                    lstm(tx, (th, tc))
+                    end.record()
+                end.synchronize()
+                return start.elapsed_time(end)
+
+            runners["cudnn"] = cudnn
+        for fn in runners.values():  # warm-up (JIT compile, cuDNN plans)
+            fn()
+        times = {k: [] for k in runners}
+        for _ in range(repeat):
+            for k, fn in runners.items():
+                times[k].append(fn())
+        med = {k: statistics.median(v) for k, v in times.items()}
+        flops = 2.0 * 4 * h * (i + h) * b * t
+        row = {"size": [b, t, i, h], "ours_ms": med["ours"], "cudnn_ms": med.get("cudnn"),
+               "ratio": med["ours"] / med["cudnn"] if "cudnn" in med else None,
+               "ours_tflops": flops / med["ours"] / 1e9}
+        results["timing"].append(row)
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
+        cud = f"{row['cudnn_ms']:.3f}" if row["cudnn_ms"] else "-"
+        log(f"  B={b:<4} T={t:<4} I={i:<5} H={h:<5} ours {row['ours_ms']:.3f} ms  cuDNN {cud} ms  "
+            f"ours/cuDNN {ratio}  ({row['ours_tflops']:.2f} TFLOP/s)")
+
+
+def write_markdown(results, path):
+    lines = [f"# GPU check ({results['device']})", "", f"{results['versions']}", "",
+             "## Correctness (worst error / tolerance; <= 1 passes)", "",
+             "| B | T | I | H | dtype | reverse | worst/tol | rel L2 | result |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["correctness"]:
+        b, t, i, h = r["size"]
+        lines.append(f"| {b} | {t} | {i} | {h} | {r['dtype']} | {r['reverse']} | {r['err_over_tol']:.3g} | "
+                     f"{r['rel_l2']:.2e} | {'PASS' if r['passed'] else 'FAIL'} |")
+    lines += ["", "## Forward time, float32, device-resident inputs (CUDA events, medians)", "",
+              "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |", "|---|---|---|---|---|---|---|"]
+    for r in results["timing"]:
+        b, t, i, h = r["size"]
+        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Check and time the cuda backend on a real GPU")
+    ap.add_argument("--out", default=".", help="folder for gpu_check.json and gpu_check.md")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: proves the script under the simulator")
+    ap.add_argument("--repeat", type=int, default=15)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+    be = lb.get_backend("cuda")
+    import numba
+    from numba import cuda
+
+    sim = bool(numba.config.ENABLE_CUDASIM)
+    device = "CUDA simulator" if sim else cuda.get_current_device().name
+    device = device.decode() if isinstance(device, bytes) else str(device)
+    versions = (f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__},"
+                f" numba-cuda {be.version()}, lstm_backends {lb.__version__}")
+    try:
+        import torch
+
+        versions += f", torch {torch.__version__} (cuDNN {torch.backends.cudnn.version()})"
+    except ImportError:
+        pass
+    log(f"device: {device}\n{versions}")
+    results = {"device": device, "versions": versions, "conformance": [], "correctness": [], "interop": {},
+               "timing": []}
+    ok = True
+    try:
+        log("conformance suite:")
+        for r in run_conformance(be, raise_on_failure=False) if not args.smoke else \
+                run_conformance(be, ["forward", "cell"], raise_on_failure=False):
+            results["conformance"].append(r._asdict())
+            ok &= r.passed
+            log(f"  {'PASS' if r.passed else 'FAIL'} {r.name} {r.message[:300]}")
+        log("correctness at real sizes:")
+        sizes = SMOKE_SIZES if args.smoke else FULL_SIZES
+        ok &= check_correctness(be, sizes, (np.float32,) if args.smoke else (np.float32, np.float64), results)
+        if not sim:
+            log("device-array interop:")
+            ok &= check_interop(be, results)
+        log("timing (float32):")
+        time_against_cudnn(be, TIMING_SMOKE if args.smoke else TIMING_FULL, 2 if args.smoke else args.repeat,
+                           results)
+    except Exception:  # report, keep what was measured
+        traceback.print_exc()
+        ok = False
+    results["passed"] = bool(ok)
+    results["seconds"] = time.time() - t_start
+    with open(os.path.join(args.out, "gpu_check.json"), "w") as fh:
+        json.dump(results, fh, indent=2, default=str)
+    write_markdown(results, os.path.join(args.out, "gpu_check.md"))
+    log(f"\n{'PASS' if ok else 'FAIL'} in {results['seconds']:.0f} s; wrote {args.out}/gpu_check.json, gpu_check.md")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lstm_backends.__main__ import main
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lstm_backends", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("cmd", [[], ["info"], ["bench"], ["verify"]])
+def test_help_everywhere(cmd):
+    out = _cli(*cmd, "--help")
+    assert out.returncode == 0 and "usage:" in out.stdout
+
+
+def test_info_lists_backends_blas_and_cuda():
+    out = _cli("info")
+    assert out.returncode == 0, out.stderr
+    for word in ("numpy", "numba", "cuda", "threading layer", "BLAS", "CUDA:"):
+        assert word in out.stdout
+
+
+def test_bench_checks_times_and_writes(tmp_path):
+    js, png = tmp_path / "r.json", tmp_path / "r.png"
+    out = _cli("bench", "--size", "2,5,4,8", "--size", "1x3x3x4", "--backend", "numpy", "--backend", "numba",
+               "--repeat", "2", "--no-torch", "--json", str(js), "--plot", str(png))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(js.read_text())
+    assert {r["backend"] for r in rows} == {"numpy", "numba"} and len(rows) == 4
+    assert all(r["agrees"] and r["median_ms"] > 0 for r in rows)
+    assert png.stat().st_size > 1000
+    assert "agree with the float64 reference" in out.stdout
+    assert "[1/2]" in out.stderr  # progress
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["bench", "--backend", "nope"], ["unknown backend 'nope'", "numpy"]),
+        (["bench", "--size", "1,2,3"], ["four positive integers"]),
+        (["bench", "--size", "a,b,c,d"], ["four positive integers"]),
+        (["bench", "--repeat", "0"], ["--repeat"]),
+        (["verify", "nope"], ["unknown backend"]),
+        (["frobnicate"], ["invalid choice"]),
+    ],
+)
+def test_bad_arguments_clear_message_no_traceback(args, words):
+    out = _cli(*args)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    for w in words:
+        assert w in out.stderr
+
+
+def test_verify_one_backend(capsys):
+    assert main(["verify", "numpy", "--check", "forward", "--check", "errors"]) == 0
+    text = capsys.readouterr().out
+    assert "pass  forward" in text and "all checks passed" in text
+
+
+def test_verify_reports_failure(capsys, monkeypatch):
+    from lstm_backends.testing import conformance
+
+    def broken(backend):
+        raise AssertionError("y: 3 of 10 elements differ")
+
+    monkeypatch.setitem(conformance.CHECKS, "forward", broken)
+    assert main(["verify", "numpy", "--check", "forward"]) == 1
+    assert "FAIL  forward" in capsys.readouterr().out

@@ -1,0 +1,174 @@
+"""The cuda backend without a GPU: availability, the CUDA simulator, and a real PTX compile.
+
+Simulator runs happen in subprocesses (``NUMBA_ENABLE_CUDASIM=1`` must be set before
+numba.cuda is imported) with tiny problems.  What the simulator cannot do (multi-block
+grid sync, ``__cuda_array_interface__`` from CuPy/PyTorch, real timings) is covered by
+``scripts/gpu_check.py`` on a real GPU.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from lstm_backends.testing.conformance import CHECKS
+
+pytest.importorskip("numba_cuda", reason='needs the cuda extra: pip install "lstm-backends[cuda]"')
+
+
+
+# (A short sys.setswitchinterval makes the simulator ~3x faster but also makes its
+# syncthreads bookkeeping race: results then differ from run to run.  Not used.)
+SIM_PRELUDE = ""
+
+
+def _env(sim):
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    if sim:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    return env
+
+
+def _run(code, sim=True, timeout=900):
+    return subprocess.run([sys.executable, "-c", SIM_PRELUDE + textwrap.dedent(code)], capture_output=True,
+                          text=True, env=_env(sim), timeout=timeout)
+
+
+def test_unavailable_without_driver_says_why_and_how_to_fix():
+    from lstm_backends.backends._cuda_probe import cuda_driver_status
+
+    if cuda_driver_status()[0]:
+        pytest.skip("a GPU is present")
+    out = _run(
+        """
+        import sys, lstm_backends as lb
+        row = next(b for b in lb.list_backends() if b.name == "cuda")
+        print("AVAILABLE", row.available)
+        print("REASON", row.reason)
+        try:
+            lb.get_backend("cuda")
+        except lb.BackendUnavailableError as exc:
+            print("ERROR", exc)
+        print("IMPORTED", sorted(m for m in sys.modules if m.startswith("numba")))
+        """,
+        sim=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    assert lines["AVAILABLE"] == "False"
+    assert "driver" in lines["REASON"] or "device" in lines["REASON"]
+    assert 'pip install "lstm-backends[cuda]"' in lines["ERROR"] and lines["REASON"] in lines["ERROR"]
+    assert lines["IMPORTED"] == "[]"
+
+
+def test_simulator_is_available_but_never_auto():
+    out = _run(
+        """
+        import lstm_backends as lb
+        row = next(b for b in lb.list_backends() if b.name == "cuda")
+        print(row.available, "simulated" in row.reason, lb.get_backend("auto").name)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "numba"]
+
+
+CHECK_CODE = """
+from lstm_backends.testing import run_conformance
+r = run_conformance("cuda", [{check!r}], raise_on_failure=False)[0]
+print("RESULT", r.passed, r.worst, round(r.seconds, 1))
+print(r.message)
+"""
+
+
+@pytest.mark.cudasim
+def test_conformance_under_simulator():
+    """Every conformance check on the cuda backend, each in its own simulator process,
+    two at a time (the simulator is single-core bound)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(check):
+        return check, _run(CHECK_CODE.format(check=check))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, CHECKS))
+    failures = []
+    for check, out in results:
+        print(check, out.stdout.splitlines()[0] if out.stdout else out.stderr[-300:])
+        if out.returncode != 0 or not out.stdout.startswith("RESULT True"):
+            failures.append(f"{check}: {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.cudasim
+def test_device_arrays_in_device_arrays_out_and_streams():
+    out = _run(
+        """
+        import numpy as np
+        from numba import cuda
+        import lstm_backends as lb
+        from lstm_backends.testing import random_problem, reference_forward, assert_close
+        be = lb.get_backend("cuda")
+        p = random_problem(4, 3, 5, 6, seed=1, lengths=[4, 2, 0])
+        stream = cuda.stream()
+        d_params = be.to_device(p.params, stream=stream)
+        dx, dh, dc = (cuda.to_device(a, stream=stream) for a in (p.x, p.h0, p.c0))
+        y, h_n, c_n = be.forward(dx, d_params, dh, dc, lengths=p.lengths, stream=stream)
+        assert all(hasattr(a, "copy_to_host") and not isinstance(a, np.ndarray) for a in (y, h_n, c_n))
+        stream.synchronize()
+        ref = reference_forward(p)
+        for g, r, n in zip((y, h_n, c_n), ref, "y h c".split()):
+            assert_close(g.copy_to_host(), r, dtype=np.float32, name=n)
+        # streaming on the device: state updated in place, weights resident
+        h, c = cuda.to_device(p.h0), cuda.to_device(p.c0)
+        for t in range(2):
+            out = be.cell(cuda.to_device(p.x[t]), h, c, d_params, out=(h, c))
+            assert out[0] is h and out[1] is c
+        full = reference_forward(random_problem(4, 3, 5, 6, seed=1))
+        assert_close(h.copy_to_host(), full[0][1], dtype=np.float32, name="h after 2 cell steps")
+        # host in -> host out
+        y_host = be.forward(p.x, p.params, p.h0, p.c0, lengths=p.lengths)[0]
+        assert isinstance(y_host, np.ndarray)
+        # a stacked bidirectional layer on device input stays on the device
+        lstm = lb.LSTM(5, 6, num_layers=2, bidirectional=True, backend="cuda", seed=0)
+        yd, (hd, cd) = lstm(dx, lengths=p.lengths)
+        assert hasattr(yd, "copy_to_host") and yd.shape == (4, 3, 12) and hd.shape == (4, 3, 6)
+        ref_lstm = lb.LSTM(5, 6, num_layers=2, bidirectional=True, backend="numpy", dtype=np.float64)
+        ref_lstm.load_state_dict(lstm.state_dict())
+        ry, (rh, rc) = ref_lstm(p.x.astype(np.float64), lengths=p.lengths)
+        assert_close(yd.copy_to_host(), ry, dtype=np.float32, name="stacked y")
+        assert_close(cd.copy_to_host(), rc, dtype=np.float32, name="stacked c_n")
+        print("OK")
+        """
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def test_gpu_check_script_smoke_under_simulator(tmp_path):
+    """The prepared GPU script runs end to end (tiny sizes, no torch) under the simulator."""
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_check.py")
+    res = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path)], capture_output=True,
+                         text=True, env=_env(True), timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert (tmp_path / "gpu_check.json").exists() and "PASS" in res.stdout
+
+
+def test_kernels_compile_to_ptx_for_sm90_without_spills():
+    from lstm_backends.backends._cuda_kernels import assemble_report
+
+    rows = assemble_report((np.float32, np.float64), cc=(9, 0))
+    assert {r["kernel"] for r in rows} == {"matmul_nt", "lstm_gates", "fill"}
+    assert {r["dtype"] for r in rows} == {"float32", "float64"}
+    assert all(r["ptx_bytes"] > 1000 for r in rows)
+    if shutil.which("ptxas"):
+        for r in rows:
+            print(f"{r['kernel']:>10} {r['dtype']}: {r['registers']} registers, {r['smem_bytes']} B smem, "
+                  f"{r['spill_bytes']} B spills")
+            assert r["spill_bytes"] == 0 and r["registers"] is not None
+        matmul32 = next(r for r in rows if r["kernel"] == "matmul_nt" and r["dtype"] == "float32")
+        assert matmul32["smem_bytes"] == 4 * (16 * 16 + 16 * 17)  # the two shared-memory tiles
