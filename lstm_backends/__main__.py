@@ -85,6 +85,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ._bench import format_table, plot, print_progress, run_bench
 
     backends = _backend_names(args.backend)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError('--plot needs matplotlib: pip install matplotlib (or "lstm-backends[bench]")') from None
     rows = run_bench(
         args.size or [_size(s) for s in DEFAULT_SIZES],
         backends,
