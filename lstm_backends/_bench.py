@@ -2,13 +2,14 @@
 
 For each size, every available backend (and PyTorch's ``nn.LSTM`` when torch is
 installed) runs the same random problem; each result is compared with the
-float64 reference *before* any timing, then timed; medians are reported.  Timed calls run in two rounds, each
-backend's calls back to back after a short idle pause, the order reversed in the
-second round.
+float64 reference *before* any timing, then timed; medians are reported.  Timed
+calls run in two rounds, each backend's calls back to back after a short idle
+pause, the order reversed in the second round.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
@@ -129,9 +130,8 @@ def run_bench(
     if backends is None:
         backends = [b.name for b in list_backends() if b.available]
     instances = {name: get_backend(name) for name in backends}
-    limits = _thread_limits(threads)
     rows: list[BenchRow] = []
-    try:
+    with _thread_limits(threads):
         for k, (b, t, i, h) in enumerate(sizes):
             problem = random_problem(t, b, i, h, dtype=dtype, seed=seed + k)
             say(f"[{k + 1}/{len(sizes)}] B={b} T={t} I={i} H={h}: float64 reference")
@@ -177,18 +177,16 @@ def run_bench(
                 r.ratio_fastest = r.median_ms / fastest
                 r.ratio_torch = r.median_ms / torch_ms
             rows.extend(size_rows)
-    finally:
-        for lim in limits:
-            lim.restore_original_limits()
     return rows
 
 
-def _thread_limits(threads: int | None) -> list[Any]:
+def _thread_limits(threads: int | None) -> Any:
+    """BLAS limited to ``threads`` for the ``with`` block (nothing when None)."""
     if not threads:
-        return []
+        return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
 
-    return [threadpool_limits(limits=threads)]
+    return threadpool_limits(limits=threads)
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:

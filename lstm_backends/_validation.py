@@ -247,6 +247,54 @@ def _unpack_out(out: Any, n: int, names: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def check_forward_out(
+    out: Any, steps: int, batch: int, hidden: int, dtype: np.dtype, *, host: bool, inputs: Sequence[Any] = ()
+) -> tuple[Any, Any, Any]:
+    """Check ``forward``'s ``out=(y, h_n, c_n)``: shapes (T, B, H), (B, H), (B, H), the dtype,
+    and for host arrays C order, writeability and no overlap with any of ``inputs``.
+
+    Returns
+    -------
+    y, h_n, c_n
+    """
+    y, h_n, c_n = _unpack_out(out, 3, "(y, h_n, c_n)")
+    _check_out("out[0] (y)", y, (steps, batch, hidden), dtype, host)
+    _check_out("out[1] (h_n)", h_n, (batch, hidden), dtype, host)
+    _check_out("out[2] (c_n)", c_n, (batch, hidden), dtype, host)
+    if host:
+        for o_name, o in (("y", y), ("h_n", h_n), ("c_n", c_n)):
+            if any(isinstance(a, np.ndarray) and np.may_share_memory(o, a) for a in inputs):
+                raise ValueError(f"out {o_name} overlaps an input; forward outputs may not alias inputs")
+    return y, h_n, c_n
+
+
+def check_cell_out(
+    out: Any, batch: int, hidden: int, dtype: np.dtype, *, host: bool, x: Any, h: Any, c: Any, params: Any
+) -> tuple[Any, Any]:
+    """Check ``cell``'s ``out=(h_out, c_out)``: shapes (B, H), the dtype, and for host arrays
+    C order, writeability and no overlap with the inputs — except exactly ``out=(h, c)``.
+
+    Returns
+    -------
+    h_out, c_out
+    """
+    h_out, c_out = _unpack_out(out, 2, "(h_out, c_out)")
+    _check_out("out[0] (h_out)", h_out, (batch, hidden), dtype, host)
+    _check_out("out[1] (c_out)", c_out, (batch, hidden), dtype, host)
+    if host:
+        if np.may_share_memory(h_out, c_out):
+            raise ValueError("out h_out and c_out overlap; pass two separate arrays")
+        for o_name, o in (("h_out", h_out), ("c_out", c_out)):
+            for a_name, a in (("x", x), *zip(("w_ih", "w_hh", "b_ih", "b_hh"), params), ("h", h), ("c", c)):
+                same = a is o and a_name == o_name[0]
+                if isinstance(a, np.ndarray) and not same and np.may_share_memory(o, a):
+                    raise ValueError(
+                        f"out {o_name} overlaps input {a_name}; only out=(h, c) "
+                        "(exactly the state arrays, for an in-place update) may alias inputs"
+                    )
+    return h_out, c_out
+
+
 @dataclass
 class ForwardArgs:
     """Everything a forward kernel needs: validated inputs and outputs to write.
@@ -256,7 +304,7 @@ class ForwardArgs:
     x : array, shape (T, B, I)
     w_ih, w_hh, b_ih, b_hh : arrays, shapes (4H, I), (4H, H), (4H,), (4H,)
     h0, c0 : arrays, shape (B, H)
-    lengths : int64 array, shape (B,), or None (every row runs all T steps)
+    lengths : int64 array, shape (B,); all T when the caller passed none
     y : array, shape (T, B, H)   output; rows past their length are zeroed by the caller
     h_n, c_n : arrays, shape (B, H)   outputs
     """
@@ -268,7 +316,7 @@ class ForwardArgs:
     b_hh: Any
     h0: Any
     c0: Any
-    lengths: np.ndarray | None
+    lengths: np.ndarray
     reverse: bool
     y: Any
     h_n: Any
@@ -343,20 +391,14 @@ def prepare_forward(
         states[name] = s
     dtype = _check_same_dtype(named)
     lens = prepare_lengths(lengths, batch, steps)
+    if lens is None:
+        lens = np.full(batch, steps, np.int64)
     if out is None:
         y, h_n, c_n = empty((steps, batch, hidden), dtype), empty((batch, hidden), dtype), empty(
             (batch, hidden), dtype
         )
     else:
-        y, h_n, c_n = _unpack_out(out, 3, "(y, h_n, c_n)")
-        _check_out("out[0] (y)", y, (steps, batch, hidden), dtype, host)
-        _check_out("out[1] (h_n)", h_n, (batch, hidden), dtype, host)
-        _check_out("out[2] (c_n)", c_n, (batch, hidden), dtype, host)
-        if host:
-            ins = [x, *params, h0, c0]
-            for o_name, o in (("y", y), ("h_n", h_n), ("c_n", c_n)):
-                if any(isinstance(a, np.ndarray) and np.may_share_memory(o, a) for a in ins):
-                    raise ValueError(f"out {o_name} overlaps an input; forward outputs may not alias inputs")
+        y, h_n, c_n = check_forward_out(out, steps, batch, hidden, dtype, host=host, inputs=(x, *params, h0, c0))
     h0c = convert(states["h0"]) if states["h0"] is not None else zeros((batch, hidden), dtype)
     c0c = convert(states["c0"]) if states["c0"] is not None else zeros((batch, hidden), dtype)
     return ForwardArgs(
@@ -448,20 +490,7 @@ def prepare_cell(
     if out is None:
         h_out, c_out = empty((batch, hidden), dtype), empty((batch, hidden), dtype)
     else:
-        h_out, c_out = _unpack_out(out, 2, "(h_out, c_out)")
-        _check_out("out[0] (h_out)", h_out, (batch, hidden), dtype, host)
-        _check_out("out[1] (c_out)", c_out, (batch, hidden), dtype, host)
-        if host:
-            if np.may_share_memory(h_out, c_out):
-                raise ValueError("out h_out and c_out overlap; pass two separate arrays")
-            for o_name, o in (("h_out", h_out), ("c_out", c_out)):
-                for a_name, a in (("x", x), *zip(("w_ih", "w_hh", "b_ih", "b_hh"), params), ("h", h), ("c", c)):
-                    same = a is o and a_name == o_name[0]
-                    if isinstance(a, np.ndarray) and not same and np.may_share_memory(o, a):
-                        raise ValueError(
-                            f"out {o_name} overlaps input {a_name}; only out=(h, c) "
-                            "(exactly the state arrays, for an in-place update) may alias inputs"
-                        )
+        h_out, c_out = check_cell_out(out, batch, hidden, dtype, host=host, x=x, h=h, c=c, params=params)
     return CellArgs(
         x=convert(x), h=convert(h), c=convert(c), w_ih=p.w_ih, w_hh=p.w_hh, b_ih=p.b_ih,
         b_hh=p.b_hh, h_out=h_out, c_out=c_out, batch=batch, input_size=in_size,

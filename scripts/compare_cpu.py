@@ -29,10 +29,6 @@ TARGETS = {(1, 100, 64, 128): 0.6, (1, 1000, 128, 256): 0.75, (16, 100, 128, 256
            (64, 100, 256, 512): 1.0, (256, 50, 512, 1024): 1.0, "cell": 0.3}
 
 
-def flops(b: int, t: int, i: int, h: int) -> float:
-    return 2.0 * 4 * h * (i + h) * b * t
-
-
 def sgemm_rate(n: int = 2048, repeat: int = 5) -> float:
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     a @ a
@@ -44,18 +40,15 @@ def sgemm_rate(n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-MODE = "interleaved"
-
-
-def interleaved(fns: dict, repeat: int) -> dict:
+def interleaved(fns: dict, repeat: int, mode: str) -> dict:
     """Median seconds per function.  ``interleaved``: a, b, a, b, ...; ``blocks``: a x n, b x n,
     a x n, b x n, each block after a 0.3 s pause and one untimed call (so the other library's
     worker threads, which spin for a while after each call, are idle)."""
     times = {k: [] for k in fns}
-    rounds, per_round = (repeat, 1) if MODE == "interleaved" else (2, max(1, repeat // 2))
+    rounds, per_round = (repeat, 1) if mode == "interleaved" else (2, max(1, repeat // 2))
     for _ in range(rounds):
         for k, fn in fns.items():
-            if MODE == "blocks":
+            if mode == "blocks":
                 time.sleep(0.3)  # let the other library's spinning worker threads go idle
                 fn()  # untimed
             for _ in range(per_round):
@@ -100,13 +93,12 @@ def main() -> int:
     ap.add_argument("--mode", choices=["interleaved", "blocks"], default="interleaved",
                     help="call order: strictly alternating (default) or in alternating blocks")
     args = ap.parse_args()
-    global MODE
-    MODE = args.mode
 
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
 
     import lstm_backends as lb
+    from lstm_backends._bench import flops
     from lstm_backends.backends.numba_backend import NumbaBackend, warmup
     from lstm_backends.testing import random_problem, reference_forward, worst_error
 
@@ -121,7 +113,7 @@ def main() -> int:
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus; {platform.processor() or ''}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {NumbaBackend.version()}, "
           f"torch {torch.__version__}, lstm_backends {lb.__version__}; BLAS: {'; '.join(sorted(set(blas)))}")
-    print(f"threads: {args.threads}; sgemm 2048^3 float32: {peak:.1f} GFLOP/s; medians of {args.repeat}, {MODE}\n")
+    print(f"threads: {args.threads}; sgemm 2048^3 float32: {peak:.1f} GFLOP/s; medians of {args.repeat}, {args.mode}\n")
     rows = []
     header = f"{'B,T,I,H':>18} {'ours ms':>10} {'torch ms':>10} {'ours/torch':>10} {'target':>7} " \
              f"{'ours GF/s':>9} {'%peak':>6} {'torch GF/s':>10} {'err/tol':>8}"
@@ -143,7 +135,7 @@ def main() -> int:
         oy = p.forward(be)[0]
         assert np.allclose(oy, ty, atol=1e-4), "ours and torch disagree"
         reps = args.repeat if b * t * h < 5_000_000 else max(5, args.repeat // 3)
-        med = interleaved({"ours": lambda p=p: p.forward(be), "torch": run_torch}, reps)
+        med = interleaved({"ours": lambda p=p: p.forward(be), "torch": run_torch}, reps, args.mode)
         f = flops(b, t, i, h)
         ratio = med["ours"] / med["torch"]
         row = {"size": [b, t, i, h], "ours_ms": med["ours"] * 1e3, "torch_ms": med["torch"] * 1e3, "ratio": ratio,
@@ -175,7 +167,7 @@ def main() -> int:
 
     n = 200
     med = interleaved({"ours": lambda: [ours_cell() for _ in range(n)],
-                       "torch": lambda: [torch_cell() for _ in range(n)]}, max(5, args.repeat // 2))
+                       "torch": lambda: [torch_cell() for _ in range(n)]}, max(5, args.repeat // 2), args.mode)
     cell_row = {"ours_us": med["ours"] / n * 1e6, "torch_us": med["torch"] / n * 1e6,
                 "ratio": med["ours"] / med["torch"], "target": TARGETS["cell"]}
     print(f"{'cell B=1,I=128,H=256':>18} {cell_row['ours_us']:9.1f}us {cell_row['torch_us']:9.1f}us "
@@ -186,7 +178,7 @@ def main() -> int:
             print(f"cold start, {label}: import {v['import_s']:.2f} s, first forward {v['first_call_s']:.2f} s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "mode": MODE, "sgemm_gflops": peak, "rows": rows,
+            json.dump({"threads": args.threads, "mode": args.mode, "sgemm_gflops": peak, "rows": rows,
                        "cell": cell_row, "cold": cold}, fh, indent=2)
     return 0
 

@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lstm_backends as lb  # noqa: E402
+from lstm_backends._bench import flops  # noqa: E402
 from lstm_backends.testing import random_problem, reference_forward, run_conformance, worst_error  # noqa: E402
 
 FULL_SIZES = [(1, 100, 512, 512), (16, 100, 512, 512), (64, 100, 512, 512), (256, 100, 512, 512),
@@ -158,10 +159,9 @@ def time_against_cudnn(be, sizes, repeat, results):
             for k, fn in runners.items():
                 times[k].append(fn())
         med = {k: statistics.median(v) for k, v in times.items()}
-        flops = 2.0 * 4 * h * (i + h) * b * t
         row = {"size": [b, t, i, h], "ours_ms": med["ours"], "cudnn_ms": med.get("cudnn"),
                "ratio": med["ours"] / med["cudnn"] if "cudnn" in med else None,
-               "ours_tflops": flops / med["ours"] / 1e9}
+               "ours_tflops": flops(b, t, i, h) / med["ours"] / 1e9}
         results["timing"].append(row)
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
         cud = f"{row['cudnn_ms']:.3f}" if row["cudnn_ms"] else "-"

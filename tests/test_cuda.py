@@ -23,7 +23,6 @@ pytest.importorskip("numba_cuda", reason='needs the cuda extra: pip install "lst
 
 # (A short sys.setswitchinterval makes the simulator ~3x faster but also makes its
 # syncthreads bookkeeping race: results then differ from run to run.  Not used.)
-SIM_PRELUDE = ""
 
 
 def _env(sim):
@@ -35,7 +34,7 @@ def _env(sim):
 
 
 def _run(code, sim=True, timeout=900):
-    return subprocess.run([sys.executable, "-c", SIM_PRELUDE + textwrap.dedent(code)], capture_output=True,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=_env(sim), timeout=timeout)
 
 

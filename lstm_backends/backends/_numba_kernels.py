@@ -124,11 +124,13 @@ def _input_projection(x, w_ih, bias):
 
 
 @njit(**_JIT)
-def _max_length(lengths):
-    m = 0
-    for b in range(lengths.shape[0]):
-        m = max(m, lengths[b])
-    return m
+def _start(x, w_ih, bias, h0, c0, y, h_n, c_n):
+    """Shared opening of the forward kernels: the input projection; the state set to
+    (h0, c0) in the outputs; y zeroed (rows past their length stay 0)."""
+    h_n[:, :] = h0
+    c_n[:, :] = c0
+    y[:, :, :] = 0
+    return _input_projection(x, w_ih, bias)
 
 
 @njit(**_JIT)
@@ -141,16 +143,13 @@ def forward_layer(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, y, h_n, c_n):
     """
     batch = x.shape[1]
     hidden = h0.shape[1]
-    xp = _input_projection(x, w_ih, bias)
+    xp = _start(x, w_ih, bias, h0, c0, y, h_n, c_n)
     h = h_n  # the running state lives in the outputs
     c = c_n
-    h[:, :] = h0
-    c[:, :] = c0
-    y[:, :, :] = 0
     gates = np.empty((batch, 4 * hidden), dtype=x.dtype)
     c_tmp = np.empty(hidden, dtype=x.dtype)
     w_hh_t = w_hh.T  # a transposed view: BLAS reads it in place
-    for s in range(_max_length(lengths)):
+    for s in range(lengths.max()):
         np.dot(h, w_hh_t, gates)  # (B, 4H) recurrent product for all rows
         for b in range(batch):
             if s >= lengths[b]:
@@ -173,11 +172,8 @@ def forward_layer_rowwise(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, y, h_n,
     batch = x.shape[1]
     hidden = h0.shape[1]
     four_h = 4 * hidden
-    xp = _input_projection(x, w_ih, bias)
+    xp = _start(x, w_ih, bias, h0, c0, y, h_n, c_n)
     w_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
-    h_n[:, :] = h0
-    c_n[:, :] = c0
-    y[:, :, :] = 0
     gates = np.empty(four_h, dtype=x.dtype)
     c_tmp = np.empty(hidden, dtype=x.dtype)
     h_tmp = np.empty(hidden, dtype=x.dtype)

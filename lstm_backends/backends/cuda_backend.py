@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._params import LSTMParams
-from .._validation import prepare_cell, prepare_forward
+from .._validation import check_cell_out, check_forward_out, prepare_cell, prepare_forward
 from ._base import Availability, Backend
 from ._cuda_probe import cuda_driver_status, simulator_enabled
 
@@ -67,6 +67,10 @@ class CudaBackend(Backend):
 
     #: threads per block of the gate kernel (x = hidden units, y = batch rows)
     gate_block: ClassVar[tuple[int, int]] = (32, 4)
+
+    def __init__(self) -> None:
+        # cell()'s per-row lengths (all 1), uploaded once per batch size instead of every step
+        self._ones: dict[int, Any] = {}
 
     @classmethod
     def is_available(cls) -> Availability:
@@ -128,9 +132,7 @@ class CudaBackend(Backend):
             return cuda.device_array(shape, dtype=dtype, stream=stream)
 
         def zeros(shape: tuple[int, ...], dtype: np.dtype) -> Any:
-            arr = cuda.device_array(shape, dtype=dtype, stream=stream)
-            _fill(arr, 0, stream)
-            return arr
+            return _device_zeros(shape, dtype, stream)
 
         return empty, zeros
 
@@ -162,20 +164,18 @@ class CudaBackend(Backend):
             x, params, h0, c0, lengths=lengths, reverse=reverse, out=out if device_io else None,
             dtypes=self.dtypes, convert=self._convert(stream), empty=empty, zeros=zeros, host=False,
         )
-        if out is not None and not device_io:  # validate host outputs like the other backends
-            prepare_forward(np.empty((args.steps, args.batch, args.input_size), args.dtype),
-                            (np.empty((4 * args.hidden_size, args.input_size), args.dtype),
-                             np.empty((4 * args.hidden_size, args.hidden_size), args.dtype), None, None),
-                            out=out, dtypes=self.dtypes)
+        if out is not None and not device_io:  # host outputs, checked like the other backends'
+            check_forward_out(out, args.steps, args.batch, args.hidden_size, args.dtype, host=True,
+                              inputs=(x, *params, h0, c0))
         if device_io and out is not None:
             convert = self._convert(stream)
             args.y, args.h_n, args.c_n = convert(args.y), convert(args.h_n), convert(args.c_n)
         h_n, c_n = args.h_n, args.c_n
+        _fill(args.y, 0, stream)
         if args.steps and args.batch:
             self._run_layer(args.x, args.params, args.h0, args.c0, args.lengths, args.reverse, args.y, 0,
                             h_n, c_n, stream)
         else:
-            _fill(args.y, 0, stream)
             h_n.copy_to_device(args.h0, stream=stream)
             c_n.copy_to_device(args.c0, stream=stream)
         if device_io:
@@ -195,11 +195,8 @@ class CudaBackend(Backend):
         empty, zeros = self._factories(stream)
         args = prepare_cell(x, h, c, params, out=out if device_io else None, dtypes=self.dtypes,
                             convert=self._convert(stream), empty=empty, zeros=zeros, host=False)
-        if out is not None and not device_io:
-            prepare_cell(np.empty((args.batch, args.input_size), args.dtype), np.asarray(h), np.asarray(c),
-                         (np.empty((4 * args.hidden_size, args.input_size), args.dtype),
-                          np.empty((4 * args.hidden_size, args.hidden_size), args.dtype), None, None),
-                         out=out, dtypes=self.dtypes)
+        if out is not None and not device_io:  # host outputs, checked like the other backends'
+            check_cell_out(out, args.batch, args.hidden_size, args.dtype, host=True, x=x, h=h, c=c, params=params)
         if device_io and out is not None:
             convert = self._convert(stream)
             args.h_out, args.c_out = convert(args.h_out), convert(args.c_out)
@@ -216,9 +213,12 @@ class CudaBackend(Backend):
                 args.h_out.copy_to_device(args.h, stream=stream)
             if _ptr(args.c_out) != _ptr(args.c):
                 args.c_out.copy_to_device(args.c, stream=stream)
-            ones = cuda.to_device(np.ones(args.batch, np.int64), stream=stream)
-            y_dummy = cuda.device_array((1, args.batch, hidden), dtype=args.dtype, stream=stream)
-            _gates(k, 0, False, xp, rec, ones, args.h_out, args.c_out, y_dummy, 0, stream, self.gate_block)
+            ones = self._ones.get(args.batch)
+            if ones is None:
+                ones = self._ones[args.batch] = cuda.to_device(np.ones(args.batch, np.int64), stream=stream)
+            # the kernel's y output is h_out itself, viewed as (1, B, H): it writes h_new twice
+            y = args.h_out.reshape(1, args.batch, hidden)
+            _gates(k, 0, False, xp, rec, ones, args.h_out, args.c_out, y, 0, stream, self.gate_block)
         if device_io:
             return args.h_out, args.c_out
         return _to_host((args.h_out, args.c_out), out, stream)
@@ -250,8 +250,7 @@ class CudaBackend(Backend):
                     shape = (len(layers) * num_dirs, args.batch, hidden)
                     h_all, c_all = empty(shape, args.dtype), empty(shape, args.dtype)
                 if outs is None:
-                    outs = empty((args.steps, args.batch, num_dirs * hidden), args.dtype)
-                    _fill(outs, 0, stream)
+                    outs = zeros((args.steps, args.batch, num_dirs * hidden), args.dtype)
                 if args.steps and args.batch:
                     self._run_layer(args.x, args.params, args.h0, args.c0, args.lengths, d == 1, outs, d * hidden,
                                     h_all[kidx], c_all[kidx], stream)
@@ -264,28 +263,24 @@ class CudaBackend(Backend):
         return _to_host((layer_input, h_all, c_all), None, stream)
 
     # ------------------------------------------------------------------ the time loop
-    def _run_layer(self, x: Any, params: LSTMParams, h0: Any, c0: Any, lengths: np.ndarray | None,
+    def _run_layer(self, x: Any, params: LSTMParams, h0: Any, c0: Any, lengths: np.ndarray,
                    reverse: bool, y: Any, y_offset: int, h: Any, c: Any, stream: Any) -> None:
         """Queue one layer/direction on ``stream``: y[..., y_offset:y_offset+H], h, c written.
 
-        x (T, B, I) device; h, c (B, H) device outputs (the running state); y zeroed by caller
-        or here.
+        x (T, B, I) device; h, c (B, H) device outputs (the running state); y (T, B, >= H)
+        already zeroed by the caller (rows past their length are never written).
         """
         cuda = _cuda()
         steps, batch, in_size = x.shape
         hidden = h.shape[1]
         dtype = np.dtype(x.dtype)
         k = _k(dtype)
-        lens = lengths if lengths is not None else np.full(batch, steps, np.int64)
-        max_len = int(lens.max(initial=0))
-        d_lens = cuda.to_device(np.ascontiguousarray(lens, dtype=np.int64), stream=stream)
-        if y_offset == 0 and y.shape[2] == hidden:
-            _fill(y, 0, stream)
+        max_len = int(lengths.max(initial=0))
+        d_lens = cuda.to_device(lengths, stream=stream)
         xp = cuda.device_array((steps, batch, 4 * hidden), dtype=dtype, stream=stream)
         _matmul(k, x.reshape(steps * batch, in_size), params.w_ih, params.b_ih, params.b_hh,
                 xp.reshape(steps * batch, 4 * hidden), stream)
-        zero_bias = cuda.device_array(4 * hidden, dtype=dtype, stream=stream)
-        _fill(zero_bias, 0, stream)
+        zero_bias = _device_zeros((4 * hidden,), dtype, stream)
         rec = cuda.device_array((batch, 4 * hidden), dtype=dtype, stream=stream)
         h.copy_to_device(h0, stream=stream)
         c.copy_to_device(c0, stream=stream)
@@ -309,6 +304,12 @@ def _gates(k: Any, step: int, reverse: bool, xp: Any, rec: Any, lengths: Any, h:
     block = (min(block[0], hidden), min(block[1], batch))
     grid = ((hidden + block[0] - 1) // block[0], (batch + block[1] - 1) // block[1])
     k.lstm_gates[grid, block, stream](step, reverse, xp, rec, lengths, h, c, y, y_offset)
+
+
+def _device_zeros(shape: tuple[int, ...], dtype: np.dtype, stream: Any) -> Any:
+    arr = _cuda().device_array(shape, dtype=dtype, stream=stream)
+    _fill(arr, 0, stream)
+    return arr
 
 
 def _fill(arr: Any, value: float, stream: Any) -> None:

@@ -14,6 +14,7 @@ Python threads at once are safe, and each releases the GIL.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -29,11 +30,11 @@ from ._base import Availability, Backend
 __all__ = ["NumbaBackend", "warmup"]
 
 
-
 def _use_rowwise(batch: int, hidden: int) -> bool:
     """Few rows: a compiled matrix-vector product per row beats a BLAS GEMM call per step
     (whose thread wake-up costs ~60 us).  Crossover measured on a 2-core EPYC (Zen 3)."""
     return batch <= 2 or batch * hidden <= 1536
+
 
 _state = threading.local()
 
@@ -52,7 +53,7 @@ def _blas_limit(threads: int | None) -> Any:
     """Context manager limiting BLAS to ``threads`` (a no-op context when None)."""
     global _controller
     if threads is None:
-        return _NullContext()
+        return contextlib.nullcontext()
     with _controller_lock:
         if _controller is None:
             import scipy.linalg  # noqa: F401 - make sure SciPy's BLAS (used by numba) is loaded
@@ -62,14 +63,6 @@ def _blas_limit(threads: int | None) -> Any:
     return _controller.limit(limits=threads, user_api="blas")
 
 
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 class NumbaBackend(Backend):
     """Numba ``@njit`` kernels: the time loop compiled, BLAS for the products, fused gate math.
 
@@ -77,9 +70,9 @@ class NumbaBackend(Backend):
     ----------
     num_threads : int, optional
         BLAS threads used for the matrix products during ``forward`` (the calling
-        thread runs the rest; ``cell`` leaves BLAS's setting alone).  Default: leave BLAS's setting as it is
-        (``OPENBLAS_NUM_THREADS``, or all cores).  Change later with
-        :meth:`set_num_threads`.
+        thread runs the rest; ``cell`` leaves BLAS's setting alone).  Default: leave
+        BLAS's setting as it is (``OPENBLAS_NUM_THREADS``, or all cores).  Change later
+        with :meth:`set_num_threads`.
     """
 
     name: ClassVar[str] = "numba"
@@ -120,11 +113,10 @@ class NumbaBackend(Backend):
 
     def _forward(self, args: ForwardArgs) -> None:
         k = _kernels()
-        lengths = args.lengths if args.lengths is not None else np.full(args.batch, args.steps, np.int64)
         bias = args.b_ih + args.b_hh
         kernel = k.forward_layer_rowwise if _use_rowwise(args.batch, args.hidden_size) else k.forward_layer
         with _blas_limit(self.num_threads):
-            kernel(args.x, args.w_ih, args.w_hh, bias, args.h0, args.c0, lengths, args.reverse,
+            kernel(args.x, args.w_ih, args.w_hh, bias, args.h0, args.c0, args.lengths, args.reverse,
                    args.y, args.h_n, args.c_n)
 
     def _cell(self, args: CellArgs) -> None:

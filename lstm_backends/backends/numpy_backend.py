@@ -74,7 +74,7 @@ class NumpyBackend(Backend):
 
     def _forward(self, args: ForwardArgs) -> None:
         steps, batch = args.steps, args.batch
-        lengths = args.lengths if args.lengths is not None else np.full(batch, steps, np.int64)
+        lengths = args.lengths
         bias = args.b_ih + args.b_hh
         rows = np.arange(batch)
         h, c = args.h0.copy(), args.c0.copy()
