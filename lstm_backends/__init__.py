@@ -11,7 +11,9 @@
 ((4, 2, 5), (2, 5))
 
 Importing this package imports NumPy only; Numba and numba.cuda load when a
-backend that needs them is first used.
+backend that needs them is first used.  A backend plugin needs only the names
+exported here: :class:`Backend`, :class:`Availability`, :class:`ForwardArgs`,
+:class:`CellArgs` and :data:`CAPABILITIES`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from . import layouts
-from ._errors import BackendUnavailableError, UnknownBackendError
+from ._args import CAPABILITIES, CellArgs, ForwardArgs
+from ._errors import BackendUnavailableError, UnknownBackendError, UnsupportedFeatureError
 from ._params import LSTMParams
 from ._registry import (
     ENTRY_POINT_GROUP,
     BackendInfo,
+    backends_with,
     get_backend,
     list_backends,
     register_backend,
@@ -40,15 +44,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "CAPABILITIES",
     "ENTRY_POINT_GROUP",
     "LSTM",
     "Availability",
     "Backend",
     "BackendInfo",
     "BackendUnavailableError",
+    "CellArgs",
+    "ForwardArgs",
     "LSTMParams",
     "UnknownBackendError",
+    "UnsupportedFeatureError",
     "__version__",
+    "backends_with",
     "registered_backends",
     "get_backend",
     "layouts",

@@ -8,11 +8,8 @@ import platform
 import sys
 from collections.abc import Sequence
 
-DEFAULT_SIZES = ["1,100,64,128", "16,100,128,256", "64,100,256,512"]
-
-
-class _CliError(Exception):
-    pass
+# T,B,I,H: the library's order (x is (T, B, I)); see lstm_backends._bench.parse_size
+DEFAULT_SIZES = ["100,1,64,128", "100,16,128,256", "100,64,256,512"]
 
 
 def _size(text: str) -> tuple[int, int, int, int]:
@@ -24,14 +21,16 @@ def _size(text: str) -> tuple[int, int, int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _backend_names(names: Sequence[str] | None) -> list[str] | None:
-    if not names:
-        return None
+def _backend_name(name: str) -> str:
+    """argparse type: a backend that exists and can run here (else a usage error, exit 2)."""
     from . import get_backend
+    from ._errors import BackendUnavailableError, UnknownBackendError
 
-    for n in names:
-        get_backend(n)  # raises the registry's clear errors
-    return list(names)
+    try:
+        get_backend(name)
+    except (UnknownBackendError, BackendUnavailableError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -46,10 +45,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         status = "available" if b.available else "unavailable"
         print(f"  {b.name:<8} {status:<12} {b.origin:<10} version {b.version or '-':<10} "
               f"dtypes {','.join(b.dtypes) or '-'}")
+        if b.capabilities:
+            print(f"           capabilities: {', '.join(b.capabilities)}")
         if b.reason:
             print(f"           {b.reason}")
         if not b.available and b.install_hint:
             print(f"           fix: {b.install_hint}")
+        if b.url:
+            print(f"           {b.url}")
     print("\nnumba:")
     try:
         import numba
@@ -84,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ._bench import format_table, plot, print_progress, run_bench
 
-    backends = _backend_names(args.backend)
+    backends = args.backend or None
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -122,15 +125,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.backend:
         names = [args.backend]
-        get_backend(args.backend)
     else:
         names = [b.name for b in list_backends() if b.available]
     failures = 0
     for name in names:
         print(f"{name}:")
-        for r in run_conformance(name, args.check or None, raise_on_failure=False):
+        for r in run_conformance(get_backend(name), args.check or None, raise_on_failure=False):
+            if r.skipped:
+                print(f"  skip  {r.name:<18} {r.message}")
+                continue
             status = "pass" if r.passed else "FAIL"
-            worst = "" if r.passed is False else f"worst {r.worst:.2g} of tolerance"
+            worst = f"worst {r.worst:.2g} of tolerance" if r.passed else ""
             print(f"  {status}  {r.name:<18} {worst:<26} {r.seconds:6.2f} s")
             if not r.passed:
                 failures += 1
@@ -143,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-backends", description="Fast LSTM layers outside PyTorch: inspect, benchmark and verify backends."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback when a command fails (not for usage errors)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("info", help="backends, Numba, BLAS and CUDA on this machine",
                        description="Show every known backend (available or why not), Numba, BLAS and CUDA.")
@@ -150,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="check then time every backend (the README's main job)",
                        description="Run every available backend (and torch.nn.LSTM when installed) on random "
                        "problems; check each against the float64 reference, then print median times.")
-    p.add_argument("--size", action="append", type=_size, metavar="B,T,I,H",
-                   help=f"problem size, repeatable (default: {' '.join(DEFAULT_SIZES)})")
-    p.add_argument("--backend", action="append", metavar="NAME",
+    p.add_argument("--size", action="append", type=_size, metavar="T,B,I,H",
+                   help="problem size in the library's order (x is (T, B, I)), or keyed in any order like "
+                   f"B=16,T=100,I=128,H=256; repeatable (default: {' '.join(DEFAULT_SIZES)})")
+    p.add_argument("--backend", action="append", type=_backend_name, metavar="NAME",
                    help="backend to run, repeatable (default: all available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--repeat", type=int, default=5, help="timed calls per backend (default 5)")
@@ -164,24 +172,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("verify", help="run the conformance suite against one backend or all",
                        description="Run the conformance checks; exit non-zero if any fails.")
-    p.add_argument("backend", nargs="?", help="backend name (default: every available one)")
-    p.add_argument("--check", action="append", metavar="NAME", help="run only this check, repeatable")
+    p.add_argument("backend", nargs="?", type=_backend_name, help="backend name (default: every available one)")
+    p.add_argument("--check", action="append", metavar="NAME", type=_check_name,
+                   help="run only this check, repeatable")
     p.set_defaults(func=cmd_verify)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from ._errors import BackendUnavailableError, UnknownBackendError
+def _check_name(name: str) -> str:
+    from .testing.conformance import CHECKS
 
+    if name not in CHECKS:
+        raise argparse.ArgumentTypeError(f"unknown check {name!r}; known: {', '.join(CHECKS)}")
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.  Usage errors exit with 2 (``error: …``, from argparse); a
+    command that fails exits with 1, printing the exception in one line, or its full
+    traceback with ``--debug``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
     if getattr(args, "repeat", 1) < 1:
         parser.error("--repeat must be at least 1")
+    if args.debug:
+        return int(args.func(args))
     try:
         return int(args.func(args))
-    except (UnknownBackendError, BackendUnavailableError, ValueError) as exc:
-        print(f"lstm-backends: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("lstm-backends: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a failure inside a backend, not a usage error
+        print(f"lstm-backends {args.command}: failed: {type(exc).__name__}: {exc}\n"
+              "(run again with --debug for the full traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,11 +15,28 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["BenchRow", "flops", "parse_size", "run_bench"]
+__all__ = ["BenchRow", "Size", "flops", "parse_size", "run_bench"]
+
+
+class Size(NamedTuple):
+    """A problem size in the library's order: ``x`` is (T, B, I), the hidden size is H."""
+
+    steps: int
+    batch: int
+    input_size: int
+    hidden_size: int
+
+    def __str__(self) -> str:
+        return f"T={self.steps},B={self.batch},I={self.input_size},H={self.hidden_size}"
+
+    @property
+    def flops(self) -> float:
+        """Floating-point operations of one forward (see :func:`flops`)."""
+        return flops(self.batch, self.steps, self.input_size, self.hidden_size)
 
 
 def flops(batch: int, steps: int, input_size: int, hidden_size: int) -> float:
@@ -27,24 +44,57 @@ def flops(batch: int, steps: int, input_size: int, hidden_size: int) -> float:
     return 2.0 * 4 * hidden_size * (input_size + hidden_size) * batch * steps
 
 
-def parse_size(text: str) -> tuple[int, int, int, int]:
-    """Parse ``"B,T,I,H"`` (or ``BxTxIxH``) into four positive ints; ``ValueError`` otherwise."""
-    parts = text.replace("x", ",").split(",")
+_KEYS = {"T": 0, "B": 1, "I": 2, "H": 3}
+
+
+def parse_size(text: str) -> Size:
+    """Parse a problem size — the one parser of the CLI, the scripts and asv.
+
+    Two spellings: four integers in the library's order ``"T,B,I,H"`` (``x`` is (T, B, I);
+    ``x`` may separate them too: ``100x16x128x256``), or keyed in any order,
+    ``"B=16,T=100,I=128,H=256"``.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    Size
+
+    Raises
+    ------
+    ValueError
+        Not four positive integers, or a key missing, repeated or unknown.
+    """
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    values: list[int | None] = [None] * 4
     try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 4 or min(values) < 1:
-        raise ValueError(f"size must be four positive integers B,T,I,H (e.g. 16,100,128,256); got {text!r}")
-    return values  # type: ignore[return-value]
+        if any("=" in p for p in parts):
+            for part in parts:
+                key, _, value = part.partition("=")
+                k = _KEYS[key.strip().upper()]
+                if values[k] is not None:
+                    raise KeyError(key)
+                values[k] = int(value)
+        elif len(parts) == 4:
+            values = [int(p) for p in parts]
+    except (KeyError, ValueError):
+        values = [None] * 4
+    if any(v is None for v in values) or min(v for v in values if v is not None) < 1:
+        raise ValueError(
+            "size must be four positive integers T,B,I,H (the library's order: x is (T, B, I)), "
+            f"e.g. 100,16,128,256, or keyed in any order, e.g. B=16,T=100,I=128,H=256; got {text!r}"
+        )
+    return Size(*values)  # type: ignore[arg-type]
 
 
 @dataclass
 class BenchRow:
     """One backend at one size."""
 
-    batch: int
     steps: int
+    batch: int
     input_size: int
     hidden_size: int
     dtype: str
@@ -102,7 +152,7 @@ def run_bench(
 
     Parameters
     ----------
-    sizes : sequence of (B, T, I, H)
+    sizes : sequence of Size or (T, B, I, H) tuples
     backends : sequence of str, optional
         Names; every available backend by default.
     dtype : numpy dtype
@@ -132,9 +182,10 @@ def run_bench(
     instances = {name: get_backend(name) for name in backends}
     rows: list[BenchRow] = []
     with _thread_limits(threads):
-        for k, (b, t, i, h) in enumerate(sizes):
+        for k, size in enumerate(sizes):
+            t, b, i, h = Size(*size)
             problem = random_problem(t, b, i, h, dtype=dtype, seed=seed + k)
-            say(f"[{k + 1}/{len(sizes)}] B={b} T={t} I={i} H={h}: float64 reference")
+            say(f"[{k + 1}/{len(sizes)}] {Size(t, b, i, h)}: float64 reference")
             ref_y = reference_forward(problem)[0]
             runners: dict[str, Callable[[], Any]] = {}
             for name, be in instances.items():
@@ -168,7 +219,7 @@ def run_bench(
             for name in runners:
                 med = statistics.median(times[name])
                 size_rows.append(
-                    BenchRow(b, t, i, h, np.dtype(dtype).name, name, med * 1e3, flops(b, t, i, h) / med / 1e9,
+                    BenchRow(t, b, i, h, np.dtype(dtype).name, name, med * 1e3, flops(b, t, i, h) / med / 1e9,
                              errors[name], bool(errors[name] <= 1.0))
                 )
             fastest = min(r.median_ms for r in size_rows)
@@ -191,11 +242,11 @@ def _thread_limits(threads: int | None) -> Any:
 
 def format_table(rows: Sequence[BenchRow]) -> str:
     """Rows as an aligned text table."""
-    header = ["B", "T", "I", "H", "dtype", "backend", "median ms", "GFLOP/s", "x fastest", "x torch", "err/tol", "ok"]
+    header = ["T", "B", "I", "H", "dtype", "backend", "median ms", "GFLOP/s", "x fastest", "x torch", "err/tol", "ok"]
     lines = [header]
     for r in rows:
         lines.append([
-            str(r.batch), str(r.steps), str(r.input_size), str(r.hidden_size), r.dtype, r.backend,
+            str(r.steps), str(r.batch), str(r.input_size), str(r.hidden_size), r.dtype, r.backend,
             f"{r.median_ms:.3f}", f"{r.gflops:.1f}", f"{r.ratio_fastest:.2f}",
             "-" if np.isnan(r.ratio_torch) else f"{r.ratio_torch:.2f}",
             f"{r.worst_error:.2g}", "yes" if r.agrees else "NO",
@@ -216,7 +267,7 @@ def plot(rows: Sequence[BenchRow], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = list(dict.fromkeys((r.batch, r.steps, r.input_size, r.hidden_size) for r in rows))
+    sizes = list(dict.fromkeys(Size(r.steps, r.batch, r.input_size, r.hidden_size) for r in rows))
     names = list(dict.fromkeys(r.backend for r in rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sizes)), 4))
     width = 0.8 / max(1, len(names))
@@ -224,12 +275,12 @@ def plot(rows: Sequence[BenchRow], path: str) -> None:
         xs, ys = [], []
         for k, s in enumerate(sizes):
             for r in rows:
-                if (r.batch, r.steps, r.input_size, r.hidden_size) == s and r.backend == name:
+                if Size(r.steps, r.batch, r.input_size, r.hidden_size) == s and r.backend == name:
                     xs.append(k + j * width)
                     ys.append(r.median_ms)
         ax.bar(xs, ys, width, label=name)
     ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(sizes))])
-    ax.set_xticklabels([f"B={b} T={t}\nI={i} H={h}" for b, t, i, h in sizes])
+    ax.set_xticklabels([f"T={t} B={b}\nI={i} H={h}" for t, b, i, h in sizes])
     ax.set_yscale("log")
     ax.set_ylabel("median time per forward (ms, log)")
     ax.set_title(f"lstm_backends forward, {rows[0].dtype}" if rows else "lstm_backends")

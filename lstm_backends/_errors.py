@@ -1,8 +1,8 @@
-"""Exceptions raised by the registry."""
+"""Exceptions of the registry and of the backend protocol."""
 
 from __future__ import annotations
 
-__all__ = ["BackendUnavailableError", "UnknownBackendError"]
+__all__ = ["BackendUnavailableError", "UnknownBackendError", "UnsupportedFeatureError"]
 
 
 class UnknownBackendError(KeyError, ValueError):
@@ -14,3 +14,8 @@ class UnknownBackendError(KeyError, ValueError):
 
 class BackendUnavailableError(RuntimeError):
     """The backend is known but cannot run here; the message says why and how to fix it."""
+
+
+class UnsupportedFeatureError(NotImplementedError):
+    """The backend lacks a capability the call needs (see ``Backend.capabilities``); the
+    message names the feature, the backend, and the backends that have it."""

@@ -3,14 +3,19 @@
 Cheap to discover, lazy to load, helpful when it fails (after NetworkX's
 dispatcher, xarray's engines and fsspec's registry):
 
-* built-in backends are listed by dotted path; their modules import only NumPy,
-  and their ``is_available`` checks optional packages with ``importlib.util.find_spec``,
-  so neither ``import lstm_backends`` nor :func:`list_backends` imports Numba;
+* built-in backends are listed by dotted path; their modules import only NumPy and
+  SciPy (the ``numpy`` reference uses ``scipy.special.expit``), and their
+  ``is_available`` checks optional packages with ``importlib.util.find_spec``, so
+  neither ``import lstm_backends`` nor :func:`list_backends` imports Numba;
 * plugins are read from the entry-point group ``lstm_backends.backends`` on first
   use of the registry, loaded one by one, and a plugin that fails to load gives a
   ``RuntimeWarning`` naming it (and is listed unavailable) instead of breaking anything;
+* only :class:`~lstm_backends.Backend` subclasses (or instances) are registered: anything
+  else is a ``TypeError`` at registration, or, for a dotted path, when it is loaded;
+* two plugins claiming one name give a ``RuntimeWarning`` naming both distributions
+  (the first found is kept);
 * unknown names and unavailable backends raise errors that list the known names or
-  say what to install.
+  say what to install (the backend class's ``install_hint``: one hint per backend).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ._errors import BackendUnavailableError, UnknownBackendError
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BackendInfo",
+    "backends_with",
     "registered_backends",
     "get_backend",
     "list_backends",
@@ -38,20 +44,20 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "lstm_backends.backends"
 
-_BUILTINS: dict[str, tuple[str, str]] = {
-    # name: (dotted path, what to do when unavailable)
-    "numpy": ("lstm_backends.backends.numpy_backend:NumpyBackend", ""),
-    "numba": ("lstm_backends.backends.numba_backend:NumbaBackend", 'pip install "lstm-backends" (installs numba)'),
-    "cuda": ("lstm_backends.backends.cuda_backend:CudaBackend", ""),
+_BUILTINS: dict[str, str] = {
+    "numpy": "lstm_backends.backends.numpy_backend:NumpyBackend",
+    "numba": "lstm_backends.backends.numba_backend:NumbaBackend",
+    "cuda": "lstm_backends.backends.cuda_backend:CudaBackend",
 }
 
 
 @dataclass
 class _Entry:
     name: str
-    target: Any  # a class, or "module:Class"
+    target: Any  # a Backend subclass, a Backend instance, or "module:Class"
     origin: str  # "builtin", "plugin" or "registered"
-    install_hint: str = ""
+    install_hint: str = ""  # overrides the class's (register_backend), or says how to fix a broken plugin
+    distribution: str = ""  # the package providing a plugin
     cls: type | None = None
     load_error: str | None = None
     instance: Any = None
@@ -60,7 +66,11 @@ class _Entry:
     @property
     def target_name(self) -> str:
         t = self.target
-        return t if isinstance(t, str) else f"{t.__module__}:{t.__qualname__}"
+        if isinstance(t, str):
+            return t
+        if not isinstance(t, type):
+            t = type(t)
+        return f"{t.__module__}:{t.__qualname__}"
 
 
 class BackendInfo(NamedTuple):
@@ -81,6 +91,10 @@ class BackendInfo(NamedTuple):
         ``"module:Class"`` implementing it.
     install_hint : str
         What to do to make it available.
+    capabilities : tuple of str
+        What it can do (sorted; see :data:`lstm_backends.CAPABILITIES`).
+    url : str
+        Where to read more.
     """
 
     name: str
@@ -92,12 +106,12 @@ class BackendInfo(NamedTuple):
     origin: str
     target: str
     install_hint: str
+    capabilities: tuple[str, ...] = ()
+    url: str = ""
 
 
 _lock = threading.RLock()
-_entries: dict[str, _Entry] = {
-    name: _Entry(name, path, "builtin", hint) for name, (path, hint) in _BUILTINS.items()
-}
+_entries: dict[str, _Entry] = {name: _Entry(name, path, "builtin") for name, path in _BUILTINS.items()}
 _plugins_scanned = False
 
 
@@ -118,18 +132,25 @@ def _scan_plugins() -> None:
             )
             return
         for ep in eps:
+            dist = getattr(getattr(ep, "dist", None), "name", None) or ""
             if ep.name in _entries:
-                if _entries[ep.name].origin == "builtin":
-                    warnings.warn(
-                        f"lstm_backends: plugin entry point {ep.name!r} = {ep.value!r} "
-                        "shadows a built-in backend and is ignored; rename it",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
+                other = _entries[ep.name]
+                if other.origin == "builtin":
+                    problem = "shadows a built-in backend and is ignored; rename it"
+                elif other.origin == "plugin":
+                    problem = (f"is also provided by the distribution {other.distribution or '?'!r} "
+                               f"({other.target_name}), which is kept; uninstall one of the two or rename it")
+                else:
+                    continue  # a registration made before the first scan wins silently
+                warnings.warn(
+                    f"lstm_backends: plugin entry point {ep.name!r} = {ep.value!r} from the distribution "
+                    f"{dist or '?'!r} {problem}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 continue
-            dist = getattr(getattr(ep, "dist", None), "name", None)
             hint = f"reinstall or fix the package {dist!r}" if dist else ""
-            _entries[ep.name] = _Entry(ep.name, ep.value, "plugin", hint)
+            _entries[ep.name] = _Entry(ep.name, ep.value, "plugin", hint, dist)
 
 
 def _entry(name: str) -> _Entry:
@@ -145,6 +166,18 @@ def _entry(name: str) -> _Entry:
         return _entries[name]
 
 
+def _check_backend(obj: Any, what: str) -> None:
+    """``TypeError`` unless ``obj`` is a Backend subclass or instance."""
+    from .backends._base import Backend
+
+    if isinstance(obj, Backend) or (isinstance(obj, type) and issubclass(obj, Backend)):
+        return
+    raise TypeError(
+        f"{what} is not a backend: expected a subclass (or an instance) of lstm_backends.Backend, "
+        f"got {obj!r} of type {type(obj).__name__}"
+    )
+
+
 def _load(entry: _Entry) -> type | None:
     """Import the class behind an entry once; warn (plugins) and return None on failure."""
     with entry.lock:
@@ -158,13 +191,12 @@ def _load(entry: _Entry) -> type | None:
                 for part in attr.split(".") if attr else []:
                     obj = getattr(obj, part)
                 target = obj
-            missing = [m for m in ("forward", "cell", "is_available") if not callable(getattr(target, m, None))]
-            if not isinstance(target, type) or missing:
-                raise TypeError(
-                    f"{entry.target_name} is not a backend class"
-                    + (f" (missing {', '.join(missing)})" if missing else "")
-                )
-            entry.cls = target
+            _check_backend(target, entry.target_name)
+            if isinstance(target, type):
+                entry.cls = target
+            else:
+                entry.cls = type(target)
+                entry.instance = target
         except Exception as exc:
             entry.load_error = f"failed to load {entry.target_name}: {type(exc).__name__}: {exc}"
             if entry.origin != "builtin":
@@ -192,6 +224,33 @@ def _availability(entry: _Entry) -> tuple[bool, str]:
 def _install_hint(entry: _Entry) -> str:
     cls = entry.cls
     return entry.install_hint or (getattr(cls, "install_hint", "") if cls is not None else "")
+
+
+def backends_with(feature: str) -> list[str]:
+    """Names of the registered backends that declare ``feature`` in their capabilities.
+
+    Plugins that fail to load are left out silently (listing them warns elsewhere).
+
+    Parameters
+    ----------
+    feature : str
+        One of :data:`lstm_backends.CAPABILITIES`.
+
+    Returns
+    -------
+    list of str
+    """
+    _scan_plugins()
+    with _lock:
+        entries = list(_entries.values())
+    names = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for e in entries:
+            cls = _load(e)
+            if cls is not None and feature in getattr(cls, "capabilities", ()):
+                names.append(e.name)
+    return names
 
 
 def list_backends() -> list[BackendInfo]:
@@ -235,6 +294,8 @@ def list_backends() -> list[BackendInfo]:
                 origin=e.origin,
                 target=e.target_name,
                 install_hint=_install_hint(e),
+                capabilities=tuple(sorted(getattr(cls, "capabilities", ()))),
+                url=getattr(cls, "url", "") or "",
             )
         )
     return rows
@@ -266,9 +327,9 @@ def get_backend(name: Any = "auto") -> Any:
     Parameters
     ----------
     name : str or Backend
-        A registered name, or ``"auto"`` for the fastest available built-in
-        (``cuda`` on a real GPU, then ``numba``, then ``numpy``).  A backend
-        instance is returned as is.
+        A registered name, or ``"auto"`` for the available backend with the highest
+        ``auto_priority`` — plugins included; among the built-ins ``cuda`` on a real GPU,
+        then ``numba``, then ``numpy``.  A backend instance is returned as is.
 
     Returns
     -------
@@ -283,9 +344,11 @@ def get_backend(name: Any = "auto") -> Any:
         Known but unavailable here; the message says why and how to fix it.
     """
     if not isinstance(name, str):
-        if callable(getattr(name, "forward", None)):
+        from .backends._base import Backend
+
+        if isinstance(name, Backend):
             return name
-        raise TypeError(f"backend must be a name or a backend instance; got {type(name).__name__}")
+        raise TypeError(f"backend must be a name or a Backend instance; got {type(name).__name__}")
     if name == "auto":
         return _auto()
     entry = _entry(name)
@@ -303,29 +366,37 @@ def get_backend(name: Any = "auto") -> Any:
         return entry.instance
 
 
-def register_backend(name: str, backend: type | str, *, replace: bool = False, install_hint: str = "") -> None:
-    """Register a backend class under ``name``.
+def register_backend(name: str, backend: Any, *, replace: bool = False, install_hint: str = "") -> None:
+    """Register a backend under ``name``.
 
     Parameters
     ----------
     name : str
         Registry name.
-    backend : type or str
-        The class, or a ``"module:Class"`` path imported on first use.
+    backend : Backend subclass, Backend instance, or str
+        The class; an instance (then ``get_backend(name)`` returns that very instance); or a
+        ``"module:Class"`` path imported on first use (and checked then).
     replace : bool
         Replace an existing registration of that name (built-ins included).
     install_hint : str
-        What to tell users when the backend is unavailable.
+        What to tell users when the backend is unavailable, instead of the class's own
+        ``install_hint``.
 
     Raises
     ------
     ValueError
         ``name`` is taken and ``replace`` is false, or ``name`` is empty/``"auto"``.
+    TypeError
+        ``backend`` is neither a :class:`~lstm_backends.Backend` subclass or instance nor a
+        ``"module:Class"`` string.
     """
     if not isinstance(name, str) or not name or name == "auto":
         raise ValueError(f"backend name must be a non-empty string other than 'auto'; got {name!r}")
-    if not isinstance(backend, (type, str)):
-        raise TypeError(f"backend must be a class or a 'module:Class' string; got {type(backend).__name__}")
+    if isinstance(backend, str):
+        if ":" not in backend:
+            raise ValueError(f"a dotted backend path must look like 'package.module:Class'; got {backend!r}")
+    else:
+        _check_backend(backend, f"register_backend({name!r}, ...)")
     _scan_plugins()
     with _lock:
         if name in _entries and not replace:
@@ -346,13 +417,6 @@ def unregister_backend(name: str) -> None:
     _entry(name)
     with _lock:
         del _entries[name]
-
-
-def _restore_builtin(name: str) -> None:
-    """Put a built-in back (tests use this after replacing one)."""
-    with _lock:
-        path, hint = _BUILTINS[name]
-        _entries[name] = _Entry(name, path, "builtin", hint)
 
 
 def registered_backends() -> Mapping[str, str]:

@@ -1,25 +1,29 @@
 """Validation of every argument of ``forward`` and ``cell``, in one place.
 
-Backends call :func:`prepare_forward` / :func:`prepare_cell` and get back
-C-contiguous arrays of one floating dtype with checked shapes, plus output arrays
-to write into; kernels then never see a bad input.  Host inputs that are
-Fortran-ordered, strided or read-only are copied to fresh C-contiguous arrays
-(never written to).  The rules:
+Validation only checks: it never converts, copies or allocates (the base class does
+that next, through the backend's hooks).  It works on anything exposing ``shape`` and
+``dtype``, or ``__cuda_array_interface__``, so device arrays are checked without
+touching their data.  The rules:
 
 * wrong shape -> ``ValueError`` naming the argument, the received and the expected shape;
 * non-floating, unsupported or mixed dtypes -> ``TypeError`` saying how to fix it
   (nothing is silently up-cast);
-* ``lengths`` of the wrong count, out of ``[0, T]`` or not integers -> ``ValueError``.
+* ``lengths`` of the wrong count, out of ``[0, T]`` or not integers -> ``ValueError``;
+* ``out=`` arrays of the wrong shape or dtype, not C-contiguous or read-only -> an error;
+* **one aliasing rule** for ``forward(out=)`` and ``cell(out=)``: an output may share
+  memory with an input only when it *is* that input's own state — ``h_n``/``c_n`` may be
+  ``h0``/``c0`` and ``h_out``/``c_out`` may be ``h``/``c`` (the same array, for an
+  in-place state update).  Any other overlap, with an input or between two outputs,
+  is a ``ValueError`` naming both.
 
-The functions work on objects exposing ``shape`` and ``dtype`` or
-``__cuda_array_interface__`` so that the ``cuda`` backend can validate device
-arrays without copying them to the host; ``convert`` says how an input becomes
-the array the kernel reads.
+Inputs that are Fortran-ordered or strided are accepted (the host backends' ``_input``
+hook makes a C-contiguous copy); read-only inputs are used as they are, since kernels
+never write to inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,24 +32,37 @@ import numpy as np
 from ._params import LSTMParams
 
 __all__ = [
-    "CellArgs",
-    "ForwardArgs",
+    "CellSpec",
+    "ForwardSpec",
+    "check_cell_out",
+    "check_forward_out",
     "describe",
-    "prepare_cell",
-    "prepare_forward",
-    "prepare_lengths",
-    "prepare_params",
+    "is_device_array",
+    "validate_cell",
+    "validate_forward",
+    "validate_lengths",
+    "validate_params",
 ]
 
 DEFAULT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_PARAM_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def is_device_array(a: Any) -> bool:
+    """Whether ``a`` is a device array: ``__cuda_array_interface__`` (CuPy, PyTorch, Numba)
+    or a device array of Numba's CUDA simulator (which has none but ``copy_to_host``)."""
+    if a is None or isinstance(a, np.ndarray):
+        return False
+    return hasattr(a, "__cuda_array_interface__") or (hasattr(a, "copy_to_host") and hasattr(a, "shape"))
 
 
 def describe(a: Any) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and NumPy dtype of a host array, device array or array-like.
+    """Shape and NumPy dtype of a host array, device array or array-like, without copying
+    device data.
 
     Parameters
     ----------
-    a : array_like or object with ``__cuda_array_interface__``
+    a : array_like or device array
 
     Returns
     -------
@@ -57,7 +74,7 @@ def describe(a: Any) -> tuple[tuple[int, ...], np.dtype]:
     cai = getattr(a, "__cuda_array_interface__", None)
     if cai is not None:
         return tuple(int(s) for s in cai["shape"]), np.dtype(cai["typestr"])
-    if hasattr(a, "copy_to_host") and hasattr(a, "shape"):  # Numba device arrays, simulated ones too
+    if hasattr(a, "copy_to_host") and hasattr(a, "shape"):  # simulated Numba device arrays
         return tuple(a.shape), np.dtype(a.dtype)
     arr = np.asarray(a)
     return arr.shape, arr.dtype
@@ -73,9 +90,10 @@ def _check_floating(name: str, dtype: np.dtype, dtypes: Sequence[np.dtype]) -> N
             problem = f"{name} has dtype {dtype.name}, which this backend does not support"
         else:
             problem = f"{name} has dtype {dtype.name}, but LSTM arrays must be floating point"
+        target = np.dtype(dtypes[0]).name if len(dtypes) else "float32"
         raise TypeError(
             f"{problem} (supported: {_fmt_dtypes(dtypes)}); convert it explicitly, "
-            f"e.g. {name} = np.asarray({name}, dtype=np.float32)"
+            f"e.g. {name} = np.asarray({name}, dtype=np.{target})"
         )
 
 
@@ -100,10 +118,16 @@ def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], m
         )
 
 
-def _host(a: Any) -> np.ndarray:
-    # ascontiguousarray copies Fortran-ordered and strided inputs and leaves
-    # read-only ones alone (kernels never write to inputs).
-    return np.ascontiguousarray(a)
+def _check_placement(named: dict[str, Any], device_ok: bool) -> None:
+    if device_ok:
+        return
+    for name, a in named.items():
+        if is_device_array(a):
+            raise TypeError(
+                f"{name} is a device array ({type(a).__name__}), but this backend computes on the host: "
+                "copy it to the host first (e.g. .copy_to_host(), .get() or .cpu().numpy()), or use a "
+                "backend with the 'device-arrays' capability such as 'cuda'"
+            )
 
 
 def _unpack_params(params: Any) -> tuple[Any, Any, Any, Any]:
@@ -122,9 +146,12 @@ def _unpack_params(params: Any) -> tuple[Any, Any, Any, Any]:
     return tuple(params)
 
 
-@dataclass
-class ParamsInfo:
-    """Validated parameters plus the sizes they imply."""
+@dataclass(frozen=True)
+class ParamsSpec:
+    """Checked parameters (the caller's objects, unconverted) and the sizes they imply.
+
+    ``b_ih``/``b_hh`` are ``None`` for "no bias" (zeros).
+    """
 
     w_ih: Any
     w_hh: Any
@@ -134,36 +161,35 @@ class ParamsInfo:
     hidden_size: int
     dtype: np.dtype
 
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(a for a in (self.w_ih, self.w_hh, self.b_ih, self.b_hh) if a is not None)
 
-def prepare_params(
-    params: Any,
-    *,
-    dtypes: Sequence[np.dtype] = DEFAULT_DTYPES,
-    convert: Callable[[Any], Any] = _host,
-    zeros: Callable[[tuple[int, ...], np.dtype], Any] = np.zeros,
-) -> ParamsInfo:
+
+def validate_params(
+    params: Any, *, dtypes: Sequence[np.dtype] = DEFAULT_DTYPES, device_ok: bool = False
+) -> ParamsSpec:
     """Check ``(w_ih, w_hh, b_ih, b_hh)`` and derive ``I`` and ``H``.
 
     Parameters
     ----------
     params : LSTMParams or 4-tuple
-        ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih`` (4H,), ``b_hh`` (4H,); a bias
-        may be ``None`` for "no bias" (zeros).
+        ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih`` (4H,), ``b_hh`` (4H,); a bias may be
+        ``None`` for "no bias" (zeros).
     dtypes : sequence of numpy.dtype
         Dtypes the backend supports.
-    convert : callable
-        Turns an accepted input into the array the kernel reads.
-    zeros : callable
-        Allocates a zero bias when one is ``None``.
+    device_ok : bool
+        Whether device arrays are acceptable.
 
     Returns
     -------
-    ParamsInfo
+    ParamsSpec
     """
     w_ih, w_hh, b_ih, b_hh = _unpack_params(params)
     if w_ih is None or w_hh is None:
         raise TypeError("params.w_ih and params.w_hh are required (got None)")
     named = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    _check_placement({f"params.{k}": v for k, v in named.items()}, device_ok)
     meta = {k: describe(v) for k, v in named.items() if v is not None}
     for k, (_, dt) in meta.items():
         _check_floating(f"params.{k}", dt, dtypes)
@@ -185,11 +211,10 @@ def prepare_params(
     for k in ("b_ih", "b_hh"):
         if k in meta:
             _check_shape(f"params.{k}", meta[k][0], (4 * hidden,), f"(4H,) with H={hidden}")
-    out = {k: (convert(v) if v is not None else zeros((4 * hidden,), dtype)) for k, v in named.items()}
-    return ParamsInfo(out["w_ih"], out["w_hh"], out["b_ih"], out["b_hh"], ih_shape[1], hidden, dtype)
+    return ParamsSpec(w_ih, w_hh, b_ih, b_hh, ih_shape[1], hidden, dtype)
 
 
-def prepare_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray | None:
+def validate_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray | None:
     """Check variable sequence lengths.
 
     Parameters
@@ -202,10 +227,11 @@ def prepare_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray | None:
     Returns
     -------
     numpy.ndarray of int64, shape (B,), or None
+        A host array (a copy only when the input was not one already).
     """
     if lengths is None:
         return None
-    if hasattr(lengths, "__cuda_array_interface__"):
+    if is_device_array(lengths):
         raise TypeError(
             "lengths must be a host array (like PyTorch's pack_padded_sequence); "
             "copy it to the host first"
@@ -226,9 +252,103 @@ def prepare_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray | None:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _check_out(name: str, arr: Any, shape: tuple[int, ...], dtype: np.dtype, host: bool) -> None:
-    if host and not isinstance(arr, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray to write into; got {type(arr).__name__}")
+# ---------------------------------------------------------------------------- aliasing
+def _host_base(a: Any) -> np.ndarray | None:
+    """The NumPy array behind a host array or a simulated device array (else None)."""
+    if isinstance(a, np.ndarray):
+        return a
+    ary = getattr(a, "_ary", None)  # Numba's simulated device arrays wrap one
+    return ary if isinstance(ary, np.ndarray) else None
+
+
+def _device_extent(a: Any) -> tuple[int, int, tuple[int, ...], tuple[int, ...] | None] | None:
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None:
+        return None
+    start = int(cai["data"][0])
+    shape = tuple(int(s) for s in cai["shape"])
+    itemsize = np.dtype(cai["typestr"]).itemsize
+    strides = cai.get("strides")
+    if any(s == 0 for s in shape):
+        return start, start, shape, strides
+    if strides is None:
+        span = int(np.prod(shape)) * itemsize
+    else:
+        span = sum((n - 1) * abs(s) for n, s in zip(shape, strides)) + itemsize
+    return start, start + span, shape, strides
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two arrays (host or device) may share memory (bounds-based, like
+    ``numpy.may_share_memory``)."""
+    ha, hb = _host_base(a), _host_base(b)
+    if ha is not None and hb is not None:
+        return bool(np.may_share_memory(ha, hb))
+    ea, eb = _device_extent(a), _device_extent(b)
+    if ea is None or eb is None or ea[0] == ea[1] or eb[0] == eb[1]:
+        return False
+    return ea[0] < eb[1] and eb[0] < ea[1]
+
+
+def _same_array(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are one array: the same object, or the same memory with the
+    same shape and strides (e.g. ``h`` and ``h[...]``)."""
+    if a is b:
+        return True
+    ha, hb = _host_base(a), _host_base(b)
+    if ha is not None and hb is not None:
+        return (ha.__array_interface__["data"][0] == hb.__array_interface__["data"][0]
+                and ha.shape == hb.shape and ha.strides == hb.strides)
+    ea, eb = _device_extent(a), _device_extent(b)
+    return ea is not None and ea == eb
+
+
+def check_aliasing(outputs: dict[str, Any], inputs: dict[str, Any], own: dict[str, str]) -> None:
+    """Apply the one aliasing rule: an output may overlap only its own state input, and
+    only by being that very array.
+
+    Parameters
+    ----------
+    outputs : dict of str to array
+        Output name -> array.
+    inputs : dict of str to array or None
+        Input name -> array (``None`` entries are skipped).
+    own : dict of str to str
+        Output name -> the input it may be (e.g. ``{"h_n": "h0"}``).
+
+    Raises
+    ------
+    ValueError
+        Two outputs overlap, or an output overlaps an input other than by being its own state.
+    """
+    names = list(outputs)
+    for k, o_name in enumerate(names):
+        for other in names[k + 1:]:
+            if _overlap(outputs[o_name], outputs[other]):
+                raise ValueError(
+                    f"out {o_name} and {other} overlap; pass separate arrays for every output"
+                )
+    for o_name, o in outputs.items():
+        for i_name, a in inputs.items():
+            if a is None or not _overlap(o, a):
+                continue
+            if own.get(o_name) == i_name and _same_array(o, a):
+                continue  # the documented in-place state update
+            allowed = ", ".join(f"{k}={v}" for k, v in own.items())
+            raise ValueError(
+                f"out {o_name} overlaps input {i_name}: an output may share memory with an input only "
+                f"by being exactly its own state array ({allowed}) for an in-place update"
+            )
+
+
+def _check_out_array(name: str, arr: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if isinstance(arr, np.ndarray):
+        host = True
+    elif is_device_array(arr):
+        host = False
+    else:
+        raise TypeError(f"{name} must be an array to write into (numpy.ndarray or a device array); "
+                        f"got {type(arr).__name__}")
     got_shape, got_dtype = describe(arr)
     if tuple(got_shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got shape {tuple(got_shape)}")
@@ -239,6 +359,25 @@ def _check_out(name: str, arr: Any, shape: tuple[int, ...], dtype: np.dtype, hos
             raise ValueError(f"{name} must be C-contiguous to be written in place")
         if not arr.flags.writeable:
             raise ValueError(f"{name} is read-only; pass a writeable array")
+    elif not _device_c_contiguous(arr):
+        raise ValueError(f"{name} must be C-contiguous to be written in place")
+
+
+def _device_c_contiguous(a: Any) -> bool:
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None:  # a simulated Numba device array
+        check = getattr(a, "is_c_contiguous", None)
+        return bool(check()) if callable(check) else True
+    strides = cai.get("strides")
+    if strides is None:
+        return True
+    shape = tuple(int(s) for s in cai["shape"])
+    expected = np.dtype(cai["typestr"]).itemsize
+    for n, s in zip(reversed(shape), reversed(tuple(strides))):
+        if n > 1 and s != expected:
+            return False
+        expected *= n
+    return True
 
 
 def _unpack_out(out: Any, n: int, names: str) -> tuple[Any, ...]:
@@ -247,92 +386,36 @@ def _unpack_out(out: Any, n: int, names: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def check_forward_out(
-    out: Any, steps: int, batch: int, hidden: int, dtype: np.dtype, *, host: bool, inputs: Sequence[Any] = ()
-) -> tuple[Any, Any, Any]:
-    """Check ``forward``'s ``out=(y, h_n, c_n)``: shapes (T, B, H), (B, H), (B, H), the dtype,
-    and for host arrays C order, writeability and no overlap with any of ``inputs``.
+# ---------------------------------------------------------------------------- forward
+@dataclass(frozen=True)
+class ForwardSpec:
+    """A checked ``forward`` call: the caller's objects (unconverted) and the sizes.
 
-    Returns
-    -------
-    y, h_n, c_n
-    """
-    y, h_n, c_n = _unpack_out(out, 3, "(y, h_n, c_n)")
-    _check_out("out[0] (y)", y, (steps, batch, hidden), dtype, host)
-    _check_out("out[1] (h_n)", h_n, (batch, hidden), dtype, host)
-    _check_out("out[2] (c_n)", c_n, (batch, hidden), dtype, host)
-    if host:
-        for o_name, o in (("y", y), ("h_n", h_n), ("c_n", c_n)):
-            if any(isinstance(a, np.ndarray) and np.may_share_memory(o, a) for a in inputs):
-                raise ValueError(f"out {o_name} overlaps an input; forward outputs may not alias inputs")
-    return y, h_n, c_n
-
-
-def check_cell_out(
-    out: Any, batch: int, hidden: int, dtype: np.dtype, *, host: bool, x: Any, h: Any, c: Any, params: Any
-) -> tuple[Any, Any]:
-    """Check ``cell``'s ``out=(h_out, c_out)``: shapes (B, H), the dtype, and for host arrays
-    C order, writeability and no overlap with the inputs — except exactly ``out=(h, c)``.
-
-    Returns
-    -------
-    h_out, c_out
-    """
-    h_out, c_out = _unpack_out(out, 2, "(h_out, c_out)")
-    _check_out("out[0] (h_out)", h_out, (batch, hidden), dtype, host)
-    _check_out("out[1] (c_out)", c_out, (batch, hidden), dtype, host)
-    if host:
-        if np.may_share_memory(h_out, c_out):
-            raise ValueError("out h_out and c_out overlap; pass two separate arrays")
-        for o_name, o in (("h_out", h_out), ("c_out", c_out)):
-            for a_name, a in (("x", x), *zip(("w_ih", "w_hh", "b_ih", "b_hh"), params), ("h", h), ("c", c)):
-                same = a is o and a_name == o_name[0]
-                if isinstance(a, np.ndarray) and not same and np.may_share_memory(o, a):
-                    raise ValueError(
-                        f"out {o_name} overlaps input {a_name}; only out=(h, c) "
-                        "(exactly the state arrays, for an in-place update) may alias inputs"
-                    )
-    return h_out, c_out
-
-
-@dataclass
-class ForwardArgs:
-    """Everything a forward kernel needs: validated inputs and outputs to write.
-
-    Attributes
-    ----------
-    x : array, shape (T, B, I)
-    w_ih, w_hh, b_ih, b_hh : arrays, shapes (4H, I), (4H, H), (4H,), (4H,)
-    h0, c0 : arrays, shape (B, H)
-    lengths : int64 array, shape (B,); all T when the caller passed none
-    y : array, shape (T, B, H)   output; rows past their length are zeroed by the caller
-    h_n, c_n : arrays, shape (B, H)   outputs
+    ``lengths`` is a host int64 array (``T`` everywhere when the caller passed none);
+    ``full`` says whether every row runs all ``T`` steps.
     """
 
     x: Any
-    w_ih: Any
-    w_hh: Any
-    b_ih: Any
-    b_hh: Any
+    params: ParamsSpec
     h0: Any
     c0: Any
     lengths: np.ndarray
+    full: bool
     reverse: bool
-    y: Any
-    h_n: Any
-    c_n: Any
     steps: int
     batch: int
     input_size: int
     hidden_size: int
     dtype: np.dtype
 
-    @property
-    def params(self) -> LSTMParams:
-        return LSTMParams(self.w_ih, self.w_hh, self.b_ih, self.b_hh)
+    def inputs(self) -> dict[str, Any]:
+        """Name -> array of every input (for the aliasing rule)."""
+        p = self.params
+        return {"x": self.x, "w_ih": p.w_ih, "w_hh": p.w_hh, "b_ih": p.b_ih, "b_hh": p.b_hh,
+                "h0": self.h0, "c0": self.c0}
 
 
-def prepare_forward(
+def validate_forward(
     x: Any,
     params: Any,
     h0: Any = None,
@@ -340,14 +423,10 @@ def prepare_forward(
     *,
     lengths: Any = None,
     reverse: bool = False,
-    out: Any = None,
     dtypes: Sequence[np.dtype] = DEFAULT_DTYPES,
-    convert: Callable[[Any], Any] = _host,
-    empty: Callable[[tuple[int, ...], np.dtype], Any] = np.empty,
-    zeros: Callable[[tuple[int, ...], np.dtype], Any] = np.zeros,
-    host: bool = True,
-) -> ForwardArgs:
-    """Validate the arguments of ``Backend.forward`` and allocate its outputs.
+    device_ok: bool = False,
+) -> ForwardSpec:
+    """Check the arguments of ``Backend.forward`` (no conversion, no allocation).
 
     Parameters
     ----------
@@ -356,18 +435,19 @@ def prepare_forward(
     h0, c0 : array, shape (B, H), or None for zeros
     lengths : array_like of int, shape (B,), or None
     reverse : bool
-    out : tuple (y, h_n, c_n) of arrays shaped (T, B, H), (B, H), (B, H), or None
-    dtypes : supported dtypes; convert, empty, zeros : array factories for the target.
-    host : bool
-        Whether outputs must be NumPy arrays.
+    dtypes : sequence of numpy.dtype
+        Dtypes the backend supports.
+    device_ok : bool
+        Whether device arrays are acceptable.
 
     Returns
     -------
-    ForwardArgs
+    ForwardSpec
     """
+    _check_placement({"x": x, "h0": h0, "c0": c0}, device_ok)
     x_shape, x_dtype = describe(x)
     _check_floating("x", x_dtype, dtypes)
-    p = prepare_params(params, dtypes=dtypes, convert=convert, zeros=zeros)
+    p = validate_params(params, dtypes=dtypes, device_ok=device_ok)
     named = {"x": x_dtype, "params": p.dtype}
     if len(x_shape) != 3:
         raise ValueError(
@@ -381,94 +461,85 @@ def prepare_forward(
             f"got shape {tuple(x_shape)}"
         )
     hidden = p.hidden_size
-    states = {}
     for name, s in (("h0", h0), ("c0", c0)):
         if s is not None:
             s_shape, s_dtype = describe(s)
             _check_floating(name, s_dtype, dtypes)
             named[name] = s_dtype
             _check_shape(name, s_shape, (batch, hidden), f"(B, H) with B={batch}, H={hidden}")
-        states[name] = s
     dtype = _check_same_dtype(named)
-    lens = prepare_lengths(lengths, batch, steps)
+    lens = validate_lengths(lengths, batch, steps)
+    full = lens is None or bool((lens == steps).all())
     if lens is None:
         lens = np.full(batch, steps, np.int64)
-    if out is None:
-        y, h_n, c_n = empty((steps, batch, hidden), dtype), empty((batch, hidden), dtype), empty(
-            (batch, hidden), dtype
-        )
-    else:
-        y, h_n, c_n = check_forward_out(out, steps, batch, hidden, dtype, host=host, inputs=(x, *params, h0, c0))
-    h0c = convert(states["h0"]) if states["h0"] is not None else zeros((batch, hidden), dtype)
-    c0c = convert(states["c0"]) if states["c0"] is not None else zeros((batch, hidden), dtype)
-    return ForwardArgs(
-        x=convert(x), w_ih=p.w_ih, w_hh=p.w_hh, b_ih=p.b_ih, b_hh=p.b_hh, h0=h0c, c0=c0c,
-        lengths=lens, reverse=bool(reverse), y=y, h_n=h_n, c_n=c_n, steps=steps, batch=batch,
-        input_size=in_size, hidden_size=hidden, dtype=dtype,
-    )
+    return ForwardSpec(x, p, h0, c0, lens, full, bool(reverse), steps, batch, in_size, hidden, dtype)
 
 
-@dataclass
-class CellArgs:
-    """Validated arguments of one cell step.
+def check_forward_out(out: Any, spec: ForwardSpec) -> tuple[Any, Any, Any]:
+    """Check ``forward``'s ``out=(y, h_n, c_n)``: shapes (T, B, H), (B, H), (B, H), the dtype,
+    C order, writeability, and the aliasing rule (``h_n``/``c_n`` may be ``h0``/``c0``).
 
-    Attributes
-    ----------
-    x : array, shape (B, I)
-    h, c : arrays, shape (B, H)
-    w_ih, w_hh, b_ih, b_hh : parameter arrays
-    h_out, c_out : arrays, shape (B, H), to write; may be ``h`` and ``c`` themselves
+    Returns
+    -------
+    y, h_n, c_n
     """
+    y, h_n, c_n = _unpack_out(out, 3, "(y, h_n, c_n)")
+    t, b, h = spec.steps, spec.batch, spec.hidden_size
+    _check_out_array("out[0] (y)", y, (t, b, h), spec.dtype)
+    _check_out_array("out[1] (h_n)", h_n, (b, h), spec.dtype)
+    _check_out_array("out[2] (c_n)", c_n, (b, h), spec.dtype)
+    check_aliasing({"y": y, "h_n": h_n, "c_n": c_n}, spec.inputs(), {"h_n": "h0", "c_n": "c0"})
+    return y, h_n, c_n
+
+
+# ---------------------------------------------------------------------------- cell
+@dataclass(frozen=True)
+class CellSpec:
+    """A checked ``cell`` call: the caller's objects (unconverted) and the sizes."""
 
     x: Any
+    params: ParamsSpec
     h: Any
     c: Any
-    w_ih: Any
-    w_hh: Any
-    b_ih: Any
-    b_hh: Any
-    h_out: Any
-    c_out: Any
     batch: int
     input_size: int
     hidden_size: int
     dtype: np.dtype
 
+    def inputs(self) -> dict[str, Any]:
+        """Name -> array of every input (for the aliasing rule)."""
+        p = self.params
+        return {"x": self.x, "w_ih": p.w_ih, "w_hh": p.w_hh, "b_ih": p.b_ih, "b_hh": p.b_hh,
+                "h": self.h, "c": self.c}
 
-def prepare_cell(
+
+def validate_cell(
     x: Any,
     h: Any,
     c: Any,
     params: Any,
     *,
-    out: Any = None,
     dtypes: Sequence[np.dtype] = DEFAULT_DTYPES,
-    convert: Callable[[Any], Any] = _host,
-    empty: Callable[[tuple[int, ...], np.dtype], Any] = np.empty,
-    zeros: Callable[[tuple[int, ...], np.dtype], Any] = np.zeros,
-    host: bool = True,
-) -> CellArgs:
-    """Validate the arguments of ``Backend.cell`` and allocate its outputs.
+    device_ok: bool = False,
+) -> CellSpec:
+    """Check the arguments of ``Backend.cell`` (no conversion, no allocation).
 
     Parameters
     ----------
     x : array, shape (B, I)
     h, c : array, shape (B, H)
     params : LSTMParams or 4-tuple
-    out : tuple (h_out, c_out) of arrays shaped (B, H), or None.  They may be
-        ``h`` and ``c`` themselves (update in place) but must not partially overlap them.
+    dtypes : sequence of numpy.dtype
+    device_ok : bool
 
     Returns
     -------
-    CellArgs
+    CellSpec
     """
-    if host:
-        fast = _fast_cell(x, h, c, params, out, dtypes)
-        if fast is not None:
-            return fast
+    _check_placement({"x": x, "h": h, "c": c}, device_ok)
     x_shape, x_dtype = describe(x)
     _check_floating("x", x_dtype, dtypes)
-    p = prepare_params(params, dtypes=dtypes, convert=convert, zeros=zeros)
+    p = validate_params(params, dtypes=dtypes, device_ok=device_ok)
     if len(x_shape) != 2:
         raise ValueError(f"x must have shape (B, I) for one cell step; got shape {tuple(x_shape)}")
     batch, in_size = x_shape
@@ -487,25 +558,39 @@ def prepare_cell(
         named[name] = s_dtype
         _check_shape(name, s_shape, (batch, hidden), f"(B, H) with B={batch}, H={hidden}")
     dtype = _check_same_dtype(named)
-    if out is None:
-        h_out, c_out = empty((batch, hidden), dtype), empty((batch, hidden), dtype)
-    else:
-        h_out, c_out = check_cell_out(out, batch, hidden, dtype, host=host, x=x, h=h, c=c, params=params)
-    return CellArgs(
-        x=convert(x), h=convert(h), c=convert(c), w_ih=p.w_ih, w_hh=p.w_hh, b_ih=p.b_ih,
-        b_hh=p.b_hh, h_out=h_out, c_out=c_out, batch=batch, input_size=in_size,
-        hidden_size=hidden, dtype=dtype,
-    )
+    return CellSpec(x, p, h, c, batch, in_size, hidden, dtype)
+
+
+def check_cell_out(out: Any, spec: CellSpec) -> tuple[Any, Any]:
+    """Check ``cell``'s ``out=(h_out, c_out)``: shapes (B, H), the dtype, C order,
+    writeability, and the aliasing rule (``h_out``/``c_out`` may be ``h``/``c``).
+
+    Returns
+    -------
+    h_out, c_out
+    """
+    h_out, c_out = _unpack_out(out, 2, "(h_out, c_out)")
+    b, h = spec.batch, spec.hidden_size
+    _check_out_array("out[0] (h_out)", h_out, (b, h), spec.dtype)
+    _check_out_array("out[1] (c_out)", c_out, (b, h), spec.dtype)
+    check_aliasing({"h_out": h_out, "c_out": c_out}, spec.inputs(), {"h_out": "h", "c_out": "c"})
+    return h_out, c_out
 
 
 def _ok(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
     return type(a) is np.ndarray and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
 
 
-def _fast_cell(x: Any, h: Any, c: Any, params: Any, out: Any, dtypes: Sequence[np.dtype]) -> CellArgs | None:
-    """The common streaming case, checked in a few microseconds: contiguous NumPy arrays
-    of one supported dtype with the right shapes.  Returns None to take the full path
-    (which also produces the error messages)."""
+def fast_cell(x: Any, h: Any, c: Any, params: Any, out: Any, dtypes: Sequence[np.dtype]) -> tuple | None:
+    """The common streaming case, checked in a few microseconds: C-contiguous NumPy arrays of
+    one supported dtype with the right shapes and biases, and ``out`` either None or two
+    writeable arrays that obey the aliasing rule.
+
+    Returns
+    -------
+    tuple (x, h, c, w_ih, w_hh, b_ih, b_hh, h_out_or_None, c_out_or_None) or None
+        ``None`` sends the call down the full path, which gives the error messages.
+    """
     if type(x) is not np.ndarray or x.ndim != 2 or not x.flags.c_contiguous:
         return None
     dtype = x.dtype
@@ -524,24 +609,20 @@ def _fast_cell(x: Any, h: Any, c: Any, params: Any, out: Any, dtypes: Sequence[n
             and _ok(h, dtype, (batch, hidden)) and _ok(c, dtype, (batch, hidden)) and hidden >= 1 and in_size >= 1):
         return None
     if out is None:
-        h_out, c_out = np.empty((batch, hidden), dtype), np.empty((batch, hidden), dtype)
-    else:
-        if type(out) is not tuple or len(out) != 2:
+        return x, h, c, w_ih, w_hh, b_ih, b_hh, None, None
+    if type(out) is not tuple or len(out) != 2:
+        return None
+    h_out, c_out = out
+    if not (_ok(h_out, dtype, (batch, hidden)) and _ok(c_out, dtype, (batch, hidden))
+            and h_out.flags.writeable and c_out.flags.writeable):
+        return None
+    share = np.may_share_memory
+    if share(h_out, c_out):
+        return None
+    for o, own, other in ((h_out, h, c), (c_out, c, h)):
+        if not (o is own or not share(o, own)):
             return None
-        h_out, c_out = out
-        if not (_ok(h_out, dtype, (batch, hidden)) and _ok(c_out, dtype, (batch, hidden))
-                and h_out.flags.writeable and c_out.flags.writeable):
+        if share(o, other) or share(o, x) or share(o, w_ih) or share(o, w_hh) or share(o, b_ih) \
+                or share(o, b_hh):
             return None
-        share = np.may_share_memory
-        if share(h_out, c_out):
-            return None
-        for o, own in ((h_out, h), (c_out, c)):
-            if o is own:
-                continue  # the documented in-place update
-            if share(o, x) or share(o, h) or share(o, c) or share(o, w_ih) or share(o, w_hh) \
-                    or share(o, b_ih) or share(o, b_hh):
-                return None
-        if (h_out is h and share(h_out, c)) or (c_out is c and share(c_out, h)):
-            return None
-    return CellArgs(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h_out=h_out, c_out=c_out,
-                    batch=batch, input_size=in_size, hidden_size=hidden, dtype=dtype)
+    return x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out

@@ -89,7 +89,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=21)
     ap.add_argument("--json")
     ap.add_argument("--no-cold", action="store_true")
-    ap.add_argument("--size", action="append", help="B,T,I,H (default: the issue's table)")
+    ap.add_argument("--size", action="append", help="T,B,I,H or keyed, e.g. B=16,T=100,I=128,H=256 "
+                    "(lstm_backends._bench.parse_size; default: the issue's table)")
     ap.add_argument("--mode", choices=["interleaved", "blocks"], default="interleaved",
                     help="call order: strictly alternating (default) or in alternating blocks")
     args = ap.parse_args()
@@ -98,14 +99,15 @@ def main() -> int:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     import lstm_backends as lb
-    from lstm_backends._bench import flops
+    from lstm_backends._bench import flops, parse_size
     from lstm_backends.backends.numba_backend import NumbaBackend, warmup
     from lstm_backends.testing import random_problem, reference_forward, worst_error
 
     torch.set_num_threads(args.threads)
     be = NumbaBackend(num_threads=args.threads)
     warmup((np.float32,))
-    sizes = [tuple(int(v) for v in s.split(",")) for s in args.size] if args.size else SIZES
+    sizes = [(z.batch, z.steps, z.input_size, z.hidden_size) for z in map(parse_size, args.size)] \
+        if args.size else SIZES
     with threadpool_limits(args.threads):
         peak = sgemm_rate()
     blas = [f"{p['internal_api']} {p['version']} ({p.get('architecture')})" for p in threadpool_info()

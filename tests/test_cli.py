@@ -71,3 +71,37 @@ def test_verify_reports_failure(capsys, monkeypatch):
     monkeypatch.setitem(conformance.CHECKS, "forward", broken)
     assert main(["verify", "numpy", "--check", "forward"]) == 1
     assert "FAIL  forward" in capsys.readouterr().out
+
+
+def test_size_parser_is_t_first_or_keyed():
+    from lstm_backends._bench import Size, parse_size
+
+    assert parse_size("100,16,128,256") == Size(steps=100, batch=16, input_size=128, hidden_size=256)
+    assert parse_size("B=16,T=100,I=128,H=256") == parse_size("100x16x128x256")
+    assert str(parse_size("h=8, i=4, b=2, t=3")) == "T=3,B=2,I=4,H=8"
+    for bad in ("1,2,3", "B=1,T=2,I=3", "B=1,B=2,I=3,H=4", "Q=1,T=2,I=3,H=4", "0,1,1,1", "a,b,c,d"):
+        with pytest.raises(ValueError, match="T,B,I,H"):
+            parse_size(bad)
+
+
+def test_failure_inside_a_backend_is_not_a_usage_error(capsys, monkeypatch):
+    """A backend that raises: exit 1 with the exception named (not 'error: ...', exit 2);
+    --debug gives the traceback (the exception propagates)."""
+    import lstm_backends as lb
+    from lstm_backends import _registry
+    from lstm_backends.backends.numpy_backend import NumpyBackend
+
+    class Exploding(NumpyBackend):
+        name = "exploding"
+
+        def _forward(self, args):
+            raise ValueError("kernel exploded")
+
+    monkeypatch.setattr(_registry, "_entries", dict(_registry._entries))
+    lb.register_backend("exploding", Exploding)
+    args = ["bench", "--size", "2,1,3,4", "--backend", "exploding", "--no-torch", "--repeat", "1", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "failed: ValueError: kernel exploded" in err and "--debug" in err and "error:" not in err
+    with pytest.raises(ValueError, match="kernel exploded"):
+        main(["--debug", *args])

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+import lstm_backends as lb
 from lstm_backends.backends.numpy_backend import NumpyBackend
 from lstm_backends.testing import ConformanceError, run_conformance
-from lstm_backends.testing.conformance import CHECKS
 
 
 class SwappedGates(NumpyBackend):
@@ -81,7 +81,85 @@ def test_mutant_fails(mutant, check):
     assert "seed=" in message and "worst at" in message or "must be 0" in message
 
 
-def test_all_checks_pass_on_reference():
-    results = run_conformance(NumpyBackend())
-    assert [r.name for r in results] == list(CHECKS)
-    assert all(r.passed for r in results)
+class CellLeavesCUnwritten(NumpyBackend):
+    """Breaks only ``cell``: c_out is never written (the out= path keeps its poison)."""
+
+    name = "mutant-cell-c"
+
+    def _cell(self, args):
+        from lstm_backends.backends.numpy_backend import lstm_step
+
+        h_new, _ = lstm_step(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih + args.b_hh)
+        args.h_out[...] = h_new
+
+
+class CellDropsForgetGate(NumpyBackend):
+    """Breaks only ``cell``: c_new = i * g (the f * c term dropped)."""
+
+    name = "mutant-cell-f"
+
+    def _cell(self, args):
+        p = args.params
+        zero_state = np.zeros_like(args.c)
+        from lstm_backends.backends.numpy_backend import lstm_step
+
+        h_new, c_new = lstm_step(args.x, args.h, zero_state, p.w_ih, p.w_hh, p.b_ih + p.b_hh)
+        args.h_out[...] = h_new
+        args.c_out[...] = c_new
+
+
+@pytest.mark.parametrize("mutant", [CellLeavesCUnwritten, CellDropsForgetGate])
+def test_cell_only_mutants_fail_cell_checks(mutant):
+    results = {r.name: r for r in run_conformance(mutant(), raise_on_failure=False)}
+    assert not results["cell"].passed and not results["cell"].skipped
+    assert results["forward"].passed  # forward is untouched
+
+
+# Plugins written against public names only, with one dtype each: the kit must not assume two.
+
+def _single_dtype_plugin(dtype):
+    class SingleDtype(lb.Backend):
+        name = f"only-{np.dtype(dtype).name}"
+        dtypes = (np.dtype(dtype),)
+        capabilities = frozenset({"forward", "cell"})
+
+        def _forward(self, args: lb.ForwardArgs) -> None:
+            h, c = args.h0.copy(), args.c0.copy()
+            for b in range(args.batch):
+                steps = range(args.lengths[b])
+                for t in (reversed(steps) if args.reverse else steps):
+                    h[b], c[b] = _step(args.x[t, b][None], h[b][None], c[b][None], args.params)
+                    args.y[t, b] = h[b]
+            args.h_n[...] = h
+            args.c_n[...] = c
+
+        def _cell(self, args: lb.CellArgs) -> None:
+            h, c = _step(args.x, args.h, args.c, args.params)
+            args.h_out[...] = h
+            args.c_out[...] = c
+
+    return SingleDtype()
+
+
+def _step(x, h, c, p):
+    gates = x @ p.w_ih.T + h @ p.w_hh.T + p.b_ih + p.b_hh
+    i, f, g, o = np.split(gates, 4, axis=1)
+    sig = lambda z: 0.5 * (1 + np.tanh(0.5 * z))  # noqa: E731
+    c_new = sig(f) * c + sig(i) * np.tanh(g)
+    return sig(o) * np.tanh(c_new), c_new
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_single_dtype_public_plugin_passes_the_kit(dtype):
+    results = run_conformance(_single_dtype_plugin(dtype))
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+
+
+def test_checks_that_do_not_apply_are_skipped_not_passed():
+    class ForwardOnly(NumpyBackend):
+        name = "forward-only"
+        capabilities = frozenset({"forward"})
+
+    results = {r.name: r for r in run_conformance(ForwardOnly())}
+    assert results["cell"].skipped and not results["cell"].passed and "cell" in results["cell"].message
+    assert results["forward"].passed and not results["forward"].skipped

@@ -1,9 +1,9 @@
 """The cuda backend without a GPU: availability, the CUDA simulator, and a real PTX compile.
 
 Simulator runs happen in subprocesses (``NUMBA_ENABLE_CUDASIM=1`` must be set before
-numba.cuda is imported) with tiny problems.  What the simulator cannot do (multi-block
-grid sync, ``__cuda_array_interface__`` from CuPy/PyTorch, real timings) is covered by
-``scripts/gpu_check.py`` on a real GPU.
+numba.cuda is imported) with tiny problems.  What the simulator cannot do
+(``__cuda_array_interface__`` from CuPy/PyTorch, real concurrency between blocks, real
+timings) is covered by ``scripts/gpu_check.py`` on a real GPU.
 """
 
 import os
@@ -148,6 +148,55 @@ def test_device_arrays_in_device_arrays_out_and_streams():
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
 
 
+@pytest.mark.cudasim
+def test_warm_streaming_cell_allocates_nothing_on_the_device():
+    """Counts every device allocation per cell step: device arrays with out=(h, c) and resident
+    weights, and host arrays with out= (staged in reused buffers): 0 after the first step."""
+    out = _run(
+        """
+        import numpy as np
+        from numba import cuda
+        import lstm_backends as lb
+        from lstm_backends.testing import random_problem, reference_forward, assert_close
+        count = [0]
+        def counting(fn):
+            def wrapper(*a, **k):
+                count[0] += 1
+                return fn(*a, **k)
+            return wrapper
+        for name in ("device_array", "to_device", "device_array_like", "pinned_array", "mapped_array"):
+            if hasattr(cuda, name):
+                setattr(cuda, name, counting(getattr(cuda, name)))
+        be = lb.get_backend("cuda")
+        p = random_problem(4, 3, 5, 6, seed=2)
+        ref = reference_forward(p)[0]
+        params = be.to_device(p.params)
+        h, c = cuda.to_device(p.h0), cuda.to_device(p.c0)
+        xs = [cuda.to_device(p.x[t]) for t in range(4)]
+        dev = []
+        for t in range(4):
+            before = count[0]
+            be.cell(xs[t], h, c, params, out=(h, c))
+            dev.append(count[0] - before)
+        assert_close(h.copy_to_host(), ref[3], dtype=np.float32, name="device h after 4 steps")
+        hh, cc = p.h0.copy(), p.c0.copy()
+        host = []
+        for t in range(4):
+            before = count[0]
+            be.cell(p.x[t], hh, cc, p.params, out=(hh, cc))
+            host.append(count[0] - before)
+        assert_close(hh, ref[3], dtype=np.float32, name="host h after 4 steps")
+        print("DEVICE", dev, "HOST", host)
+        """
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    line = next(s for s in out.stdout.splitlines() if s.startswith("DEVICE"))
+    dev = eval(line.split("HOST")[0].split("DEVICE")[1])
+    host = eval(line.split("HOST")[1])
+    assert dev[0] > 0 and dev[1:] == [0, 0, 0], line
+    assert host[0] > 0 and host[1:] == [0, 0, 0], line
+
+
 def test_gpu_check_script_smoke_under_simulator(tmp_path):
     """The prepared GPU script runs end to end (tiny sizes, no torch) under the simulator."""
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_check.py")
@@ -161,7 +210,8 @@ def test_kernels_compile_to_ptx_for_sm90_without_spills():
     from lstm_backends.backends._cuda_kernels import assemble_report
 
     rows = assemble_report((np.float32, np.float64), cc=(9, 0))
-    assert {r["kernel"] for r in rows} == {"matmul_nt", "lstm_gates", "fill"}
+    assert {r["kernel"] for r in rows} == {"matmul_nt_bias", "matmul_nt", "lstm_gates", "cell_gates", "add",
+                                           "zero_past_lengths", "fill"}
     assert {r["dtype"] for r in rows} == {"float32", "float64"}
     assert all(r["ptx_bytes"] > 1000 for r in rows)
     if shutil.which("ptxas"):
@@ -169,5 +219,6 @@ def test_kernels_compile_to_ptx_for_sm90_without_spills():
             print(f"{r['kernel']:>10} {r['dtype']}: {r['registers']} registers, {r['smem_bytes']} B smem, "
                   f"{r['spill_bytes']} B spills")
             assert r["spill_bytes"] == 0 and r["registers"] is not None
-        matmul32 = next(r for r in rows if r["kernel"] == "matmul_nt" and r["dtype"] == "float32")
-        assert matmul32["smem_bytes"] == 4 * (16 * 16 + 16 * 17)  # the two shared-memory tiles
+        for name in ("matmul_nt", "matmul_nt_bias"):
+            matmul32 = next(r for r in rows if r["kernel"] == name and r["dtype"] == "float32")
+            assert matmul32["smem_bytes"] == 4 * (16 * 16 + 16 * 17)  # the two shared-memory tiles

@@ -42,20 +42,37 @@ def test_shapes_dtypes_and_length_semantics(p):
             np.testing.assert_array_equal(h_n[b], y[last, b])
 
 
+@st.composite
+def forward_problems_and_cut(draw):
+    """A forward-direction problem with T >= 1 and a cut 1 <= k <= T (no vacuous cases)."""
+    steps = draw(st.integers(1, 6))
+    batch = draw(st.integers(1, 4))
+    lengths = draw(st.one_of(st.none(), st.lists(st.integers(0, steps), min_size=batch, max_size=batch)))
+    p = random_problem(steps, batch, draw(dims), draw(dims), dtype=draw(st.sampled_from([np.float32, np.float64])),
+                       seed=draw(st.integers(0, 2**31)), lengths=lengths, state=draw(st.booleans()))
+    return p, draw(st.integers(1, steps))
+
+
 @settings(max_examples=100, deadline=None)
-@given(problems(), st.integers(0, 2))
-def test_prefix_property(p, cut):
-    """Forward: outputs for steps < k do not depend on inputs at steps >= k."""
-    steps = p.x.shape[0]
-    if p.reverse or steps == 0:
-        return
-    k = min(cut, steps)
+@given(forward_problems_and_cut())
+def test_prefix_property(problem_and_cut):
+    """Forward: outputs for steps < k do not depend on inputs at steps >= k, and do depend on
+    the inputs before k (so the comparison is never vacuous)."""
+    p, k = problem_and_cut
     be = lb.get_backend("numpy")
     y = p.forward(be)[0]
     x2 = p.x.copy()
     x2[k:] = 7.0
     y2 = be.forward(x2, p.params, p.h0, p.c0, lengths=p.lengths)[0]
+    assert y[:k].size > 0
     np.testing.assert_array_equal(y[:k], y2[:k])
+    # a change before k does reach the outputs of every row that runs step 0
+    x3 = p.x.copy()
+    x3[0] += 1.0
+    y3 = be.forward(x3, p.params, p.h0, p.c0, lengths=p.lengths)[0]
+    lengths = p.lengths if p.lengths is not None else np.full(p.x.shape[1], p.x.shape[0])
+    for b in np.flatnonzero(lengths > 0):
+        assert not np.array_equal(y[0, b], y3[0, b]), f"row {b}: step 0 ignores x[0]"
 
 
 @settings(max_examples=150, deadline=None)

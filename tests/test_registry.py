@@ -4,6 +4,7 @@ import textwrap
 import warnings
 from importlib.metadata import EntryPoint
 
+import numpy as np
 import pytest
 
 import lstm_backends as lb
@@ -190,3 +191,81 @@ def test_backends_view_is_read_only():
     view = lb.registered_backends()
     with pytest.raises(TypeError):
         view["x"] = "y"  # type: ignore[index]
+
+
+def test_register_refuses_non_backends_at_registration(clean_registry):
+    class NotABackend:
+        def forward(self):
+            pass
+
+    for bad in (NotABackend, NotABackend(), 42):
+        with pytest.raises(TypeError, match="lstm_backends.Backend"):
+            lb.register_backend("bad", bad)
+    with pytest.raises(ValueError, match="module:Class"):
+        lb.register_backend("bad", "no_colon_here")
+    assert "bad" not in lb.registered_backends()
+
+
+def test_dotted_path_to_a_non_backend_is_refused_when_loaded(clean_registry):
+    lb.register_backend("pi", "math:pi")
+    with pytest.warns(RuntimeWarning, match="math:pi is not a backend"):
+        row = next(b for b in lb.list_backends() if b.name == "pi")
+    assert not row.available and "lstm_backends.Backend" in row.reason
+
+
+def test_register_an_instance(clean_registry):
+    be = NumpyBackend()
+    lb.register_backend("mine", be)
+    assert lb.get_backend("mine") is be
+    assert lb.registered_backends()["mine"].endswith(":NumpyBackend")
+
+
+def test_two_plugins_with_one_name_warn_naming_both_distributions(clean_registry, monkeypatch):
+    class Dist:
+        def __init__(self, name):
+            self.name = name
+
+    first = EntryPoint("twin", "lstm_backends.backends.numpy_backend:NumpyBackend", _registry.ENTRY_POINT_GROUP)
+    second = EntryPoint("twin", "math:pi", _registry.ENTRY_POINT_GROUP)
+    object.__setattr__(first, "dist", Dist("first-dist"))
+    object.__setattr__(second, "dist", Dist("second-dist"))
+    monkeypatch.setattr(_registry, "entry_points", lambda group: [first, second])
+    monkeypatch.setattr(_registry, "_plugins_scanned", False)
+    with pytest.warns(RuntimeWarning) as caught:
+        rows = {b.name: b for b in lb.list_backends()}
+    message = " ".join(str(w.message) for w in caught)
+    assert "'twin'" in message and "first-dist" in message and "second-dist" in message
+    assert rows["twin"].available and rows["twin"].target.endswith(":NumpyBackend")  # the first is kept
+
+
+def test_capabilities_are_reported_and_checked():
+    rows = {b.name: b for b in lb.list_backends()}
+    assert set(rows["numpy"].capabilities) >= {"forward", "cell"}
+    assert "device-arrays" in rows["cuda"].capabilities and "device-arrays" not in rows["numba"].capabilities
+    assert "numpy" in lb.backends_with("forward") and "cuda" in lb.backends_with("device-arrays")
+    with pytest.raises(TypeError, match="unknown entries"):
+        class Typo(NumpyBackend):
+            capabilities = frozenset({"forwrad"})
+
+
+def test_missing_capability_is_a_clear_error():
+    class ForwardOnly(NumpyBackend):
+        name = "forward-only"
+        capabilities = frozenset({"forward"})
+
+    be = ForwardOnly()
+    x = np.zeros((1, 3), np.float32)
+    params = lb.testing.random_params(3, 2)
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"'forward-only' does not support 'cell'.*numpy"):
+        be.cell(x, np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), params)
+    assert isinstance(lb.UnsupportedFeatureError("x"), NotImplementedError)
+
+
+def test_one_install_hint_per_backend():
+    # the hint lives on the class only; the registry adds none for built-ins
+    for path in _registry._BUILTINS.values():
+        assert isinstance(path, str)
+    rows = {b.name: b for b in lb.list_backends()}
+    from lstm_backends.backends.cuda_backend import CudaBackend
+
+    assert rows["cuda"].install_hint == CudaBackend.install_hint

@@ -73,19 +73,53 @@ def test_out_validation(be, p):
         be.forward(p.x, p.params, out=(good[0], ro, good[2]))
     with pytest.raises(TypeError, match="tuple"):
         be.forward(p.x, p.params, out=good[0])
-    h0 = p.h0.copy()
-    with pytest.raises(ValueError, match="overlaps an input"):
-        be.forward(p.x, p.params, h0, out=(good[0], h0, good[2]))
+    h0, c0 = p.h0.copy(), p.c0.copy()
+    with pytest.raises(ValueError, match="out c_n overlaps input h0"):
+        be.forward(p.x, p.params, h0, c0, out=(good[0], good[1], h0))
+    with pytest.raises(ValueError, match="out h_n overlaps input w_hh"):
+        be.forward(p.x, p.params, h0, c0, out=(good[0], p.params.w_hh[:2, :5], good[2]))
 
 
-def test_cell_out_aliasing_rules(be, p):
+# The one aliasing rule, the same on the fast and the full path of every host backend: an
+# output may be its own state input (the very array or a full view of it), nothing else.
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_cell_out_aliasing_rules(name, p):
+    be = lb.get_backend(name)
     h, c = p.h0.copy(), p.c0.copy()
-    with pytest.raises(ValueError, match="overlap"):
-        be.cell(p.x[0], h, c, p.params, out=(c, h))  # swapped: h_out would clobber c
-    with pytest.raises(ValueError, match="separate"):
-        be.cell(p.x[0], h, c, p.params, out=(h, h))
+    x = p.x[0].copy()
+    with pytest.raises(ValueError, match="out h_out overlaps input c"):
+        be.cell(x, h, c, p.params, out=(c, h))  # swapped: h_out would clobber c
+    with pytest.raises(ValueError, match="out h_out and c_out overlap"):
+        be.cell(x, h, c, p.params, out=(h, h))
+    with pytest.raises(ValueError, match="out h_out overlaps input c"):
+        be.cell(x, h, c, p.params, out=(c[...], np.empty_like(c)))
+    buf = np.zeros(15, np.float32)
+    with pytest.raises(ValueError, match="out h_out overlaps input h"):  # partly overlapping, not h itself
+        be.cell(x, buf[:10].reshape(2, 5), c, p.params, out=(buf[5:].reshape(2, 5), np.empty_like(c)))
+    for out in ((h, c), (h[...], c[...]), (h, np.empty_like(c))):
+        be.cell(x, h, c, p.params, out=out)  # allowed: the state arrays themselves
     with pytest.raises(TypeError, match="required"):
-        be.cell(p.x[0], None, c, p.params)
+        be.cell(x, None, c, p.params)
+
+
+def test_forward_state_in_place_equals_separate_outputs(be, p):
+    h0, c0 = p.h0.copy(), p.c0.copy()
+    expected = be.forward(p.x, p.params, p.h0, p.c0)
+    y = np.empty_like(expected[0])
+    got = be.forward(p.x, p.params, h0, c0, out=(y, h0, c0))
+    assert got[1] is h0 and got[2] is c0
+    for a, b in zip((y, h0, c0), expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_host_backend_refuses_device_arrays_and_options(be, p):
+    class FakeDevice:
+        __cuda_array_interface__ = {"shape": (4, 2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    with pytest.raises(TypeError, match="x is a device array.*'device-arrays' capability"):
+        be.forward(FakeDevice(), p.params)
+    with pytest.raises(TypeError, match="takes no option 'stream'"):
+        be.forward(p.x, p.params, stream=0)
 
 
 def test_params_must_be_four(be, p):

@@ -5,8 +5,11 @@
 * ``ColdStart``: import time and first-call time, each measured in a fresh
   subprocess (``track_``; the first call includes JIT compilation or cache loading).
 
-Backends that cannot run here are skipped: ``setup`` raises ``NotImplementedError``.
-JIT compilation happens in ``setup`` (one untimed call), never inside a timed body.
+Backends come from the registry (built-ins and installed plugins); those that cannot
+run here, or lack the capability a benchmark needs, are skipped: ``setup`` raises
+``NotImplementedError``.  JIT compilation happens in ``setup`` (one untimed call), never
+inside a timed body.  Sizes are written in the library's order ``T,B,I,H`` and read by
+the one size parser, :func:`lstm_backends._bench.parse_size`.
 """
 
 import os
@@ -17,19 +20,22 @@ import tempfile
 import numpy as np
 
 import lstm_backends as lb
+from lstm_backends._bench import parse_size
 from lstm_backends.testing import random_params, random_problem
 
-BACKENDS = ["numpy", "numba", "cuda"]
-# "B,T,I,H"
-SIZES = ["1,100,64,128", "16,100,128,256", "64,100,256,512"]
-CELL_SIZES = ["1,128,256", "16,256,512"]  # "B,I,H"
+BACKENDS = [b.name for b in lb.list_backends()]
+SIZES = ["100,1,64,128", "100,16,128,256", "100,64,256,512"]  # T,B,I,H
+CELL_SIZES = ["1,1,128,256", "1,16,256,512"]  # T (unused: 1),B,I,H
 
 
-def _backend(name):
+def _backend(name, capability="forward"):
     try:
-        return lb.get_backend(name)
+        be = lb.get_backend(name)
     except (lb.UnknownBackendError, lb.BackendUnavailableError) as exc:
         raise NotImplementedError(str(exc)) from None
+    if capability not in be.capabilities:
+        raise NotImplementedError(f"{name} lacks {capability!r}")
+    return be
 
 
 class Forward:
@@ -41,7 +47,7 @@ class Forward:
 
     def setup(self, backend, size, dtype):
         self.be = _backend(backend)
-        b, t, i, h = (int(v) for v in size.split(","))
+        t, b, i, h = parse_size(size)
         self.problem = random_problem(t, b, i, h, dtype=np.dtype(dtype), seed=0)
         self.problem.forward(self.be)  # compile / warm up outside the timing
 
@@ -59,8 +65,8 @@ class Cell:
     param_names = ["backend", "size", "dtype"]
 
     def setup(self, backend, size, dtype):
-        self.be = _backend(backend)
-        b, i, h = (int(v) for v in size.split(","))
+        self.be = _backend(backend, "cell")
+        _, b, i, h = parse_size(size)
         rng = np.random.default_rng(0)
         self.params = random_params(i, h, dtype=np.dtype(dtype), rng=rng)
         self.x = rng.standard_normal((b, i)).astype(dtype)

@@ -2,17 +2,20 @@
 
 Versions, llm.c style:
 
-1. ``matmul_nt``: C (M, N) = A (M, K) @ W (N, K).T + both biases, tiled through shared
-   memory (TILE x TILE threads, each loads one element of each operand tile per K-step,
-   so every global element is read M/TILE or N/TILE times instead of K times).  Used
-   once per call for the input projection of all T*B rows, and once per step for the
-   recurrent product of the B rows.
+1. ``matmul_nt_bias`` / ``matmul_nt``: C (M, N) = A (M, K) @ W (N, K).T (+ bias), tiled
+   through shared memory (TILE x TILE threads, each loads one element of each operand tile
+   per K-step, so every global element is read M/TILE or N/TILE times instead of K
+   times).  With bias (``b_ih + b_hh``, folded once per call by ``add``) once per call for
+   the input projection of all T*B rows; without (a compile-time variant, no dummy zero
+   bias) once per step for the recurrent product of the B rows.
 2. ``lstm_gates``: one thread per (row, hidden unit): adds the input projection and the
    recurrent product of its four gates, applies the nonlinearities, updates c and h in
    place and writes y; rows past their length keep their state.  Handles direction and
    per-row lengths, so a step is exactly two launches, all on one stream, with no host
-   synchronisation inside the time loop.
-3. ``fill``: zero an output (y past each row's length stays 0).
+   synchronisation inside the time loop.  ``cell_gates`` is the same math for one
+   streaming step, writing separate (or the same, in place) state outputs.
+3. ``zero_past_lengths``: y[t, b] = 0 for t >= lengths[b] (the base class's one place
+   for it); ``fill``: zeros; ``add``: the folded bias.
 
 Kernels are built per dtype by :func:`kernels` (shared-memory arrays need a concrete
 type) from plain Python functions, so :func:`ptx` can compile the very same code for
@@ -33,19 +36,15 @@ TILE = 16
 SIM_TILE = 8
 
 
-def _matmul_nt_factory(nb_dtype, TILE=TILE):  # noqa: N803 - a compile-time constant
+def _matmul_nt_factory(nb_dtype, TILE=TILE, with_bias=True):  # noqa: N803 - compile-time constants
     PADDED = TILE + 1  # noqa: N806 - +1 column: reads w_tile[tx, kk] avoid shared-memory bank conflicts
-    def matmul_nt(a, w, bias_a, bias_b, out):
-        """out[m, n] = sum_k a[m, k] * w[n, k] + (bias_a[n] + bias_b[n]).
 
-        a : (M, K)   w : (N, K)   bias_a, bias_b : (N,) (zeros for none)   out : (M, N)
-        grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
-        """
+    def tiles(a, w):
+        """acc = sum_k a[m, k] * w[n, k] for this thread's (m, n); shared by both variants."""
         a_tile = cuda.shared.array((TILE, TILE), nb_dtype)
         w_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        n = cuda.blockIdx.x * TILE + tx
         m = cuda.blockIdx.y * TILE + ty
         rows, inner = a.shape
         cols = w.shape[0]
@@ -60,22 +59,66 @@ def _matmul_nt_factory(nb_dtype, TILE=TILE):  # noqa: N803 - a compile-time cons
             for kk in range(TILE):
                 acc += a_tile[ty, kk] * w_tile[tx, kk]
             cuda.syncthreads()
-        if m < rows and n < cols:
-            out[m, n] = acc + (bias_a[n] + bias_b[n])
+        return acc
+
+    tiles = cuda.jit(device=True, inline="always")(tiles)  # IR-inlined: compile_ptx needs no GPU
+
+    if with_bias:
+        def matmul_nt_bias(a, w, bias, out):
+            """out[m, n] = sum_k a[m, k] * w[n, k] + bias[n].
+
+            a : (M, K)   w : (N, K)   bias : (N,)   out : (M, N)
+            grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+            """
+            acc = tiles(a, w)
+            n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+            m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+            if m < out.shape[0] and n < out.shape[1]:
+                out[m, n] = acc + bias[n]
+
+        return matmul_nt_bias
+
+    def matmul_nt(a, w, out):
+        """out[m, n] = sum_k a[m, k] * w[n, k] (no bias: the recurrent product).
+
+        a : (M, K)   w : (N, K)   out : (M, N)
+        grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+        """
+        acc = tiles(a, w)
+        n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+        m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+        if m < out.shape[0] and n < out.shape[1]:
+            out[m, n] = acc
 
     return matmul_nt
 
 
-def _lstm_gates_factory(nb_dtype):
+def _gate_math_factory(nb_dtype):
     half = nb_dtype(0.5)
 
-    def lstm_gates(step, reverse, xp, rec, lengths, h, c, y, y_offset):
+    def gate_math(gi, gf, gg, go, c_prev):
+        """(h_new, c_new) from the four pre-activations and the previous cell state."""
+        # sigmoid(x) = (1 + tanh(x / 2)) / 2: no exp to overflow at any input
+        i = half + half * math.tanh(half * gi)
+        f = half + half * math.tanh(half * gf)
+        g = math.tanh(gg)
+        o = half + half * math.tanh(half * go)
+        c_new = f * c_prev + i * g
+        return o * math.tanh(c_new), c_new
+
+    return cuda.jit(device=True, inline="always")(gate_math)
+
+
+def _lstm_gates_factory(nb_dtype):
+    gate_math = _gate_math_factory(nb_dtype)
+
+    def lstm_gates(step, reverse, xp, rec, lengths, h, c, y):
         """One time step for every (row, unit): thread x = unit, y = row.
 
         step : int, index of the step (0 .. max length - 1)
-        xp : (T, B, 4H) input projection incl. both biases   rec : (B, 4H) h @ W_hh.T
+        xp : (T, B, 4H) input projection incl. the folded bias   rec : (B, 4H) h @ W_hh.T
         lengths : (B,) int64   h, c : (B, H) state, updated in place
-        y : (T, B, >= y_offset + H) output, written at [t, b, y_offset + u]
+        y : (T, B, H) output (may be a strided view), written at [t, b, u] for valid steps
         """
         u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
@@ -86,22 +129,66 @@ def _lstm_gates_factory(nb_dtype):
         if step >= n:
             return  # a finished row keeps its state
         t = n - 1 - step if reverse else step
-        gi = xp[t, b, u] + rec[b, u]
-        gf = xp[t, b, hidden + u] + rec[b, hidden + u]
-        gg = xp[t, b, 2 * hidden + u] + rec[b, 2 * hidden + u]
-        go = xp[t, b, 3 * hidden + u] + rec[b, 3 * hidden + u]
-        # sigmoid(x) = (1 + tanh(x / 2)) / 2: no exp to overflow at any input
-        i = half + half * math.tanh(half * gi)
-        f = half + half * math.tanh(half * gf)
-        g = math.tanh(gg)
-        o = half + half * math.tanh(half * go)
-        c_new = f * c[b, u] + i * g
-        h_new = o * math.tanh(c_new)
+        h_new, c_new = gate_math(xp[t, b, u] + rec[b, u], xp[t, b, hidden + u] + rec[b, hidden + u],
+                                 xp[t, b, 2 * hidden + u] + rec[b, 2 * hidden + u],
+                                 xp[t, b, 3 * hidden + u] + rec[b, 3 * hidden + u], c[b, u])
         c[b, u] = c_new
         h[b, u] = h_new
-        y[t, b, y_offset + u] = h_new
+        y[t, b, u] = h_new
 
     return lstm_gates
+
+
+def _cell_gates_factory(nb_dtype):
+    gate_math = _gate_math_factory(nb_dtype)
+
+    def cell_gates(xp, rec, c, h_out, c_out):
+        """One streaming step for every (row, unit): thread x = unit, y = row.
+
+        xp : (B, 4H) input projection incl. the folded bias   rec : (B, 4H) h @ W_hh.T
+        c : (B, H) cell state before the step
+        h_out, c_out : (B, H) written; c_out may be c (each thread reads its element first)
+        """
+        u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, hidden = h_out.shape
+        if u >= hidden or b >= batch:
+            return
+        h_new, c_new = gate_math(xp[b, u] + rec[b, u], xp[b, hidden + u] + rec[b, hidden + u],
+                                 xp[b, 2 * hidden + u] + rec[b, 2 * hidden + u],
+                                 xp[b, 3 * hidden + u] + rec[b, 3 * hidden + u], c[b, u])
+        c_out[b, u] = c_new
+        h_out[b, u] = h_new
+
+    return cell_gates
+
+
+def _add_factory(nb_dtype):
+    def add(a, b, out):
+        """out[i] = a[i] + b[i] (grid-stride loop): b_ih + b_hh folded once per call."""
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, out.shape[0], stride):
+            out[i] = a[i] + b[i]
+
+    return add
+
+
+def _zero_past_lengths_factory(nb_dtype):
+    zero = nb_dtype(0)
+
+    def zero_past_lengths(y, lengths):
+        """y[t, b, u] = 0 for t >= lengths[b] (grid-stride over T*B*H; y may be a strided view)."""
+        steps, batch, hidden = y.shape
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, steps * batch * hidden, stride):
+            t = i // (batch * hidden)
+            b = (i // hidden) % batch
+            if t >= lengths[b]:
+                y[t, b, i % hidden] = zero
+
+    return zero_past_lengths
 
 
 def _fill_factory(nb_dtype):
@@ -125,28 +212,37 @@ _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 
 
 def signatures(dtype):
-    """Launch signatures of every kernel for one dtype, for PTX compilation."""
+    """Launch signatures of every kernel for one dtype, for PTX compilation.  ``y`` is typed
+    with any layout (``A``): a direction of a bidirectional layer writes a strided view."""
     t = _TYPES[np.dtype(dtype)]
-    a2 = t[:, :]
-    a3 = t[:, :, :]
+    a1, a2, a3 = t[:], t[:, :], t[:, :, :]
+    y = types.Array(t, 3, "A")
     return {
-        "matmul_nt": (_matmul_nt_factory(t), (a2, a2, t[:], t[:], a2)),
-        "lstm_gates": (_lstm_gates_factory(t), (int64, types.boolean, a3, a2, int64[:], a2, a2, a3, int64)),
-        "fill": (_fill_factory(t), (t[:], t)),
+        "matmul_nt_bias": (_matmul_nt_factory(t, with_bias=True), (a2, a2, a1, a2)),
+        "matmul_nt": (_matmul_nt_factory(t, with_bias=False), (a2, a2, a2)),
+        "lstm_gates": (_lstm_gates_factory(t), (int64, types.boolean, a3, a2, int64[:], a2, a2, y)),
+        "cell_gates": (_cell_gates_factory(t), (a2, a2, a2, a2, a2)),
+        "add": (_add_factory(t), (a1, a1, a1)),
+        "zero_past_lengths": (_zero_past_lengths_factory(t), (y, int64[:])),
+        "fill": (_fill_factory(t), (a1, t)),
     }
 
 
 @functools.cache
 def kernels(dtype):
-    """The jitted kernels for one dtype: an object with ``matmul_nt`` (and its ``tile``),
-    ``lstm_gates``, ``fill``."""
+    """The jitted kernels for one dtype: an object with one attribute per kernel of
+    :func:`signatures`, plus ``matmul_tile``."""
     t = _TYPES[np.dtype(dtype)]
     tile = SIM_TILE if _simulated() else TILE
 
     class K:
         matmul_tile = tile
-        matmul_nt = cuda.jit(_matmul_nt_factory(t, tile))
+        matmul_nt_bias = cuda.jit(_matmul_nt_factory(t, tile, with_bias=True))
+        matmul_nt = cuda.jit(_matmul_nt_factory(t, tile, with_bias=False))
         lstm_gates = cuda.jit(_lstm_gates_factory(t))
+        cell_gates = cuda.jit(_cell_gates_factory(t))
+        add = cuda.jit(_add_factory(t))
+        zero_past_lengths = cuda.jit(_zero_past_lengths_factory(t))
         fill = cuda.jit(_fill_factory(t))
 
     return K

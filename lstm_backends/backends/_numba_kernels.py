@@ -125,11 +125,10 @@ def _input_projection(x, w_ih, bias):
 
 @njit(**_JIT)
 def _start(x, w_ih, bias, h0, c0, y, h_n, c_n):
-    """Shared opening of the forward kernels: the input projection; the state set to
-    (h0, c0) in the outputs; y zeroed (rows past their length stay 0)."""
+    """Shared opening of the forward kernels: the input projection, and the state set to
+    (h0, c0) in the outputs (which may be h0 and c0 themselves)."""
     h_n[:, :] = h0
     c_n[:, :] = c0
-    y[:, :, :] = 0
     return _input_projection(x, w_ih, bias)
 
 
@@ -139,7 +138,7 @@ def forward_layer(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, y, h_n, c_n):
 
     x : (T, B, I)   w_ih : (4H, I)   w_hh : (4H, H)   bias : (4H,) = b_ih + b_hh
     h0, c0 : (B, H)   lengths : (B,) int64 in [0, T]   reverse : bool
-    y : (T, B, H) written (zeros past each row's length)   h_n, c_n : (B, H) written
+    y : (T, B, H) written at valid steps only (the caller zeroes the rest)   h_n, c_n : (B, H) written
     """
     batch = x.shape[1]
     hidden = h0.shape[1]

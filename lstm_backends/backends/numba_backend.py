@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validation import CellArgs, ForwardArgs
+from .._args import CellArgs, ForwardArgs
 from ._base import Availability, Backend
 
 __all__ = ["NumbaBackend", "warmup"]
@@ -77,7 +77,8 @@ class NumbaBackend(Backend):
 
     name: ClassVar[str] = "numba"
     description: ClassVar[str] = "Numba-compiled CPU kernels: compiled time loop, BLAS products, fused gate update"
-    install_hint: ClassVar[str] = "pip install numba (a dependency of lstm-backends; reinstall it)"
+    install_hint: ClassVar[str] = 'pip install "lstm-backends" (numba is a dependency; reinstall it)'
+    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell"})
     auto_priority: ClassVar[int | None] = 10
 
     def __init__(self, num_threads: int | None = None) -> None:

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import expit  # overflow-free sigmoid, keeps float32 as float32
 
-from .._validation import CellArgs, ForwardArgs
+from .._args import CellArgs, ForwardArgs
 from ._base import Backend
 
 __all__ = ["NumpyBackend", "lstm_step"]
@@ -66,6 +66,7 @@ class NumpyBackend(Backend):
 
     name: ClassVar[str] = "numpy"
     description: ClassVar[str] = "Reference implementation in plain NumPy, one step at a time"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell"})
     auto_priority: ClassVar[int | None] = 0
 
     @classmethod
@@ -78,7 +79,6 @@ class NumpyBackend(Backend):
         bias = args.b_ih + args.b_hh
         rows = np.arange(batch)
         h, c = args.h0.copy(), args.c0.copy()
-        args.y[...] = 0
         for s in range(steps):
             active = s < lengths  # (B,) rows that still have a step to run
             if not active.any():
@@ -96,6 +96,7 @@ class NumpyBackend(Backend):
         args.c_n[...] = c
 
     def _cell(self, args: CellArgs) -> None:
+        # lstm_step allocates its temporaries: the reference favours clarity over allocation-free steps
         h_new, c_new = lstm_step(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih + args.b_hh)
         args.h_out[...] = h_new
         args.c_out[...] = c_new

@@ -10,7 +10,7 @@ Under pytest: ``pytest --pyargs lstm_backends.testing --lstm-backend NAME``.
 
 from ._compare import TOLERANCES, assert_close, to_host, worst_error
 from ._problems import Problem, random_params, random_problem, reference_cell, reference_forward
-from .conformance import CHECKS, CheckResult, ConformanceError, run_conformance
+from .conformance import CHECKS, CheckResult, ConformanceError, requirements, run_conformance
 
 __all__ = [
     "CHECKS",
@@ -23,6 +23,7 @@ __all__ = [
     "random_problem",
     "reference_cell",
     "reference_forward",
+    "requirements",
     "run_conformance",
     "to_host",
     "worst_error",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,6 +36,23 @@ def _dtypes(backend: Any) -> list[np.dtype]:
     return [np.dtype(d) for d in getattr(backend, "dtypes", (np.float32, np.float64))]
 
 
+def _can(backend: Any, feature: str) -> bool:
+    return feature in getattr(backend, "capabilities", frozenset({"forward", "cell"}))
+
+
+def _requires(*features: str) -> Callable[[Callable[[Any], float]], Callable[[Any], float]]:
+    """Mark a check as applying only to backends with these capabilities."""
+    def mark(check: Callable[[Any], float]) -> Callable[[Any], float]:
+        check.requires = frozenset(features)  # type: ignore[attr-defined]
+        return check
+    return mark
+
+
+def requirements(check: Callable[[Any], float]) -> frozenset[str]:
+    """The capabilities a check needs (it is skipped on backends that lack one)."""
+    return getattr(check, "requires", frozenset())
+
+
 def _compare_forward(backend: Any, problem: Any, label: str = "") -> float:
     got = problem.forward(backend)
     ref = reference_forward(problem)
@@ -45,6 +63,7 @@ def _compare_forward(backend: Any, problem: Any, label: str = "") -> float:
     )
 
 
+@_requires('forward')
 def check_forward(backend: Any) -> float:
     """``forward`` equals the reference over shapes and dtypes, with random ``h0``/``c0``."""
     worst = 0.0
@@ -55,6 +74,7 @@ def check_forward(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_reverse(backend: Any) -> float:
     """``reverse=True`` equals the reference."""
     worst = 0.0
@@ -65,6 +85,7 @@ def check_reverse(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_default_state(backend: Any) -> float:
     """Omitted ``h0``/``c0`` mean zeros, and equal passing zeros explicitly."""
     worst = 0.0
@@ -79,6 +100,7 @@ def check_default_state(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_lengths(backend: Any) -> float:
     """Variable lengths (including 0 and T), both directions: outputs past a row's length are 0,
     the final state is taken at the row's last valid step."""
@@ -100,6 +122,7 @@ def check_lengths(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_row_independence(backend: Any) -> float:
     """Each batch row is computed independently: a row alone gives the same result as in a batch."""
     worst = 0.0
@@ -118,6 +141,7 @@ def check_row_independence(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_empty(backend: Any) -> float:
     """``T = 0`` returns the initial state and an empty ``y``; ``B = 0`` returns empty arrays."""
     for dtype in _dtypes(backend):
@@ -132,6 +156,7 @@ def check_empty(backend: Any) -> float:
     return 0.0
 
 
+@_requires('forward')
 def check_out(backend: Any) -> float:
     """``forward(out=...)`` writes into and returns the given arrays (poisoned first)."""
     worst = 0.0
@@ -147,6 +172,7 @@ def check_out(backend: Any) -> float:
     return worst
 
 
+@_requires('cell')
 def check_cell(backend: Any) -> float:
     """``cell`` equals the reference step, equals ``forward`` with T=1, and honours ``out=``,
     including an in-place update ``out=(h, c)``."""
@@ -164,14 +190,17 @@ def check_cell(backend: Any) -> float:
             h1, c1 = backend.cell(x, h0, c0, params)
             worst = max(worst, assert_close(h1, ref_h, dtype=dtype, name="h", context=ctx),
                         assert_close(c1, ref_c, dtype=dtype, name="c", context=ctx))
-            _, fh, fc = backend.forward(x[None], params, h0, c0)
-            np.testing.assert_allclose(to_host(h1), to_host(fh), rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                       atol=1e-6 if dtype == np.float32 else 1e-14,
-                                       err_msg=f"cell differs from forward with T=1 [{ctx}]")
+            if _can(backend, "forward"):
+                _, fh, fc = backend.forward(x[None], params, h0, c0)
+                rtol, atol = (1e-5, 1e-6) if dtype == np.float32 else (1e-12, 1e-14)
+                for got_, ref_, n in ((h1, fh, "h"), (c1, fc, "c")):
+                    np.testing.assert_allclose(to_host(got_), to_host(ref_), rtol=rtol, atol=atol,
+                                               err_msg=f"cell {n} differs from forward with T=1 [{ctx}]")
             out = (np.full((b, h), np.nan, dtype), np.full((b, h), np.nan, dtype))
             got = backend.cell(x, h0, c0, params, out=out)
             assert got[0] is out[0] and got[1] is out[1], "cell(out=...) must return the arrays it was given"
-            worst = max(worst, assert_close(out[0], ref_h, dtype=dtype, name="h (out=)", context=ctx))
+            worst = max(worst, assert_close(out[0], ref_h, dtype=dtype, name="h (out=)", context=ctx),
+                        assert_close(out[1], ref_c, dtype=dtype, name="c (out=)", context=ctx))
             hs, cs = h0.copy(), c0.copy()
             got = backend.cell(x, hs, cs, params, out=(hs, cs))
             assert got[0] is hs and got[1] is cs
@@ -180,6 +209,7 @@ def check_cell(backend: Any) -> float:
     return worst
 
 
+@_requires('cell')
 def check_cell_sequence(backend: Any) -> float:
     """Streaming ``cell`` over a sequence equals ``forward`` over it."""
     worst = 0.0
@@ -194,6 +224,7 @@ def check_cell_sequence(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_layer(backend: Any) -> float:
     """The stacked, bidirectional ``LSTM`` layer with lengths and ``batch_first`` equals the
     same layer on the reference backend in float64."""
@@ -222,6 +253,7 @@ def check_layer(backend: Any) -> float:
     return worst
 
 
+@_requires('forward')
 def check_memory_layouts(backend: Any) -> float:
     """Fortran-ordered, strided and read-only inputs give the same result and are not modified."""
     worst = 0.0
@@ -251,13 +283,16 @@ def check_inputs_unchanged(backend: Any) -> float:
     for dtype in _dtypes(backend):
         p = random_problem(4, 2, 3, 5, dtype=dtype, seed=12000, lengths=[4, 2])
         copies = [a.copy() for a in (p.x, *p.params, p.h0, p.c0, p.lengths)]
-        p.forward(backend)
-        backend.cell(p.x[0], p.h0, p.c0, p.params)
+        if _can(backend, "forward"):
+            p.forward(backend)
+        if _can(backend, "cell"):
+            backend.cell(p.x[0], p.h0, p.c0, p.params)
         for b, a in zip(copies, (p.x, *p.params, p.h0, p.c0, p.lengths)):
             np.testing.assert_array_equal(b, a, err_msg="an input was modified")
     return 0.0
 
 
+@_requires('forward')
 def check_nan_stays_in_row(backend: Any) -> float:
     """A NaN in one batch row propagates through that row only, as in the reference."""
     worst = 0.0
@@ -278,16 +313,26 @@ def check_extreme_inputs(backend: Any) -> float:
     for dtype in _dtypes(backend):
         p = random_problem(3, 4, 3, 5, dtype=dtype, seed=14000)
         p.x[...] = np.sign(p.x) * 1e4
+        outputs = []
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            got = p.forward(backend)
-            h1, c1 = backend.cell(p.x[0], p.h0, p.c0, p.params)
-        for a in (*got, h1, c1):
+            if _can(backend, "forward"):
+                outputs += p.forward(backend)
+            if _can(backend, "cell"):
+                outputs += backend.cell(p.x[0], p.h0, p.c0, p.params)
+        for a in outputs:
             assert np.isfinite(to_host(a)).all(), "non-finite output for |x| = 1e4"
-        worst = max(worst, _compare_forward(backend, p, "|x|=1e4: "))
+        if _can(backend, "forward"):
+            worst = max(worst, _compare_forward(backend, p, "|x|=1e4: "))
+        if _can(backend, "cell"):
+            ref_h, ref_c = reference_cell(p.x[0], p.h0, p.c0, p.params)
+            h1, c1 = backend.cell(p.x[0], p.h0, p.c0, p.params)
+            worst = max(worst, assert_close(h1, ref_h, dtype=dtype, name="cell h (|x|=1e4)", context=p.describe()),
+                        assert_close(c1, ref_c, dtype=dtype, name="cell c (|x|=1e4)", context=p.describe()))
     return worst
 
 
+@_requires('forward')
 def check_deterministic(backend: Any) -> float:
     """Repeated calls give bitwise identical results."""
     for dtype in _dtypes(backend):
@@ -314,40 +359,100 @@ def _raises(exc: type[BaseException], fn: Callable[[], Any], *words: str) -> Non
 
 
 def check_errors(backend: Any) -> float:
-    """Bad inputs raise clear errors: shapes -> ValueError, dtypes -> TypeError, lengths -> ValueError."""
-    dtype = _dtypes(backend)[0]
-    other = np.float64 if dtype == np.float32 else np.float32
+    """Bad inputs raise clear errors: shapes -> ValueError, dtypes -> TypeError, lengths -> ValueError.
+
+    A dtype the backend does not support must be named in the error; with two supported
+    dtypes, mixing them must be refused as "mixed".
+    """
+    supported = _dtypes(backend)
+    dtype = supported[0]
+    other = next((d for d in supported if d != dtype), None)
+    foreign = np.float64 if dtype == np.float32 else np.float32  # another dtype: mixed, or unsupported
+    foreign_words = ("mixed",) if other is not None else (np.dtype(foreign).name, "support")
     p = random_problem(4, 2, 3, 5, dtype=dtype, seed=16000)
-    f = backend.forward
-    _raises(ValueError, lambda: f(p.x[:, :, :2], p.params), "x", "(4, 2, 2)")
-    _raises(ValueError, lambda: f(p.x[0], p.params), "x")
-    _raises(ValueError, lambda: f(p.x, p.params, p.h0[:1]), "h0", "(1, 5)", "(2, 5)")
-    _raises(ValueError, lambda: f(p.x, p.params, p.h0, p.c0[:, :3]), "c0")
-    _raises(ValueError, lambda: f(p.x, (p.params.w_ih, p.params.w_hh[:, :4], *p.params[2:])), "w_hh")
-    _raises(ValueError, lambda: f(p.x, (*p.params[:2], p.params.b_ih[:3], p.params.b_hh)), "b_ih")
-    _raises(TypeError, lambda: f(p.x.astype(np.int64), p.params), "x", "int64")
-    _raises(TypeError, lambda: f(p.x.astype(other), p.params), "mixed")
-    _raises(TypeError, lambda: f(p.x, p.params, p.h0.astype(other)), "h0")
-    _raises(TypeError, lambda: f(p.x, p.params[:3]), "params")
-    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, 5]), "lengths")
-    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, -1]), "lengths")
-    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, 2, 3]), "lengths")
-    _raises(ValueError, lambda: f(p.x, p.params, lengths=[1.5, 2.0]), "lengths")
-    c = backend.cell
-    _raises(ValueError, lambda: c(p.x[0, :, :2], p.h0, p.c0, p.params), "x")
-    _raises(ValueError, lambda: c(p.x[0], p.h0.T, p.c0, p.params), "h")
-    _raises(TypeError, lambda: c(p.x[0].astype(other), p.h0, p.c0, p.params), "mixed")
+    if _can(backend, "forward"):
+        f = backend.forward
+        _raises(ValueError, lambda: f(p.x[:, :, :2], p.params), "x", "(4, 2, 2)")
+        _raises(ValueError, lambda: f(p.x[0], p.params), "x")
+        _raises(ValueError, lambda: f(p.x, p.params, p.h0[:1]), "h0", "(1, 5)", "(2, 5)")
+        _raises(ValueError, lambda: f(p.x, p.params, p.h0, p.c0[:, :3]), "c0")
+        _raises(ValueError, lambda: f(p.x, (p.params.w_ih, p.params.w_hh[:, :4], *p.params[2:])), "w_hh")
+        _raises(ValueError, lambda: f(p.x, (*p.params[:2], p.params.b_ih[:3], p.params.b_hh)), "b_ih")
+        _raises(TypeError, lambda: f(p.x.astype(np.int64), p.params), "x", "int64")
+        _raises(TypeError, lambda: f(p.x.astype(foreign), p.params), *foreign_words)
+        _raises(TypeError, lambda: f(p.x, p.params, p.h0.astype(foreign)), "h0")
+        _raises(TypeError, lambda: f(p.x, p.params[:3]), "params")
+        _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, 5]), "lengths")
+        _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, -1]), "lengths")
+        _raises(ValueError, lambda: f(p.x, p.params, lengths=[1, 2, 3]), "lengths")
+        _raises(ValueError, lambda: f(p.x, p.params, lengths=[1.5, 2.0]), "lengths")
+    if _can(backend, "cell"):
+        c = backend.cell
+        _raises(ValueError, lambda: c(p.x[0, :, :2], p.h0, p.c0, p.params), "x")
+        _raises(ValueError, lambda: c(p.x[0], p.h0.T, p.c0, p.params), "h")
+        _raises(TypeError, lambda: c(p.x[0].astype(foreign), p.h0, p.c0, p.params), *foreign_words)
+        _raises(TypeError, lambda: c(p.x[0], p.h0, p.c0, p.params, out=p.h0), "out")
     return 0.0
 
 
+def check_aliasing(backend: Any) -> float:
+    """The one aliasing rule, for ``cell(out=)`` and ``forward(out=)``: an output may be its own
+    state input (the very array), for an in-place update, and overlap nothing else."""
+    worst = 0.0
+    for dtype in _dtypes(backend):
+        p = random_problem(4, 3, 5, 5, dtype=dtype, seed=17000, lengths=[4, 2, 0])  # I == H: x can pose as h
+        ctx = f"{backend.name} aliasing: {p.describe()}"
+        if _can(backend, "cell"):
+            ref_h, ref_c = reference_cell(p.x[0], p.h0, p.c0, p.params)
+            for view in (False, True):  # the state arrays themselves, or full views of them
+                h, c = p.h0.copy(), p.c0.copy()
+                out = (h[...], c[...]) if view else (h, c)
+                backend.cell(p.x[0], h, c, p.params, out=out)
+                worst = max(worst, assert_close(h, ref_h, dtype=dtype, name=f"cell h in place (view={view})",
+                                                context=ctx),
+                            assert_close(c, ref_c, dtype=dtype, name=f"cell c in place (view={view})", context=ctx))
+            h, c = p.h0.copy(), p.c0.copy()
+            x = p.x[0].copy()
+            _raises(ValueError, partial(backend.cell, x, h, c, p.params, out=(c, h)), "overlap")
+            _raises(ValueError, partial(backend.cell, h, h, c, p.params, out=(h, c)), "h_out", "x")
+            _raises(ValueError, partial(backend.cell, x, h, c, p.params, out=(x, c)), "h_out", "x")
+            _raises(ValueError, partial(backend.cell, x, h, c, p.params, out=(h, h)), "overlap")
+            both = np.empty((2 * 3, 5), dtype)
+            _raises(ValueError, partial(backend.cell, x, h, c, p.params, out=(both[:3], both[2:5])), "overlap")
+            np.testing.assert_array_equal(h, p.h0, err_msg="a refused cell call modified h")
+            np.testing.assert_array_equal(c, p.c0, err_msg="a refused cell call modified c")
+        if _can(backend, "forward"):
+            ref = reference_forward(p)
+            h0, c0 = p.h0.copy(), p.c0.copy()
+            y = np.full(p.x.shape[:2] + (5,), np.nan, dtype)
+            got = backend.forward(p.x, p.params, h0, c0, lengths=p.lengths, out=(y, h0, c0))
+            assert got[1] is h0 and got[2] is c0, "forward(out=(y, h0, c0)) must return h0 and c0"
+            for g, r, n in zip((y, h0, c0), ref, ("y", "h_n (in place)", "c_n (in place)")):
+                worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+            h0, c0 = p.h0.copy(), p.c0.copy()
+            x = p.x.copy()
+            y = np.empty_like(x)
+            _raises(ValueError, partial(backend.forward, x, p.params, h0, c0, out=(x, *np.empty((2, 3, 5), dtype))),
+                    "y", "x")
+            _raises(ValueError, partial(backend.forward, x, p.params, h0, c0, out=(y, c0, h0)), "overlap")
+            _raises(ValueError, partial(backend.forward, x, p.params, h0, c0, out=(y, h0, h0)), "overlap")
+            np.testing.assert_array_equal(x, p.x, err_msg="a refused forward call modified x")
+    return worst
+
+
 class CheckResult(NamedTuple):
-    """Outcome of one conformance check."""
+    """Outcome of one conformance check.
+
+    ``skipped`` checks did not run (the backend lacks a capability they need; ``message``
+    says which) and are not ``passed``.
+    """
 
     name: str
     passed: bool
-    worst: float  # worst error / tolerance (NaN when the check raised)
+    worst: float  # worst error / tolerance (NaN when the check raised or was skipped)
     seconds: float
     message: str
+    skipped: bool = False
 
 
 class ConformanceError(AssertionError):
@@ -376,6 +481,7 @@ CHECKS: dict[str, Callable[[Any], float]] = {
     "extreme_inputs": check_extreme_inputs,
     "deterministic": check_deterministic,
     "errors": check_errors,
+    "aliasing": check_aliasing,
 }
 
 
@@ -392,7 +498,8 @@ def run_conformance(
     backend : str or Backend
         A registered name or an instance (e.g. of your plugin's class).
     checks : list of str, optional
-        Names from :data:`CHECKS`; all by default.
+        Names from :data:`CHECKS`; all by default.  A check that needs a capability the
+        backend lacks is reported as skipped (``skipped=True``, not passed).
     raise_on_failure : bool
         Raise :class:`ConformanceError` listing every failed check.
 
@@ -415,7 +522,13 @@ def run_conformance(
     if unknown:
         raise ValueError(f"unknown checks {unknown}; known: {', '.join(CHECKS)}")
     results = []
+    caps = getattr(backend, "capabilities", frozenset({"forward", "cell"}))
     for name in names:
+        missing = sorted(requirements(CHECKS[name]) - set(caps))
+        if missing:
+            results.append(CheckResult(name, False, float("nan"), 0.0,
+                                       f"not applicable: backend lacks {', '.join(missing)}", skipped=True))
+            continue
         start = time.perf_counter()
         try:
             worst = float(CHECKS[name](backend))
@@ -427,7 +540,7 @@ def run_conformance(
                 CheckResult(name, False, float("nan"), time.perf_counter() - start,
                             f"raised {type(exc).__name__}: {exc}")
             )
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if not r.passed and not r.skipped]
     if failed and raise_on_failure:
         lines = "\n".join(f"  {r.name}: {r.message}" for r in failed)
         raise ConformanceError(

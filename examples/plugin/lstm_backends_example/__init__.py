@@ -1,7 +1,9 @@
 """Example lstm_backends plugin: a NumPy backend with a hoisted input projection.
 
 A plugin is one class deriving from :class:`lstm_backends.Backend` with class-level
-metadata, ``is_available``, and two kernels over validated, preallocated arrays.
+metadata (``capabilities`` among it), ``is_available``, and two kernels over validated,
+preallocated arrays (:class:`lstm_backends.ForwardArgs`, :class:`lstm_backends.CellArgs`).
+It imports public names of ``lstm_backends`` only.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from lstm_backends import Availability, Backend
+from lstm_backends import Availability, Backend, CellArgs, ForwardArgs
 
 __all__ = ["ExampleBackend"]
 
@@ -22,6 +24,7 @@ class ExampleBackend(Backend):
     description: ClassVar[str] = "Example plugin: NumPy with one input-projection GEMM for all steps"
     url: ClassVar[str] = "https://github.com/lstm-backends/lstm-backends/tree/main/examples/plugin"
     install_hint: ClassVar[str] = "pip install ./examples/plugin"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell"})
 
     @classmethod
     def is_available(cls) -> Availability:
@@ -31,14 +34,14 @@ class ExampleBackend(Backend):
     def version(cls) -> str:
         return "0.1.0"
 
-    def _forward(self, args) -> None:  # args: lstm_backends._validation.ForwardArgs
+    def _forward(self, args: ForwardArgs) -> None:
+        # Write y at valid steps only (the base class zeroes the rest), h_n and c_n.
         steps, batch, hidden = args.steps, args.batch, args.hidden_size
         lengths = args.lengths
         # (T, B, 4H): x @ W_ih.T + b for every step at once
         proj = (args.x.reshape(steps * batch, -1) @ args.w_ih.T).reshape(steps, batch, 4 * hidden)
         proj += args.b_ih + args.b_hh
         h, c = args.h0.copy(), args.c0.copy()
-        args.y[...] = 0
         rows = np.arange(batch)
         for s in range(int(lengths.max(initial=0))):
             active = s < lengths
@@ -51,7 +54,7 @@ class ExampleBackend(Backend):
         args.h_n[...] = h
         args.c_n[...] = c
 
-    def _cell(self, args) -> None:  # args: lstm_backends._validation.CellArgs
+    def _cell(self, args: CellArgs) -> None:
         gates = args.x @ args.w_ih.T + args.h @ args.w_hh.T + (args.b_ih + args.b_hh)
         h_new, c_new = _step_from_gates(gates, args.c)
         args.h_out[...] = h_new
