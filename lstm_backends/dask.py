@@ -29,12 +29,12 @@ created once per thread budget (a process-wide cache), so Numba compiles (or loa
 its on-disk cache) once per process, on the first task.
 
 Threads.  A backend whose constructor takes ``num_threads`` (``numba``) gets a budget of
-``max(1, cores // min(slots, chunks))`` threads per task, where on ``distributed`` both
-``cores`` and ``slots`` are the worker's ``nthreads`` (the cores it was given, and the
-tasks it may run at once), and on the local threaded scheduler ``cores`` is the machine's
-CPU count and ``slots`` the scheduler's ``num_workers`` setting (default: the CPU count);
-``chunks`` is the number of batch chunks.  So tasks that run side by side share the cores
-instead of oversubscribing them, and a lone task gets them all.
+``max(1, threads // min(threads, chunks))`` per task, where ``threads`` is what the
+scheduler was given to run tasks with — on ``distributed`` the worker's ``nthreads``, on
+the local threaded scheduler its ``num_workers`` setting (default: the CPU count) — and
+``chunks`` the number of batch chunks.  Tasks that run side by side share those threads
+instead of oversubscribing the cores (one each when there are enough chunks), and a lone
+task gets them all.  ``forward(..., num_threads=n)`` overrides the rule.
 
 Importing this module imports Dask; ``import lstm_backends`` never does.
 """
@@ -129,7 +129,7 @@ def forward(
         A backend instance contributes only its name: its settings do not travel.
     num_threads : int, optional
         Threads per task for backends that take a thread budget (``numba``), instead of
-        the rule in the module notes (``max(1, cores // min(slots, chunks))``).
+        the rule in the module notes (``max(1, threads // min(threads, chunks))``).
     scatter : bool
         Broadcast the weights now to every worker of the active ``distributed`` client
         (``client.scatter(broadcast=True, hash=True)``) instead of placing them in the
@@ -343,13 +343,13 @@ _backends: dict[tuple[str, int], Backend] = {}
 _backends_lock = threading.Lock()
 
 
-def _thread_budget(cores: int, slots: int, chunks: int) -> int:
-    """Threads per task: the cores shared by the tasks that can run at once, at least one."""
-    return max(1, cores // max(1, min(slots, chunks)))
+def _thread_budget(threads: int, chunks: int) -> int:
+    """Threads per task: the scheduler's threads shared by the tasks that can run at once, at least one."""
+    return max(1, threads // max(1, min(threads, chunks)))
 
 
-def _where() -> tuple[str, int, int]:
-    """``(who, cores, slots)`` for the process and scheduler running this task."""
+def _where() -> tuple[str, int]:
+    """``(who, threads)``: the process running this task, and the threads its scheduler runs tasks with."""
     if "distributed" in sys.modules:  # a worker process has imported it; never import it here
         from distributed import get_worker
 
@@ -359,11 +359,11 @@ def _where() -> tuple[str, int, int]:
             worker = None
         if worker is not None:
             nthreads = int(getattr(getattr(worker, "state", worker), "nthreads", 1))
-            return f"dask worker {worker.address}", nthreads, nthreads
+            return f"dask worker {worker.address}", nthreads
     from dask.system import CPU_COUNT
 
-    slots = dask.config.get("num_workers", None) or CPU_COUNT
-    return f"process {os.getpid()} on {socket.gethostname()}", CPU_COUNT, int(slots)
+    threads = dask.config.get("num_workers", None) or CPU_COUNT
+    return f"process {os.getpid()} on {socket.gethostname()}", int(threads)
 
 
 def _takes_num_threads(cls: type) -> bool:
@@ -414,8 +414,8 @@ def _forward_block(
     y : ndarray, shape (T, b, D * H) (or (b, T, D * H))
     h_n, c_n : ndarray, shape (L * D, b, H)
     """
-    who, cores, slots = _where()
-    threads = spec.num_threads or _thread_budget(cores, slots, spec.chunks)
+    who, scheduler_threads = _where()
+    threads = spec.num_threads or _thread_budget(scheduler_threads, spec.chunks)
     try:
         backend = _worker_backend(spec.backend, threads)
     except UnknownBackendError as exc:

@@ -229,11 +229,11 @@ def test_same_call_same_graph_keys_and_weights_are_a_snapshot():
 # ---------------------------------------------------------------------------- threads, caching
 def test_thread_budget_rule():
     budget = lbd._thread_budget
-    assert budget(2, 2, 3) == 1  # two tasks at once share two cores
-    assert budget(2, 2, 1) == 2  # a lone chunk gets them all
-    assert budget(8, 4, 100) == 2
-    assert budget(16, 16, 4) == 4
-    assert budget(1, 4, 4) == 1
+    assert budget(2, 3) == 1  # two tasks at once share two threads
+    assert budget(2, 1) == 2  # a lone chunk gets them all
+    assert budget(8, 3) == 2
+    assert budget(16, 4) == 4
+    assert budget(1, 4) == 1
 
 
 def test_threaded_scheduler_budget_and_override():
@@ -241,11 +241,13 @@ def test_threaded_scheduler_budget_and_override():
 
     lstm, x, lengths, _, _ = _problem(backend="numba")
     with dask.config.set(num_workers=CPU_COUNT):
-        _compute_threads(lbd.forward(lstm, _dask_x(x, False)[:, :4], lengths[:4])[0])  # one chunk
-        _compute_threads(lbd.forward(lstm, _dask_x(x, False), lengths, num_threads=3)[0])
+        _compute_threads(lbd.forward(lstm, _dask_x(x, False)[:, :4], lengths[:4])[0])  # one chunk: all threads
+    with dask.config.set(num_workers=6):
+        _compute_threads(lbd.forward(lstm, _dask_x(x, False), lengths)[0])  # 3 chunks side by side: 6 // 3
+        _compute_threads(lbd.forward(lstm, _dask_x(x, False), lengths, num_threads=5)[0])
     cache = lbd._backend_cache()
-    assert ("numba", CPU_COUNT) in cache and ("numba", 3) in cache
-    assert "num_threads=3" in cache[("numba", 3)]
+    assert {("numba", CPU_COUNT), ("numba", 2), ("numba", 5)} <= set(cache)
+    assert "NumbaBackend(num_threads=5)" in cache[("numba", 5)]
 
 
 def test_distributed_backend_created_once_per_worker_with_the_workers_threads(client):
@@ -341,3 +343,50 @@ def test_worker_without_the_backend_says_which_and_how_to_fix(client):
     finally:
         lb.unregister_backend("client-only")
         client.run(lambda: [lb.unregister_backend(n) for n in ("client-only",) if n in lb.registered_backends()])
+
+
+# ---------------------------------------------------------------------------- the example
+EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "dask_zarr.py"
+SMALL = {"sequences": 600, "steps": 5, "features": 3, "hidden": 4, "layers": 2, "chunk": 200}
+
+
+def _check_example_outputs(store, backend):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(store, mode="r")
+    x, lengths = group["x"][:], group["lengths"][:]
+    assert x.shape == (600, 5, 3) and group["x"].chunks == (200, 5, 3)
+    lstm = lb.LSTM(3, 4, num_layers=2, batch_first=True, backend=backend, seed=0)  # the example's weights
+    y_ref, (h_ref, _) = lstm(x, lengths=lengths)
+    np.testing.assert_allclose(group["y"][:], y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(group["h_n"][:], h_ref, rtol=1e-5, atol=1e-6)
+    assert group["y"].chunks == (200, 5, 4)
+
+
+def test_example_on_the_threaded_scheduler(tmp_path):
+    pytest.importorskip("zarr")
+    store = str(tmp_path / "data.zarr")
+    args = [f"--{k}={v}" for k, v in SMALL.items()]
+    out = subprocess.run([sys.executable, str(EXAMPLE), "--store", store, *args, "--threads", "2",
+                          "--compare-local", "--repeat", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "making x (600, 5, 3)" in out.stdout and "zarr -> LSTM -> zarr" in out.stdout
+    assert "Dask against the local call" in out.stdout
+    assert "100% Completed" in out.stdout  # Dask's progress bar
+    _check_example_outputs(store, "numba")
+
+
+def test_example_on_distributed(client, tmp_path):
+    pytest.importorskip("zarr")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dask_zarr_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    store = str(tmp_path / "data.zarr")
+    example.run(example.make_dataset(store, 600, 5, 3, 200), client)
+    assert example.dataset_matches(store, 600, 5, 3, 200)
+    lstm = lb.LSTM(3, 4, num_layers=2, batch_first=True, backend="numpy", seed=0)
+    example.run(example.lstm_outputs(lstm, store), client)
+    _check_example_outputs(store, "numpy")
+    times = example.compare_local(lstm, store, client, threads=2, repeat=1)
+    assert set(times) == {"dask", "local", "local_chunks"} and all(t > 0 for t in times.values())
