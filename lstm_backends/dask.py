@@ -201,15 +201,15 @@ def forward(
     for state, ind in zip(states, ("kbp", "kbq")):
         args += [state, ind] if state is not None else [None, None]
     args += [offsets, "b", weights, None, spec, None]
-    token = tokenize(x.name, *(getattr(a, "name", a) for a in args[2:8]), _key_of(weights), spec)
+    token = tokenize(x.name, *(None if a is None else a.name for a in (lengths_arr, *states)), weights.key, spec)
     # align_arrays=False: every input is already chunked exactly like x along B (the tiny
     # offsets array has one element per chunk, so its chunk sizes differ but not its count).
     parts = da.blockwise(
         _forward_block, "b", *args, name="lstm-forward-" + token, concatenate=True,
         align_arrays=False, meta=np.empty((0,), dtype=object),
     )
-    out_width = lstm.num_directions * h_size
-    y_ind, y_axes = ("btz", {"t": steps, "z": out_width}) if lstm.batch_first else ("tbz", {"t": steps, "z": out_width})
+    y_ind = "btz" if lstm.batch_first else "tbz"
+    y_axes = {"t": steps, "z": lstm.num_directions * h_size}
     y = _select(parts, 0, "lstm-y-" + token, y_ind, y_axes, x, lstm.dtype)
     h_n = _select(parts, 1, "lstm-h_n-" + token, "kbz", {"k": num_states, "z": h_size}, x, lstm.dtype)
     c_n = _select(parts, 2, "lstm-c_n-" + token, "kbz", {"k": num_states, "z": c_size}, x, lstm.dtype)
@@ -332,10 +332,6 @@ def _weights(layers: Sequence[Sequence[Any]], scatter: bool) -> Any:
         # A one-item list: scatter would otherwise send each layer as a future of its own.
         return client.scatter([frozen], broadcast=True, hash=True)[0]
     return dask.delayed(frozen, name="lstm-weights-" + token, pure=True, traverse=False)
-
-
-def _key_of(obj: Any) -> Any:
-    return obj.key
 
 
 # ---------------------------------------------------------------------------- in the worker

@@ -262,6 +262,21 @@ def test_distributed_backend_created_once_per_worker_with_the_workers_threads(cl
     assert numba_entries and all(k == ("numba", 1) for cache in caches.values() for k in cache if k[0] == "numba")
 
 
+def _incoming_keys(dask_worker):
+    return [str(k) for entry in dask_worker.transfer_incoming_log for k in entry["keys"]]
+
+
+def test_weights_travel_once_per_worker(client):
+    lstm = lb.LSTM(16, 64, num_layers=2, backend="numpy", seed=11)
+    x = da.random.default_rng(0).standard_normal((3, 64, 16), chunks=(3, 4, 16)).astype(np.float32)
+    y, (h_n, _) = lbd.forward(lstm, x)
+    (weights_key,) = [k for k in y.__dask_graph__() if str(k).startswith("lstm-weights-")]
+    y_np, _ = client.compute([y, h_n], sync=True)
+    np.testing.assert_allclose(y_np, lstm(x.compute())[0], rtol=1e-5, atol=1e-6)
+    fetched = {w: keys.count(str(weights_key)) for w, keys in client.run(_incoming_keys).items()}
+    assert all(n <= 1 for n in fetched.values()), fetched  # 16 tasks, at most one transfer per worker
+
+
 def test_scatter_broadcasts_weights_to_every_worker(client):
     lstm, x, lengths, h0, c0 = _problem(np.float64, seed=7)
     with client.as_current():
