@@ -268,7 +268,9 @@ def _incoming_keys(dask_worker):
 
 def test_weights_travel_once_per_worker(client):
     lstm = lb.LSTM(16, 64, num_layers=2, backend="numpy", seed=11)
-    x = da.random.default_rng(0).standard_normal((3, 64, 16), chunks=(3, 4, 16)).astype(np.float32)
+    # Chunks larger than the weights, made on both workers: each task runs where its chunk is,
+    # so the worker that did not make the weights must fetch them.
+    x = da.random.default_rng(0).standard_normal((3, 32_000, 16), chunks=(3, 2000, 16)).astype(np.float32)
     y, (h_n, _) = lbd.forward(lstm, x)
     (weights_key,) = [k for k in y.__dask_graph__() if str(k).startswith("lstm-weights-")]
     y_np, _ = client.compute([y, h_n], sync=True)
