@@ -16,9 +16,9 @@ schedulers apply unchanged):
 
 * ``lstm-weights-<token>``: **one key** holding a copy of every layer's parameters,
   taken when :func:`forward` is called.  Every task depends on it, so a worker receives
-  the weights once, not once per task (on ``distributed``, a worker fetches a dependency
-  it already holds only once).  ``scatter=True`` broadcasts them to every worker of the
-  active ``distributed`` client instead.
+  the weights once, not once per task (a ``distributed`` worker fetches a dependency
+  once and keeps it while its tasks need it).  ``scatter=True`` broadcasts them to every
+  worker of the active ``distributed`` client instead.
 * ``lstm-forward-<token>``, index ``i``: one task per batch chunk, which runs every
   layer and direction over the whole sequence with the chosen backend's
   ``forward_layers`` (never a task per time step) and returns ``(y, h_n, c_n)``.
