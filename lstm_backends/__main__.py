@@ -83,39 +83,48 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import os
+
     import numpy as np
 
-    from ._bench import format_table, plot, print_progress, run_bench
+    from . import list_backends
+    from ._bench import Size, plot, print_progress
+    from ._peers import available_peers, compare, format_results
 
-    backends = args.backend or None
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError('--plot needs matplotlib: pip install matplotlib (or "lstm-backends[bench]")') from None
-    rows = run_bench(
-        args.size or [_size(s) for s in DEFAULT_SIZES],
-        backends,
-        dtype=np.dtype(args.dtype),
-        repeat=args.repeat,
-        torch=not args.no_torch,
-        threads=args.threads,
+    dtype = np.dtype(args.dtype)
+    names = args.backend or [b.name for b in list_backends()
+                             if b.available and "forward" in b.capabilities and str(dtype) in b.dtypes]
+    peers = [] if args.no_peers else [p for p in available_peers() if not (args.no_torch and p == "torch")]
+    if dtype == np.float64:
+        peers = [p for p in peers if p != "onnxruntime"]  # onnxruntime has no float64 LSTM
+    threads = args.threads or os.cpu_count() or 1
+    sizes = args.size or [_size(s) for s in DEFAULT_SIZES]
+    peak, rows = compare(
+        sizes, [f"ours:{n}" for n in names] + peers, dtype=dtype, threads=threads, rounds=args.rounds,
+        budget=args.budget, cell=None if args.no_cell else Size(1, *sizes[0][1:]),
         progress=None if args.quiet else print_progress,
     )
-    print(format_table(rows))
+    print(format_results(peak, rows, threads))
+    if not peers:
+        print("\n(no peer installed: pip install torch onnx onnxruntime, or lstm-backends[peers], to compare)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump([r.as_dict() for r in rows], fh, indent=2)
+            json.dump({"threads": threads, "sgemm_gflops": peak, "rows": [r.as_dict() for r in rows]}, fh, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        plot(rows, args.plot)
+        plot([r for r in rows if "cell" not in r.name], args.plot, title=f"forward, {dtype.name}, {threads} threads")
         print(f"wrote {args.plot}")
     bad = [r for r in rows if not r.agrees]
     if bad:
-        print(f"\nFAILED: {', '.join(sorted({r.backend for r in bad}))} disagree with the float64 reference",
+        print(f"\nFAILED: {', '.join(sorted({r.name for r in bad}))} disagree with the float64 reference",
               file=sys.stderr)
         return 1
-    print("\nall backends agree with the float64 reference")
+    print("\nevery contender agrees with the float64 reference")
     return 0
 
 
@@ -154,18 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="backends, Numba, BLAS and CUDA on this machine",
                        description="Show every known backend (available or why not), Numba, BLAS and CUDA.")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("bench", help="check then time every backend (the README's main job)",
-                       description="Run every available backend (and torch.nn.LSTM when installed) on random "
-                       "problems; check each against the float64 reference, then print median times.")
+    p = sub.add_parser("bench", help="time every backend against its peers and check them (the README's main job)",
+                       description="Run every available backend and the installed peers (torch.nn.LSTM, "
+                       "onnxruntime's LSTM), each in its own fresh process, in alternating rounds, on random "
+                       "problems; check every output against the float64 reference; print medians, GFLOP/s, "
+                       "% of the sgemm peak measured in the same run, and ours / best peer.")
     p.add_argument("--size", action="append", type=_size, metavar="T,B,I,H",
                    help="problem size in the library's order (x is (T, B, I)), or keyed in any order like "
                    f"B=16,T=100,I=128,H=256; repeatable (default: {' '.join(DEFAULT_SIZES)})")
     p.add_argument("--backend", action="append", type=_backend_name, metavar="NAME",
                    help="backend to run, repeatable (default: all available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--repeat", type=int, default=5, help="timed calls per backend (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="threads for numba, BLAS and torch")
-    p.add_argument("--no-torch", action="store_true", help="do not run torch.nn.LSTM even if installed")
+    p.add_argument("--rounds", "--repeat", type=int, default=2,
+                   help="rounds; each launches every contender once in a fresh process (default 2)")
+    p.add_argument("--budget", type=float, default=0.5, help="seconds of timed calls per process (default 0.5)")
+    p.add_argument("--threads", type=int, default=None, help="thread budget of every contender (default: all cores)")
+    p.add_argument("--no-peers", action="store_true", help="time our backends only")
+    p.add_argument("--no-torch", action="store_true", help="leave torch out of the peers")
+    p.add_argument("--no-cell", action="store_true", help="skip the streaming cell comparison")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -193,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback with ``--debug``."""
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
-    if getattr(args, "repeat", 1) < 1:
-        parser.error("--repeat must be at least 1")
+    if getattr(args, "rounds", 1) < 1:
+        parser.error("--rounds must be at least 1")
     if args.debug:
         return int(args.func(args))
     try:

@@ -1,25 +1,13 @@
-"""The benchmark behind ``lstm-backends bench``: check every backend, then time it.
-
-For each size, every available backend (and PyTorch's ``nn.LSTM`` when torch is
-installed) runs the same random problem; each result is compared with the
-float64 reference *before* any timing, then timed; medians are reported.  Timed
-calls run in two rounds, each backend's calls back to back after a short idle
-pause, the order reversed in the second round.
-"""
+"""Problem sizes (one parser for the CLI, the scripts and asv), FLOP counts, and the plot
+of ``lstm-backends bench``; the fair timing itself is :mod:`lstm_backends._peers`."""
 
 from __future__ import annotations
 
-import contextlib
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
-
-__all__ = ["BenchRow", "Size", "flops", "parse_size", "run_bench"]
+__all__ = ["Size", "flops", "parse_size", "plot", "print_progress"]
 
 
 class Size(NamedTuple):
@@ -89,201 +77,32 @@ def parse_size(text: str) -> Size:
     return Size(*values)  # type: ignore[arg-type]
 
 
-@dataclass
-class BenchRow:
-    """One backend at one size."""
+def plot(rows: Sequence[Any], path: str, title: str = "lstm_backends forward") -> None:
+    """Bar chart of median time per contender per size (log scale), saved to ``path``.
 
-    steps: int
-    batch: int
-    input_size: int
-    hidden_size: int
-    dtype: str
-    backend: str
-    median_ms: float
-    gflops: float
-    worst_error: float  # fraction of the dtype's tolerance; <= 1 agrees with the reference
-    agrees: bool
-    ratio_fastest: float = float("nan")
-    ratio_torch: float = float("nan")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _torch_runner(problem: Any, threads: int | None) -> Callable[[], np.ndarray] | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    if threads:
-        torch.set_num_threads(threads)
-    t, b, i = problem.x.shape
-    h = problem.params.w_hh.shape[1]
-    tdtype = torch.float32 if problem.x.dtype == np.float32 else torch.float64
-    lstm = torch.nn.LSTM(i, h, dtype=tdtype)
-    with torch.no_grad():
-        for name, value in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), problem.params):
-            getattr(lstm, name).copy_(torch.from_numpy(np.asarray(value)))
-    x = torch.from_numpy(problem.x)
-    h0 = torch.from_numpy(problem.h0)[None]
-    c0 = torch.from_numpy(problem.c0)[None]
-
-    def run() -> np.ndarray:
-        with torch.inference_mode():
-            y, _ = lstm(x, (h0, c0))
-        return y.numpy()
-
-    return run
-
-
-def run_bench(
-    sizes: Sequence[tuple[int, int, int, int]],
-    backends: Sequence[str] | None = None,
-    *,
-    dtype: Any = np.float32,
-    repeat: int = 5,
-    torch: bool = True,
-    threads: int | None = None,
-    progress: Callable[[str], None] | None = None,
-    seed: int = 0,
-    settle: float = 0.3,
-) -> list[BenchRow]:
-    """Check then time backends on random problems.
-
-    Parameters
-    ----------
-    sizes : sequence of Size or (T, B, I, H) tuples
-    backends : sequence of str, optional
-        Names; every available backend by default.
-    dtype : numpy dtype
-    repeat : int
-        Timed calls per backend (rounded up to even; after one untimed warm-up call); the
-        median is reported.
-    torch : bool
-        Include ``torch.nn.LSTM`` (CPU, inference mode) when torch is importable.
-    threads : int, optional
-        Thread count for the numba backend, BLAS and torch.
-    progress : callable, optional
-        Receives one line per step of work.
-    seed : int
-    settle : float
-        Seconds of idle before each backend's block of calls (see the code's comment).
-
-    Returns
-    -------
-    list of BenchRow
-    """
-    from . import get_backend, list_backends
-    from .testing import random_problem, reference_forward, worst_error
-
-    say = progress or (lambda _msg: None)
-    if backends is None:
-        backends = [b.name for b in list_backends() if b.available]
-    instances = {name: get_backend(name) for name in backends}
-    rows: list[BenchRow] = []
-    with _thread_limits(threads):
-        for k, size in enumerate(sizes):
-            t, b, i, h = Size(*size)
-            problem = random_problem(t, b, i, h, dtype=dtype, seed=seed + k)
-            say(f"[{k + 1}/{len(sizes)}] {Size(t, b, i, h)}: float64 reference")
-            ref_y = reference_forward(problem)[0]
-            runners: dict[str, Callable[[], Any]] = {}
-            for name, be in instances.items():
-                if np.dtype(dtype) not in [np.dtype(d) for d in be.dtypes]:
-                    continue
-                runners[name] = (lambda be=be, problem=problem: problem.forward(be)[0])
-            if torch:
-                tr = _torch_runner(problem, threads)
-                if tr is not None:
-                    runners["torch"] = tr
-            errors = {}
-            for name, run in runners.items():
-                say(f"[{k + 1}/{len(sizes)}] checking {name}")
-                errors[name] = worst_error(run(), ref_y, dtype)  # also the warm-up call
-            times: dict[str, list[float]] = {name: [] for name in runners}
-            say(f"[{k + 1}/{len(sizes)}] timing {', '.join(runners)} ({repeat} calls each)")
-            # Two rounds, each backend's calls back to back, the order reversed in the second
-            # round, so drift hits all alike.  A pause before each block lets the previous
-            # library's worker threads (OpenMP, OpenBLAS), which spin for a while after each
-            # call, go to sleep instead of competing for the cores inside the next timing.
-            names = list(runners)
-            for order in (names, names[::-1]):
-                for name in order:
-                    time.sleep(settle)
-                    runners[name]()  # untimed: caches and thread pools of this library
-                    for _ in range((repeat + 1) // 2):
-                        start = time.perf_counter()
-                        runners[name]()
-                        times[name].append(time.perf_counter() - start)
-            size_rows = []
-            for name in runners:
-                med = statistics.median(times[name])
-                size_rows.append(
-                    BenchRow(t, b, i, h, np.dtype(dtype).name, name, med * 1e3, flops(b, t, i, h) / med / 1e9,
-                             errors[name], bool(errors[name] <= 1.0))
-                )
-            fastest = min(r.median_ms for r in size_rows)
-            torch_ms = next((r.median_ms for r in size_rows if r.backend == "torch"), float("nan"))
-            for r in size_rows:
-                r.ratio_fastest = r.median_ms / fastest
-                r.ratio_torch = r.median_ms / torch_ms
-            rows.extend(size_rows)
-    return rows
-
-
-def _thread_limits(threads: int | None) -> Any:
-    """BLAS limited to ``threads`` for the ``with`` block (nothing when None)."""
-    if not threads:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads)
-
-
-def format_table(rows: Sequence[BenchRow]) -> str:
-    """Rows as an aligned text table."""
-    header = ["T", "B", "I", "H", "dtype", "backend", "median ms", "GFLOP/s", "x fastest", "x torch", "err/tol", "ok"]
-    lines = [header]
-    for r in rows:
-        lines.append([
-            str(r.steps), str(r.batch), str(r.input_size), str(r.hidden_size), r.dtype, r.backend,
-            f"{r.median_ms:.3f}", f"{r.gflops:.1f}", f"{r.ratio_fastest:.2f}",
-            "-" if np.isnan(r.ratio_torch) else f"{r.ratio_torch:.2f}",
-            f"{r.worst_error:.2g}", "yes" if r.agrees else "NO",
-        ])
-    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
-    out = []
-    for n, row in enumerate(lines):
-        out.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
-
-
-def plot(rows: Sequence[BenchRow], path: str) -> None:
-    """Bar chart of median time per backend per size (log scale), saved to ``path``."""
+    ``rows`` are :class:`lstm_backends._peers.Result` (``size``, ``name``, ``median_s``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = list(dict.fromkeys(Size(r.steps, r.batch, r.input_size, r.hidden_size) for r in rows))
-    names = list(dict.fromkeys(r.backend for r in rows))
+    sizes = list(dict.fromkeys(r.size for r in rows))
+    names = list(dict.fromkeys(r.name for r in rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sizes)), 4))
     width = 0.8 / max(1, len(names))
     for j, name in enumerate(names):
         xs, ys = [], []
         for k, s in enumerate(sizes):
             for r in rows:
-                if Size(r.steps, r.batch, r.input_size, r.hidden_size) == s and r.backend == name:
+                if r.size == s and r.name == name:
                     xs.append(k + j * width)
-                    ys.append(r.median_ms)
+                    ys.append(r.median_s * 1e3)
         ax.bar(xs, ys, width, label=name)
     ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(sizes))])
     ax.set_xticklabels([f"T={t} B={b}\nI={i} H={h}" for t, b, i, h in sizes])
     ax.set_yscale("log")
-    ax.set_ylabel("median time per forward (ms, log)")
-    ax.set_title(f"lstm_backends forward, {rows[0].dtype}" if rows else "lstm_backends")
+    ax.set_ylabel("median time per call (ms, log)")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -26,15 +26,35 @@ def test_info_lists_backends_blas_and_cuda():
 
 def test_bench_checks_times_and_writes(tmp_path):
     js, png = tmp_path / "r.json", tmp_path / "r.png"
-    out = _cli("bench", "--size", "2,5,4,8", "--size", "1x3x3x4", "--backend", "numpy", "--backend", "numba",
-               "--repeat", "2", "--no-torch", "--json", str(js), "--plot", str(png))
+    out = _cli("bench", "--size", "5,2,4,8", "--size", "B=1,T=3,I=3,H=4", "--backend", "numpy", "--backend", "numba",
+               "--rounds", "1", "--budget", "0.05", "--no-peers", "--json", str(js), "--plot", str(png))
     assert out.returncode == 0, out.stderr
-    rows = json.loads(js.read_text())
-    assert {r["backend"] for r in rows} == {"numpy", "numba"} and len(rows) == 4
-    assert all(r["agrees"] and r["median_ms"] > 0 for r in rows)
+    rows = json.loads(js.read_text())["rows"]
+    names = {r["name"] for r in rows}
+    assert names == {"ours:numpy", "ours:numba", "ours-cell:numpy", "ours-cell:numba"}, names
+    assert len(rows) == 6 and all(r["agrees"] and r["median_s"] > 0 and r["gflops"] > 0 for r in rows)
+    assert {r["size"] for r in rows} >= {"T=5,B=2,I=4,H=8", "T=3,B=1,I=3,H=4"}
     assert png.stat().st_size > 1000
-    assert "agree with the float64 reference" in out.stdout
-    assert "[1/2]" in out.stderr  # progress
+    assert "agrees with the float64 reference" in out.stdout and "fresh process" in out.stdout
+    assert "[1/3]" in out.stderr  # progress
+
+
+@pytest.mark.skipif(not __import__("lstm_backends._peers", fromlist=["x"]).available_peers(),
+                    reason="no peer (torch, onnxruntime) installed")
+def test_bench_against_peers_in_fresh_processes(tmp_path):
+    from lstm_backends._peers import available_peers
+
+    js = tmp_path / "r.json"
+    out = _cli("bench", "--size", "4,2,3,5", "--backend", "numba", "--rounds", "2", "--budget", "0.05",
+               "--json", str(js))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(js.read_text())["rows"]
+    forward = [r for r in rows if "cell" not in r["name"]]
+    assert {r["name"] for r in forward} == {"ours:numba", *available_peers()}
+    assert all(r["agrees"] and len(r["runs_s"]) == 2 for r in rows)
+    ours = next(r for r in forward if r["name"] == "ours:numba")
+    best = min(r["median_s"] for r in forward if not r["name"].startswith("ours"))
+    assert ours["ratio_best_peer"] == pytest.approx(ours["median_s"] / best)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +63,7 @@ def test_bench_checks_times_and_writes(tmp_path):
         (["bench", "--backend", "nope"], ["unknown backend 'nope'", "numpy"]),
         (["bench", "--size", "1,2,3"], ["four positive integers"]),
         (["bench", "--size", "a,b,c,d"], ["four positive integers"]),
-        (["bench", "--repeat", "0"], ["--repeat"]),
+        (["bench", "--rounds", "0"], ["--rounds"]),
         (["verify", "nope"], ["unknown backend"]),
         (["frobnicate"], ["invalid choice"]),
     ],
@@ -87,19 +107,13 @@ def test_size_parser_is_t_first_or_keyed():
 def test_failure_inside_a_backend_is_not_a_usage_error(capsys, monkeypatch):
     """A backend that raises: exit 1 with the exception named (not 'error: ...', exit 2);
     --debug gives the traceback (the exception propagates)."""
-    import lstm_backends as lb
-    from lstm_backends import _registry
-    from lstm_backends.backends.numpy_backend import NumpyBackend
+    from lstm_backends import _peers
 
-    class Exploding(NumpyBackend):
-        name = "exploding"
+    def exploding(*args, **kwargs):
+        raise ValueError("kernel exploded")
 
-        def _forward(self, args):
-            raise ValueError("kernel exploded")
-
-    monkeypatch.setattr(_registry, "_entries", dict(_registry._entries))
-    lb.register_backend("exploding", Exploding)
-    args = ["bench", "--size", "2,1,3,4", "--backend", "exploding", "--no-torch", "--repeat", "1", "--quiet"]
+    monkeypatch.setattr(_peers, "compare", exploding)
+    args = ["bench", "--size", "2,1,3,4", "--backend", "numpy", "--no-peers", "--rounds", "1", "--quiet"]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "failed: ValueError: kernel exploded" in err and "--debug" in err and "error:" not in err

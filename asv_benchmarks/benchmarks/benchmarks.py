@@ -24,17 +24,24 @@ from lstm_backends._bench import parse_size
 from lstm_backends.testing import random_params, random_problem
 
 BACKENDS = [b.name for b in lb.list_backends()]
-SIZES = ["100,1,64,128", "100,16,128,256", "100,64,256,512"]  # T,B,I,H
+# T,B,I,H: batch 1, 4, 16, 64 and 256 (the CPU-speed issue's table)
+SIZES = ["100,1,64,128", "1000,1,128,256", "100,4,128,256", "100,16,128,256", "100,64,256,512",
+         "50,256,512,1024"]
 CELL_SIZES = ["1,1,128,256", "1,16,256,512"]  # T (unused: 1),B,I,H
+#: calls above this many FLOPs run only on fast backends (auto_priority >= 10): the
+#: reference would take seconds per call and add nothing to track
+REFERENCE_FLOP_LIMIT = 2e9
 
 
-def _backend(name, capability="forward"):
+def _backend(name, capability="forward", flop_count=0.0):
     try:
         be = lb.get_backend(name)
     except (lb.UnknownBackendError, lb.BackendUnavailableError) as exc:
         raise NotImplementedError(str(exc)) from None
     if capability not in be.capabilities:
         raise NotImplementedError(f"{name} lacks {capability!r}")
+    if flop_count > REFERENCE_FLOP_LIMIT and (be.auto_priority or 0) < 10:
+        raise NotImplementedError(f"{name} is a reference-speed backend: skipped above {REFERENCE_FLOP_LIMIT:g} FLOPs")
     return be
 
 
@@ -46,8 +53,9 @@ class Forward:
     timeout = 300
 
     def setup(self, backend, size, dtype):
-        self.be = _backend(backend)
-        t, b, i, h = parse_size(size)
+        size = parse_size(size)
+        self.be = _backend(backend, "forward", size.flops)
+        t, b, i, h = size
         self.problem = random_problem(t, b, i, h, dtype=np.dtype(dtype), seed=0)
         self.problem.forward(self.be)  # compile / warm up outside the timing
 

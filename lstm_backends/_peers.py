@@ -1,0 +1,383 @@
+"""Fair timing of our backends against the libraries a user would pick instead.
+
+Every contender runs in its **own fresh process** (``python -m lstm_backends._peers
+--run …``), rounds alternate the order of the contenders, and the medians of the
+per-process medians are reported.  In one process, one library's spinning worker
+threads (OpenMP in torch, OpenBLAS, onnxruntime's pool) slow the other and the ratios
+lie — torch.nn.LSTM was measured 8x slower beside our kernels than alone.
+
+Contenders (``name`` → what runs in the child):
+
+``ours:BACKEND``
+    a registered backend's ``forward`` (``ours-cell:BACKEND``: one ``cell`` step with ``out=``)
+``torch``
+    ``torch.nn.LSTM`` in inference mode (``torch-cell``: ``torch.nn.LSTMCell``)
+``onnxruntime``
+    onnxruntime's LSTM operator, from a model built with ``onnx.helper`` (gate order
+    converted to ONNX's i, o, f, c)
+``sgemm``
+    NumPy's float32 2048³ matmul: the machine's GEMM rate in the same run, the yardstick
+    for "% of peak"
+
+Every child builds the same seeded problem, sets its thread count to the budget, times
+calls for a fixed wall-clock budget (after warm-up calls) and prints one JSON line; it
+saves its outputs so the parent can check them against the float64 reference before any
+figure is trusted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._bench import Size, flops, parse_size
+
+__all__ = ["PEERS", "Result", "available_peers", "compare", "run_contender"]
+
+#: the libraries a user would pick instead, and the module each needs
+PEERS = {"torch": "torch", "onnxruntime": "onnxruntime"}
+
+
+def available_peers() -> list[str]:
+    """The peers whose packages are installed (``torch``, ``onnxruntime``; onnxruntime needs
+    ``onnx`` to build its model)."""
+    import importlib.util
+
+    found = []
+    for name, module in PEERS.items():
+        needs = [module] + (["onnx"] if name == "onnxruntime" else [])
+        if all(importlib.util.find_spec(m) is not None for m in needs):
+            found.append(name)
+    return found
+
+
+def _problem(size: Size, dtype: np.dtype, seed: int) -> Any:
+    from .testing import random_problem
+
+    return random_problem(size.steps, size.batch, size.input_size, size.hidden_size, dtype=dtype, seed=seed)
+
+
+def _time(fn: Callable[[], Any], budget: float, inner: int = 1) -> tuple[float, int]:
+    """Median seconds per call: 3 untimed calls, then samples of ``inner`` calls until ``budget``
+    seconds have passed (5 samples at least)."""
+    for _ in range(3):
+        fn()
+    samples: list[float] = []
+    end = time.perf_counter() + budget
+    while len(samples) < 5 or (time.perf_counter() < end and len(samples) < 1000):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples), len(samples)
+
+
+def _onnx_model(p: Any) -> bytes:
+    import onnx  # noqa: F401 - onnx.helper needs the package
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .layouts import to_onnx
+
+    t, b, i = p.x.shape
+    h = p.params.w_hh.shape[1]
+    w, r, bias = to_onnx([p.params])  # (1, 4H, I), (1, 4H, H), (1, 8H): gates i, o, f, c
+    elem = TensorProto.FLOAT if p.x.dtype == np.float32 else TensorProto.DOUBLE
+    inits = [numpy_helper.from_array(np.ascontiguousarray(a), n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "h0", "c0"], ["Y", "Y_h", "Y_c"], hidden_size=h)
+    graph = helper.make_graph(
+        [node], "lstm",
+        [helper.make_tensor_value_info("X", elem, [t, b, i]), helper.make_tensor_value_info("h0", elem, [1, b, h]),
+         helper.make_tensor_value_info("c0", elem, [1, b, h])],
+        [helper.make_tensor_value_info("Y", elem, [t, 1, b, h]), helper.make_tensor_value_info("Y_h", elem, [1, b, h]),
+         helper.make_tensor_value_info("Y_c", elem, [1, b, h])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
+
+
+def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callable[[Any], tuple], dict]:
+    """(call, outputs-from-result, info) for one contender in this process."""
+    kind, _, backend = name.partition(":")
+    if kind in ("ours", "ours-cell"):
+        from . import get_backend
+
+        be = get_backend(backend)
+        if hasattr(be, "num_threads"):  # a private instance with the thread budget
+            be = type(be)(num_threads=threads)
+        info = {"backend": be.name, "version": be.version()}
+        describe = getattr(be, "describe_path", None)
+        if callable(describe):
+            info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype)
+        if kind == "ours":
+            return (lambda: be.forward(p.x, p.params, p.h0, p.c0)), (lambda r: r), info
+        out = (np.empty_like(p.h0), np.empty_like(p.c0))
+        return (lambda: be.cell(p.x[0], p.h0, p.c0, p.params, out=out)), (lambda r: (r[0][None], *r)), info
+    if kind in ("torch", "torch-cell"):
+        import torch
+
+        torch.set_num_threads(threads)
+        t, b, i = p.x.shape
+        h = p.params.w_hh.shape[1]
+        tdtype = torch.float32 if p.x.dtype == np.float32 else torch.float64
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        module = torch.nn.LSTM(i, h, dtype=tdtype) if kind == "torch" else torch.nn.LSTMCell(i, h, dtype=tdtype)
+        with torch.no_grad():
+            for n, v in zip(names, p.params):
+                getattr(module, n + ("_l0" if kind == "torch" else "")).copy_(torch.from_numpy(v))
+        x, h0, c0 = torch.from_numpy(p.x), torch.from_numpy(p.h0), torch.from_numpy(p.c0)
+        info = {"version": torch.__version__}
+        if kind == "torch":
+            def call() -> Any:
+                with torch.inference_mode():
+                    return module(x, (h0[None], c0[None]))
+
+            return call, (lambda r: (r[0].numpy(), r[1][0][0].numpy(), r[1][1][0].numpy())), info
+
+        def call_cell() -> Any:
+            with torch.inference_mode():
+                return module(x[0], (h0, c0))
+
+        return call_cell, (lambda r: (r[0].numpy()[None], r[0].numpy(), r[1].numpy())), info
+    if kind == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(_onnx_model(p), options, providers=["CPUExecutionProvider"])
+        feed = {"X": p.x, "h0": p.h0[None], "c0": p.c0[None]}
+        return (lambda: session.run(None, feed)), (lambda r: (r[0][:, 0], r[1][0], r[2][0])), \
+            {"version": ort.__version__}
+    raise ValueError(f"unknown contender {name!r}: ours:BACKEND, ours-cell:BACKEND, torch, torch-cell, onnxruntime")
+
+
+def _sgemm(budget: float, n: int = 2048) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    med, _ = _time(lambda: a @ a, budget)
+    return 2.0 * n**3 / med / 1e9
+
+
+def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: int = 2, budget: float = 1.0,
+                  seed: int = 0, save: str | None = None) -> dict:
+    """Time one contender in *this* process (the child side); returns the JSON-able record.
+
+    Parameters
+    ----------
+    name : str
+        ``ours:BACKEND``, ``ours-cell:BACKEND``, ``torch``, ``torch-cell``, ``onnxruntime`` or ``sgemm``.
+    size : Size
+    dtype : numpy dtype
+    threads : int
+        Thread budget given to the contender.
+    budget : float
+        Seconds of timed calls.
+    seed : int
+        Seed of the problem (the same for every contender).
+    save : str, optional
+        Path of an ``.npz`` to save the outputs ``y``, ``h_n``, ``c_n`` to.
+
+    Returns
+    -------
+    dict
+        ``median_s``, ``samples`` and contender details.
+    """
+    if name == "sgemm":
+        return {"name": name, "gflops": _sgemm(budget)}
+    p = _problem(size, np.dtype(dtype), seed)
+    cell = name.startswith(("ours-cell", "torch-cell"))
+    call, outputs, info = _runner(name, p, threads)
+    med, n = _time(call, budget, inner=50 if cell else 1)
+    if save:
+        y, h_n, c_n = (np.asarray(a) for a in outputs(call()))
+        np.savez(save, y=y, h_n=h_n, c_n=c_n)
+    return {"name": name, "median_s": med, "samples": n, **info}
+
+
+@dataclass
+class Result:
+    """One contender at one size: medians of the per-process medians."""
+
+    size: Size
+    name: str
+    median_s: float
+    runs_s: list[float]
+    gflops: float
+    pct_peak: float
+    worst_error: float  # fraction of the dtype's tolerance against the float64 reference
+    agrees: bool
+    info: dict = field(default_factory=dict)
+    ratio_best_peer: float = float("nan")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = str(self.size)
+        return d
+
+
+def _launch(name: str, size: Size, dtype: np.dtype, threads: int, budget: float, seed: int,
+            save: str | None, env: dict | None, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "lstm_backends._peers", "--run", name, "--size", ",".join(map(str, size)),
+           "--dtype", dtype.name, "--threads", str(threads), "--budget", str(budget), "--seed", str(seed)]
+    if save:
+        cmd += ["--save", save]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    for line in reversed(res.stdout.strip().splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("name") == name:
+            return record
+    raise RuntimeError(f"contender {name} at {size} failed (exit {res.returncode}):\n"
+                       f"{res.stdout[-1500:]}\n{res.stderr[-3000:]}")
+
+
+def compare(
+    sizes: Sequence[Size],
+    contenders: Sequence[str],
+    *,
+    dtype: Any = np.float32,
+    threads: int = 2,
+    rounds: int = 3,
+    budget: float = 1.0,
+    seed: int = 0,
+    cell: Size | None = None,
+    progress: Callable[[str], None] | None = None,
+    timeout: float = 900.0,
+) -> tuple[float, list[Result]]:
+    """Time contenders, each in a fresh process, in alternating rounds; check their outputs.
+
+    Parameters
+    ----------
+    sizes : sequence of Size
+    contenders : sequence of str
+        ``ours:BACKEND`` entries and peers (``torch``, ``onnxruntime``).
+    dtype : numpy dtype
+    threads : int
+        Thread budget of every contender.
+    rounds : int
+        Each round launches every contender once (order reversed every other round).
+    budget : float
+        Seconds of timed calls per process.
+    seed : int
+    cell : Size, optional
+        Also time one ``cell`` step at this size (``T`` ignored) for the ``ours:`` backends
+        (``ours-cell:``) against ``torch.nn.LSTMCell`` when torch is among the contenders.
+    progress : callable, optional
+    timeout : float
+        Seconds allowed per process.
+
+    Returns
+    -------
+    peak_gflops : float
+        NumPy float32 sgemm 2048³ with ``threads`` threads, median over the rounds.
+    results : list of Result
+    """
+    from .testing import worst_error
+    from .testing._problems import reference_cell, reference_forward
+
+    dtype = np.dtype(dtype)
+    say = progress or (lambda _msg: None)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), LSTM_BACKENDS_NUM_THREADS=str(threads))
+    peaks = []
+    for _ in range(rounds):
+        peaks.append(_launch("sgemm", Size(1, 1, 1, 1), np.dtype(np.float32), threads, min(budget, 1.0), seed,
+                             None, env, timeout)["gflops"])
+    peak = statistics.median(peaks)
+    say(f"sgemm 2048^3 float32, {threads} threads: {peak:.0f} GFLOP/s")
+    jobs = [(size, list(contenders)) for size in sizes]
+    if cell is not None:
+        cell_names = [c.replace("ours:", "ours-cell:") for c in contenders if c.startswith("ours:")]
+        cell_names += ["torch-cell"] if "torch" in contenders else []
+        jobs.append((Size(1, *cell[1:]), cell_names))
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (size, names) in enumerate(jobs):
+            is_cell = names and "cell" in names[0]
+            p = _problem(size, dtype, seed)
+            if is_cell:
+                ref_h, ref_c = reference_cell(p.x[0], p.h0, p.c0, p.params)
+                ref = (ref_h[None], ref_h, ref_c)
+            else:
+                say(f"[{k + 1}/{len(jobs)}] {size}: float64 reference")
+                ref = reference_forward(p)
+            runs: dict[str, list[dict]] = {n: [] for n in names}
+            errors: dict[str, float] = {}
+            for r in range(rounds):
+                for name in names if r % 2 == 0 else names[::-1]:
+                    save = os.path.join(tmp, f"{k}_{name.replace(':', '_')}.npz") if r == 0 else None
+                    say(f"[{k + 1}/{len(jobs)}] {'cell ' if is_cell else ''}{size} round {r + 1}/{rounds}: {name}")
+                    runs[name].append(_launch(name, size, dtype, threads, budget, seed, save, env, timeout))
+                    if save:
+                        with np.load(save) as got:
+                            errors[name] = max(worst_error(got[n], e, dtype) for n, e in zip(("y", "h_n", "c_n"), ref))
+            f = flops(size.batch, size.steps, size.input_size, size.hidden_size)
+            size_rows = []
+            for name in names:
+                meds = [d["median_s"] for d in runs[name]]
+                med = statistics.median(meds)
+                info = {k_: v for k_, v in runs[name][0].items() if k_ not in ("name", "median_s", "samples")}
+                size_rows.append(Result(size, name, med, meds, f / med / 1e9, 100 * f / med / 1e9 / peak,
+                                        errors[name], bool(errors[name] <= 1.0), info))
+            peer_times = [r.median_s for r in size_rows if not r.name.startswith("ours")]
+            if peer_times:
+                for row in size_rows:
+                    row.ratio_best_peer = row.median_s / min(peer_times)
+            results.extend(size_rows)
+    return peak, results
+
+
+def format_results(peak: float, results: Sequence[Result], threads: int) -> str:
+    """An aligned text table: median, GFLOP/s, % of the sgemm peak, ours / best peer."""
+    header = ["T", "B", "I", "H", "contender", "median ms", "GFLOP/s", "% peak", "/ best peer", "err/tol", "ok"]
+    lines = [header]
+    for r in results:
+        t, b, i, h = r.size
+        is_cell = "cell" in r.name
+        lines.append([
+            "cell" if is_cell else str(t), str(b), str(i), str(h), r.name + (f" [{r.info['path']}]" if r.info.get(
+                "path") else ""),
+            f"{r.median_s * 1e3:.4f}" if is_cell else f"{r.median_s * 1e3:.3f}", f"{r.gflops:.1f}",
+            f"{r.pct_peak:.0f}%", "-" if np.isnan(r.ratio_best_peer) else f"{r.ratio_best_peer:.2f}",
+            f"{r.worst_error:.2g}", "yes" if r.agrees else "NO",
+        ])
+    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
+    out = [f"each contender in its own fresh process, {threads} threads; sgemm 2048^3 float32 peak measured in "
+           f"this run: {peak:.0f} GFLOP/s"]
+    for n, row in enumerate(lines):
+        out.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Run one contender in this process (used by compare()).")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--size", type=parse_size, required=True)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save")
+    a = ap.parse_args(argv)
+    record = run_contender(a.run, a.size, dtype=np.dtype(a.dtype), threads=a.threads, budget=a.budget, seed=a.seed,
+                           save=a.save)
+    print(json.dumps(record, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
