@@ -58,7 +58,7 @@ class Float32Inside(NumpyBackend):
     name = "mutant-precision"
 
     def _forward(self, args):
-        y, h, c = NumpyBackend().forward(args.x.astype(np.float32), [p.astype(np.float32) for p in args.params],
+        y, h, c = NumpyBackend().forward(args.x.astype(np.float32), [p.astype(np.float32) for p in args.params[:4]],
                                          args.h0.astype(np.float32), args.c0.astype(np.float32),
                                          lengths=args.lengths, reverse=args.reverse)
         args.y[...], args.h_n[...], args.c_n[...] = y, h, c

@@ -34,7 +34,7 @@ def test_scalar_cell_by_hand():
 def _per_row_loop(p):
     """Row by row, time step by time step, plain Python loops over lengths."""
     x = p.x.astype(np.float64)
-    w_ih, w_hh, b_ih, b_hh = (a.astype(np.float64) for a in p.params)
+    w_ih, w_hh, b_ih, b_hh = (a.astype(np.float64) for a in p.params[:4])
     steps, batch, _ = x.shape
     hidden = w_hh.shape[1]
     y = np.zeros((steps, batch, hidden))

@@ -181,4 +181,4 @@ def reference_cell(x: Any, h: Any, c: Any, params: Any) -> tuple[np.ndarray, np.
     from ..backends.numpy_backend import NumpyBackend
 
     f64 = [np.asarray(a, dtype=np.float64) for a in (x, h, c)]
-    return NumpyBackend().cell(*f64, LSTMParams(*(np.asarray(p, np.float64) for p in params)))
+    return NumpyBackend().cell(*f64, LSTMParams(*(None if p is None else np.asarray(p, np.float64) for p in params)))
