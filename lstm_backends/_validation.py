@@ -108,7 +108,7 @@ def _check_same_dtype(named: dict[str, np.dtype]) -> np.dtype:
                 f"mixed dtypes: {first_name} is {first.name} but {name} is {dtype.name}; "
                 "all arrays of one call must share one dtype (nothing is up-cast "
                 f"silently): cast with .astype(np.{first.name}) or convert the params "
-                f"with LSTMParams(*(np.asarray(p, dtype=np.{first.name}) for p in params))"
+                f"with LSTMParams(*(None if p is None else np.asarray(p, dtype=np.{first.name}) for p in params))"
             )
     return first
 

@@ -258,7 +258,7 @@ def from_onnx(W: Any, R: Any, B: Any = None, direction: int = 0, P: Any = None) 
     if P is not None:
         P = np.asarray(P)  # noqa: N806
         if P.ndim != 2 or P.shape[1] != 3 * hidden:
-            raise ValueError(f"ONNX P has shape (num_directions, 3H) = (D, {3 * hidden}); got {P.shape}")
+            raise ValueError(f"ONNX P must have shape (num_directions, 3H) = (D, {3 * hidden}); got {P.shape}")
         w_peep = P[direction].reshape(3, hidden)[_ONNX_PEEPHOLE_ORDER]
     return LSTMParams(
         reorder_gates(W[direction], "onnx", "pytorch"),
