@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'lstm_backends.onnx needs the onnx package: pip install "lstm-backends[onnx]"'
     ) from exc
 
-__all__ = ["OnnxLSTM", "load", "load_all"]
+__all__ = ["OnnxLSTM", "check_against_onnxruntime", "load", "load_all"]
 
 #: Every attribute of the ONNX ``LSTM`` operator (opsets 1 to 22); anything else is refused.
 KNOWN_ATTRIBUTES = frozenset({"activation_alpha", "activation_beta", "activations", "clip", "direction",
@@ -80,6 +80,10 @@ class OnnxLSTM:
     dtype : numpy.dtype
         That of the weights; ``X`` and the initial states must have it.
     backend : Backend
+    node : onnx.NodeProto
+        The node as loaded.
+    weights : dict of str to ndarray
+        The node's constant inputs (W, R and, when present, B and P) by tensor name.
     """
 
     name: str
@@ -93,6 +97,17 @@ class OnnxLSTM:
     activations: list[tuple[Activation, Activation, Activation] | None]
     dtype: np.dtype
     backend: Any = field(repr=False)
+    node: Any = field(default=None, repr=False)  # the onnx.NodeProto
+    weights: dict = field(default_factory=dict, repr=False)  # input name -> constant array of the node
+
+    def describe(self) -> dict[str, Any]:
+        """The node's attributes as plain values (what ``lstm-backends onnx`` prints)."""
+        return {"direction": self.direction, "hidden_size": self.hidden_size, "input_size": self.input_size,
+                "layout": self.layout, "dtype": self.dtype.name,
+                "peepholes": any(p.w_peep is not None for p in self.params), "clip": self.clip,
+                "input_forget": self.input_forget,
+                "activations": [describe_activations(a) for a in self.activations],
+                "backend": self.backend.name, "onnx_only": self.onnx_only}
 
     @property
     def num_directions(self) -> int:
@@ -382,8 +397,9 @@ def _build(name: str, node: onnx.NodeProto, graph: onnx.GraphProto, constants: M
         needs.add("clip")
     if any(a is not None for a in activations):
         needs.add("activations")
+    weights = {ref: constants[ref] for ref in (inputs[1], inputs[2], inputs[3], inputs[7]) if ref}
     return OnnxLSTM(name, direction, hidden, W.shape[2], layout, params, None if clip is None else float(clip),
-                    bool(input_forget), activations, dtype, get_backend(backend, requires=needs))
+                    bool(input_forget), activations, dtype, get_backend(backend, requires=needs), node, weights)
 
 
 def load_all(model: Any, backend: Any = "auto") -> dict[str, OnnxLSTM]:
@@ -457,3 +473,69 @@ def load(model: Any, node: str | int | None = None, backend: Any = "auto") -> On
             raise ValueError(f"no LSTM node named {node!r}; the LSTM nodes are: {listed}")
         name, chosen = match[0]
     return _build(name, chosen, graph, _constants(graph), backend)
+
+
+def check_against_onnxruntime(node: OnnxLSTM, *, steps: int = 5, batch: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Run one node on random inputs (random lengths, 0 and ``T`` among them, and random
+    initial states) with this library and with onnxruntime, and compare.
+
+    The node runs in onnxruntime as a one-node model with its own weight tensors, so the
+    loader's conversion is checked too.  onnxruntime refuses ``layout = 1`` (the node then
+    runs as layout 0 on transposed data) and has no float64 LSTM (then nothing is compared).
+
+    Parameters
+    ----------
+    node : OnnxLSTM
+    steps, batch : int
+        ``T`` and ``B`` of the random input.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``compared`` (bool), ``reason`` (why not, when not), ``worst`` (largest error as a
+        fraction of the float32 tolerance; <= 1 agrees), ``agrees`` (bool).
+
+    Raises
+    ------
+    ImportError
+        onnxruntime is not installed.
+    """
+    import onnxruntime as ort
+
+    from .testing import worst_error
+
+    if node.dtype != np.float32:
+        return {"compared": False, "reason": f"onnxruntime has no {node.dtype.name} LSTM", "worst": float("nan"),
+                "agrees": True}
+    rng = np.random.default_rng(seed)
+    d, h = node.num_directions, node.hidden_size
+    x = rng.standard_normal((steps, batch, node.input_size)).astype(np.float32)
+    lens = rng.integers(0, steps + 1, batch).astype(np.int32)
+    lens[: min(2, batch)] = [steps, 0][: min(2, batch)]
+    h0 = rng.uniform(-1, 1, (d, batch, h)).astype(np.float32)
+    c0 = rng.standard_normal((d, batch, h)).astype(np.float32)
+    src = node.node
+    names = ["X", *src.input[1:4], "sequence_lens", "initial_h", "initial_c", src.input[7] if len(src.input) > 7 else ""]
+    attrs = [a for a in src.attribute if a.name != "layout"]  # onnxruntime computes layout 0 only
+    lstm = onnx.helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], name=node.name)
+    lstm.attribute.extend(attrs)
+    elem = onnx.TensorProto.FLOAT
+    graph = onnx.helper.make_graph(
+        [lstm], "check",
+        [onnx.helper.make_tensor_value_info("X", elem, None),
+         onnx.helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32, None),
+         onnx.helper.make_tensor_value_info("initial_h", elem, None),
+         onnx.helper.make_tensor_value_info("initial_c", elem, None)],
+        [onnx.helper.make_tensor_value_info(n, elem, None) for n in ("Y", "Y_h", "Y_c")],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in node.weights.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 14)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"X": x, "sequence_lens": lens, "initial_h": h0, "initial_c": c0})
+    if node.layout == 0:
+        got = node(x, lens, h0, c0)
+    else:
+        y, y_h, y_c = node(x.swapaxes(0, 1), lens, h0.swapaxes(0, 1), c0.swapaxes(0, 1))
+        got = (y.transpose(1, 2, 0, 3), y_h.swapaxes(0, 1), y_c.swapaxes(0, 1))
+    worst = max(worst_error(g, w.astype(np.float64), np.float32) for g, w in zip(got, want))
+    return {"compared": True, "reason": "", "worst": worst, "agrees": bool(worst <= 1.0)}
