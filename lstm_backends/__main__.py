@@ -162,8 +162,9 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         print(f"  peepholes: {'yes' if info['peepholes'] else 'no'}, clip: {info['clip']}, "
               f"input_forget: {int(info['input_forget'])}")
         print(f"  activations: {' | '.join(info['activations'])}")
-        print(f"  runs on: {info['backend']}; "
-              + (f"ONNX-only: {', '.join(info['onnx_only'])}" if info["onnx_only"] else "converts to lstm_backends.LSTM"))
+        torch_like = f"ONNX-only: {', '.join(info['onnx_only'])}" if info["onnx_only"] else \
+            "converts to lstm_backends.LSTM"
+        print(f"  runs on: {info['backend']}; {torch_like}")
         if check:
             result = lbo.check_against_onnxruntime(node)
             if not result["compared"]:

@@ -481,7 +481,8 @@ def check_against_onnxruntime(node: OnnxLSTM, *, steps: int = 5, batch: int = 3,
 
     The node runs in onnxruntime as a one-node model with its own weight tensors, so the
     loader's conversion is checked too.  onnxruntime refuses ``layout = 1`` (the node then
-    runs as layout 0 on transposed data) and has no float64 LSTM (then nothing is compared).
+    runs as layout 0 on transposed data), needs ``hidden_size`` (added when the node
+    leaves it to be inferred) and has no float64 LSTM (then nothing is compared).
 
     Parameters
     ----------
@@ -515,10 +516,10 @@ def check_against_onnxruntime(node: OnnxLSTM, *, steps: int = 5, batch: int = 3,
     lens[: min(2, batch)] = [steps, 0][: min(2, batch)]
     h0 = rng.uniform(-1, 1, (d, batch, h)).astype(np.float32)
     c0 = rng.standard_normal((d, batch, h)).astype(np.float32)
-    src = node.node
-    names = ["X", *src.input[1:4], "sequence_lens", "initial_h", "initial_c", src.input[7] if len(src.input) > 7 else ""]
-    attrs = [a for a in src.attribute if a.name != "layout"]  # onnxruntime computes layout 0 only
-    lstm = onnx.helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], name=node.name)
+    src = list(node.node.input) + [""] * (len(_INPUTS) - len(node.node.input))
+    names = ["X", src[1], src[2], src[3], "sequence_lens", "initial_h", "initial_c", src[7]]
+    attrs = [a for a in node.node.attribute if a.name not in ("layout", "hidden_size")]  # layout 0 only in ORT
+    lstm = onnx.helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], name=node.name, hidden_size=h)  # ORT needs it
     lstm.attribute.extend(attrs)
     elem = onnx.TensorProto.FLOAT
     graph = onnx.helper.make_graph(

@@ -368,6 +368,25 @@ def test_to_lstm_for_plain_nodes_and_refusal_otherwise():
         lbo.load(make_model(random_weights("reverse"), "reverse"), backend="numpy").to_lstm()
 
 
+def test_check_against_onnxruntime_for_minimal_layout_1_and_float64_nodes():
+    pytest.importorskip("onnxruntime")
+    w = random_weights("bidirectional", peephole=True, seed=81)
+    minimal = helper.make_model(helper.make_graph(
+        [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], name="bare", direction="bidirectional")], "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w[k], k) for k in ("W", "R")]))
+    for model in (minimal, make_model(w, "bidirectional", layout=1, clip=0.8, input_forget=True)):
+        result = lbo.check_against_onnxruntime(lbo.load(model, backend="numpy"))
+        assert result["compared"] and result["agrees"] and result["worst"] <= 1.0, result
+    wrong = lbo.load(minimal, backend="numpy")
+    wrong.params[1] = wrong.params[0]  # a corrupted reverse direction must be caught
+    assert not lbo.check_against_onnxruntime(wrong)["agrees"]
+    double = make_model(random_weights("forward", dtype=np.float64), dtype=np.float64)
+    result = lbo.check_against_onnxruntime(lbo.load(double, backend="numpy"))
+    assert not result["compared"] and "no float64 LSTM" in result["reason"]
+
+
 # ---------------------------------------------------------------------------- errors
 def test_bad_models_and_nodes(tmp_path):
     w = random_weights("forward", seed=71)
