@@ -11,7 +11,8 @@
 ((4, 2, 5), (2, 5))
 
 Importing this package imports NumPy only; Numba and numba.cuda load when a
-backend that needs them is first used.  A backend plugin needs only the names
+backend that needs them is first used, and the ``onnx`` package when
+:mod:`lstm_backends.onnx` (ONNX models) is.  A backend plugin needs only the names
 exported here: :class:`Backend`, :class:`Availability`, :class:`ForwardArgs`,
 :class:`CellArgs` and :data:`CAPABILITIES`.
 """
@@ -67,9 +68,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: ``lb.testing`` without importing it at start-up
-    if name == "testing":
+def __getattr__(name: str):  # lazy: ``lb.testing``, ``lb.onnx`` without importing them at start-up
+    if name in ("testing", "onnx"):
         import importlib
 
-        return importlib.import_module(".testing", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'lstm_backends' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Command line: ``lstm-backends info | bench | verify`` (also ``python -m lstm_backends``)."""
+"""Command line: ``lstm-backends info | bench | verify | onnx`` (also ``python -m lstm_backends``)."""
 
 from __future__ import annotations
 
@@ -153,6 +153,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_onnx(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from . import onnx as lbo
+
+    nodes = lbo.load_all(args.model, backend=args.backend)
+    if not nodes:
+        print(f"{args.model}: no LSTM node")
+        return 0
+    check = not args.no_check and importlib.util.find_spec("onnxruntime") is not None
+    failures = 0
+    for name, node in nodes.items():
+        info = node.describe()
+        print(f"{name}: LSTM {info['direction']}, hidden_size={info['hidden_size']}, input_size={info['input_size']}, "
+              f"layout={info['layout']}, {info['dtype']}")
+        print(f"  peepholes: {'yes' if info['peepholes'] else 'no'}, clip: {info['clip']}, "
+              f"input_forget: {int(info['input_forget'])}")
+        print(f"  activations: {' | '.join(info['activations'])}")
+        torch_like = f"ONNX-only: {', '.join(info['onnx_only'])}" if info["onnx_only"] else \
+            "converts to lstm_backends.LSTM"
+        print(f"  runs on: {info['backend']}; {torch_like}")
+        if check:
+            result = lbo.check_against_onnxruntime(node)
+            if not result["compared"]:
+                print(f"  onnxruntime: not compared ({result['reason']})")
+            else:
+                status = "agrees" if result["agrees"] else "DISAGREES"
+                print(f"  onnxruntime: {status} (worst error {result['worst']:.2g} of the float32 tolerance)")
+                failures += not result["agrees"]
+    if not check and not args.no_check:
+        print("\n(onnxruntime is not installed: nothing was compared)")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-backends", description="Fast LSTM layers outside PyTorch: inspect, benchmark and verify backends."
@@ -191,7 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="append", metavar="NAME", type=_check_name,
                    help="run only this check, repeatable")
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("onnx", help="list the LSTM nodes of an ONNX model and check them against onnxruntime",
+                       description="List every LSTM node of an ONNX file with its attributes and the backend "
+                       "that runs it; when onnxruntime is installed, run each node on random inputs with "
+                       "both and compare (needs the onnx extra).")
+    p.add_argument("model", help="path of the .onnx file")
+    p.add_argument("--backend", default="auto", type=_backend_or_auto, metavar="NAME",
+                   help="backend to run the nodes on (default: auto, the fastest with the features a node needs)")
+    p.add_argument("--no-check", action="store_true", help="only list, do not compare with onnxruntime")
+    p.set_defaults(func=cmd_onnx)
     return parser
+
+
+def _backend_or_auto(name: str) -> str:
+    return name if name == "auto" else _backend_name(name)
 
 
 def _check_name(name: str) -> str:

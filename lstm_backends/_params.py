@@ -10,23 +10,37 @@ __all__ = ["LSTMParams"]
 class LSTMParams(NamedTuple):
     """Weights of one LSTM layer in one direction, gates stacked ``i, f, g, o``.
 
-    A plain 4-tuple ``(w_ih, w_hh, b_ih, b_hh)`` is accepted wherever an
-    ``LSTMParams`` is.  A layer without bias passes zeros (or ``None``, which the
-    validation layer turns into zeros).
+    A plain tuple ``(w_ih, w_hh, b_ih, b_hh)`` (or with one or both optional trailing
+    fields, 5 or 6 items) is accepted wherever an ``LSTMParams`` is.  A layer without bias
+    passes zeros (or ``None``, which the validation layer turns into zeros).
+
+    Iterating an ``LSTMParams`` yields all six fields, the optional ones ``None`` when
+    absent: use ``params[:4]`` for the four arrays every layer has.
 
     Attributes
     ----------
     w_ih : array, shape (4H, I)
         Input-to-hidden weights, rows grouped by gate ``[i; f; g; o]``.
-    w_hh : array, shape (4H, H)
-        Hidden-to-hidden (recurrent) weights, same row grouping.
+    w_hh : array, shape (4H, H), or (4H, P) with a projection
+        Hidden-to-hidden (recurrent) weights, same row grouping.  They multiply ``h``,
+        which has ``P`` columns when ``w_hr`` is given.
     b_ih : array, shape (4H,)
         Input bias.
     b_hh : array, shape (4H,)
         Recurrent bias.  Only ``b_ih + b_hh`` matters; both exist for PyTorch parity.
+    w_hr : array, shape (P, H), optional
+        Projection (LSTMP, PyTorch's ``proj_size``): ``h_t = W_hr (o ⊙ tanh(c_t))``, so
+        ``h`` (and ``y``) have ``P`` columns while ``c`` keeps ``H``.  Needs the backend
+        capability ``projection``.
+    w_peep : array, shape (3, H), optional
+        Peephole weights of the gates ``i, f, o``, in that order (ONNX's ``P`` is stored
+        ``i, o, f``: :func:`lstm_backends.onnx.load` reorders).  ``i`` and ``f`` see
+        ``c_{t-1}``, ``o`` sees the new ``c_t``.  Needs the capability ``peephole``.
     """
 
     w_ih: Any
     w_hh: Any
     b_ih: Any
     b_hh: Any
+    w_hr: Any = None
+    w_peep: Any = None

@@ -301,7 +301,7 @@ def list_backends() -> list[BackendInfo]:
     return rows
 
 
-def _auto() -> Any:
+def _auto(requires: frozenset[str] = frozenset()) -> Any:
     _scan_plugins()
     with _lock:
         entries = list(_entries.values())
@@ -314,14 +314,17 @@ def _auto() -> Any:
         eligible = getattr(e.cls, "auto_eligible", None)
         if priority is None or (callable(eligible) and not eligible()):
             continue
+        if not requires <= set(getattr(e.cls, "capabilities", ())):
+            continue
         if best is None or priority > best[0]:
             best = (priority, e)
     if best is None:  # cannot happen while numpy is registered, but say so clearly
-        raise BackendUnavailableError("no backend is available for 'auto'")
+        needs = f" with the capabilities {', '.join(sorted(requires))}" if requires else ""
+        raise BackendUnavailableError(f"no backend{needs} is available for 'auto'")
     return get_backend(best[1].name)
 
 
-def get_backend(name: Any = "auto") -> Any:
+def get_backend(name: Any = "auto", *, requires: Any = ()) -> Any:
     """Return a ready backend instance.
 
     Parameters
@@ -330,6 +333,10 @@ def get_backend(name: Any = "auto") -> Any:
         A registered name, or ``"auto"`` for the available backend with the highest
         ``auto_priority`` — plugins included; among the built-ins ``cuda`` on a real GPU,
         then ``numba``, then ``numpy``.  A backend instance is returned as is.
+    requires : iterable of str
+        Capabilities the caller needs (see :data:`lstm_backends.CAPABILITIES`): ``auto``
+        picks the fastest available backend that has them all; a named backend that
+        lacks one raises :class:`~lstm_backends.UnsupportedFeatureError`.
 
     Returns
     -------
@@ -342,15 +349,27 @@ def get_backend(name: Any = "auto") -> Any:
         No backend of that name; the message lists the known ones.
     BackendUnavailableError
         Known but unavailable here; the message says why and how to fix it.
+    UnsupportedFeatureError
+        The backend lacks a capability of ``requires``.
     """
+    requires = frozenset(requires)
     if not isinstance(name, str):
         from .backends._base import Backend
 
         if isinstance(name, Backend):
+            for feature in sorted(requires):
+                name._require(feature)
             return name
         raise TypeError(f"backend must be a name or a Backend instance; got {type(name).__name__}")
     if name == "auto":
-        return _auto()
+        return _auto(requires)
+    instance = _named(name)
+    for feature in sorted(requires):
+        instance._require(feature)
+    return instance
+
+
+def _named(name: str) -> Any:
     entry = _entry(name)
     available, reason = _availability(entry)
     if not available:

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from ._activations import Activation, normalize_activations
 from ._params import LSTMParams
 
 __all__ = [
+    "CellOptions",
     "CellSpec",
     "ForwardSpec",
     "check_cell_out",
@@ -41,11 +43,11 @@ __all__ = [
     "validate_cell",
     "validate_forward",
     "validate_lengths",
+    "validate_options",
     "validate_params",
 ]
 
 DEFAULT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_PARAM_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
 def is_device_array(a: Any) -> bool:
@@ -106,7 +108,7 @@ def _check_same_dtype(named: dict[str, np.dtype]) -> np.dtype:
                 f"mixed dtypes: {first_name} is {first.name} but {name} is {dtype.name}; "
                 "all arrays of one call must share one dtype (nothing is up-cast "
                 f"silently): cast with .astype(np.{first.name}) or convert the params "
-                f"with LSTMParams(*(np.asarray(p, dtype=np.{first.name}) for p in params))"
+                f"with LSTMParams(*(None if p is None else np.asarray(p, dtype=np.{first.name}) for p in params))"
             )
     return first
 
@@ -130,27 +132,29 @@ def _check_placement(named: dict[str, Any], device_ok: bool) -> None:
             )
 
 
-def _unpack_params(params: Any) -> tuple[Any, Any, Any, Any]:
+def _unpack_params(params: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """``(w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)`` from an LSTMParams or a tuple of 4 to 6 items."""
     if isinstance(params, LSTMParams):
-        return tuple(params)
+        return tuple(params)  # type: ignore[return-value]
     try:
         n = len(params)
     except TypeError:
         n = -1
-    if n != 4 or isinstance(params, (str, bytes, np.ndarray)):
+    if not 4 <= n <= 6 or isinstance(params, (str, bytes, np.ndarray)):
         raise TypeError(
-            "params must be an LSTMParams or a 4-tuple (w_ih, w_hh, b_ih, b_hh); "
-            f"got {type(params).__name__}"
+            "params must be an LSTMParams or a 4-tuple (w_ih, w_hh, b_ih, b_hh), optionally followed by "
+            f"w_hr and w_peep; got {type(params).__name__}"
             + (f" of length {n}" if n >= 0 and not isinstance(params, np.ndarray) else "")
         )
-    return tuple(params)
+    return (*tuple(params), None, None)[:6]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class ParamsSpec:
     """Checked parameters (the caller's objects, unconverted) and the sizes they imply.
 
-    ``b_ih``/``b_hh`` are ``None`` for "no bias" (zeros).
+    ``b_ih``/``b_hh`` are ``None`` for "no bias" (zeros); ``w_hr``/``w_peep`` are ``None``
+    when absent, and ``proj_size`` is 0 without a projection.
     """
 
     w_ih: Any
@@ -160,22 +164,37 @@ class ParamsSpec:
     input_size: int
     hidden_size: int
     dtype: np.dtype
+    w_hr: Any = None
+    w_peep: Any = None
+    proj_size: int = 0
+
+    @property
+    def state_size(self) -> int:
+        """Width of ``h``: ``proj_size`` with a projection, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
 
     @property
     def arrays(self) -> tuple[Any, ...]:
-        return tuple(a for a in (self.w_ih, self.w_hh, self.b_ih, self.b_hh) if a is not None)
+        return tuple(a for a in (self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.w_hr, self.w_peep)
+                     if a is not None)
+
+    def named(self) -> dict[str, Any]:
+        """Name -> array of every parameter (``None`` when absent), for the aliasing rule."""
+        return {"w_ih": self.w_ih, "w_hh": self.w_hh, "b_ih": self.b_ih, "b_hh": self.b_hh, "w_hr": self.w_hr,
+                "w_peep": self.w_peep}
 
 
 def validate_params(
     params: Any, *, dtypes: Sequence[np.dtype] = DEFAULT_DTYPES, device_ok: bool = False
 ) -> ParamsSpec:
-    """Check ``(w_ih, w_hh, b_ih, b_hh)`` and derive ``I`` and ``H``.
+    """Check ``(w_ih, w_hh, b_ih, b_hh[, w_hr[, w_peep]])`` and derive ``I``, ``H`` and ``P``.
 
     Parameters
     ----------
-    params : LSTMParams or 4-tuple
-        ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih`` (4H,), ``b_hh`` (4H,); a bias may be
-        ``None`` for "no bias" (zeros).
+    params : LSTMParams or tuple of 4 to 6 items
+        ``w_ih`` (4H, I), ``w_hh`` (4H, H) — or (4H, P) with a projection —, ``b_ih`` (4H,),
+        ``b_hh`` (4H,), ``w_hr`` (P, H) or ``None``, ``w_peep`` (3, H) or ``None``; a bias may
+        be ``None`` for "no bias" (zeros).
     dtypes : sequence of numpy.dtype
         Dtypes the backend supports.
     device_ok : bool
@@ -185,10 +204,10 @@ def validate_params(
     -------
     ParamsSpec
     """
-    w_ih, w_hh, b_ih, b_hh = _unpack_params(params)
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = _unpack_params(params)
     if w_ih is None or w_hh is None:
         raise TypeError("params.w_ih and params.w_hh are required (got None)")
-    named = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    named = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "w_hr": w_hr, "w_peep": w_peep}
     _check_placement({f"params.{k}": v for k, v in named.items()}, device_ok)
     meta = {k: describe(v) for k, v in named.items() if v is not None}
     for k, (_, dt) in meta.items():
@@ -196,12 +215,29 @@ def validate_params(
     dtype = _check_same_dtype({f"params.{k}": dt for k, (_, dt) in meta.items()})
 
     hh_shape = meta["w_hh"][0]
-    if len(hh_shape) != 2 or hh_shape[0] != 4 * hh_shape[1] or hh_shape[1] < 1:
-        raise ValueError(
-            "params.w_hh must have shape (4H, H) with H >= 1 (gates i, f, g, o stacked "
-            f"along the first axis); got shape {tuple(hh_shape)}"
-        )
-    hidden = hh_shape[1]
+    if w_hr is None:
+        if len(hh_shape) != 2 or hh_shape[0] != 4 * hh_shape[1] or hh_shape[1] < 1:
+            raise ValueError(
+                "params.w_hh must have shape (4H, H) with H >= 1 (gates i, f, g, o stacked "
+                f"along the first axis); got shape {tuple(hh_shape)}"
+            )
+        hidden, proj = hh_shape[1], 0
+    else:
+        if len(hh_shape) != 2 or hh_shape[0] % 4 or hh_shape[0] < 4:
+            raise ValueError(
+                "params.w_hh must have shape (4H, P) with a projection (gates i, f, g, o stacked along the "
+                f"first axis; P from params.w_hr); got shape {tuple(hh_shape)}"
+            )
+        hidden = hh_shape[0] // 4
+        hr_shape = meta["w_hr"][0]
+        if len(hr_shape) != 2 or hr_shape[1] != hidden or hr_shape[0] < 1:
+            raise ValueError(
+                f"params.w_hr must have shape (P, H) with H={hidden} (from params.w_hh: 4H = {4 * hidden}) "
+                f"and P >= 1; got shape {tuple(hr_shape)}"
+            )
+        proj = hr_shape[0]
+        _check_shape("params.w_hh", hh_shape, (4 * hidden, proj),
+                     f"(4H, P) with H={hidden}, P={proj} (P from params.w_hr)")
     ih_shape = meta["w_ih"][0]
     if len(ih_shape) != 2 or ih_shape[0] != 4 * hidden or ih_shape[1] < 1:
         raise ValueError(
@@ -211,7 +247,49 @@ def validate_params(
     for k in ("b_ih", "b_hh"):
         if k in meta:
             _check_shape(f"params.{k}", meta[k][0], (4 * hidden,), f"(4H,) with H={hidden}")
-    return ParamsSpec(w_ih, w_hh, b_ih, b_hh, ih_shape[1], hidden, dtype)
+    if "w_peep" in meta:
+        _check_shape("params.w_peep", meta["w_peep"][0], (3, hidden),
+                     f"(3, H) with H={hidden} (peepholes of gates i, f, o)")
+    return ParamsSpec(w_ih, w_hh, b_ih, b_hh, ih_shape[1], hidden, dtype, w_hr, w_peep, proj)
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """Checked cell options: ``clip`` (a positive float or None), ``input_forget`` and
+    ``activations`` (None for the defaults)."""
+
+    clip: float | None = None
+    input_forget: bool = False
+    activations: tuple[Activation, Activation, Activation] | None = None
+
+
+PLAIN = CellOptions()
+
+
+def validate_options(clip: Any = None, input_forget: Any = False, activations: Any = None) -> CellOptions:
+    """Check the cell options of ``forward``/``cell``/``forward_layers``.
+
+    Parameters
+    ----------
+    clip : positive float or None
+        Bound of every gate pre-activation.
+    input_forget : bool
+        Couple the gates: ``f = 1 - i``.
+    activations : None or sequence of 3
+        See :func:`lstm_backends._activations.normalize_activations`.
+
+    Returns
+    -------
+    CellOptions
+    """
+    if clip is not None:
+        if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.integer, np.floating)) \
+                or not clip > 0:
+            raise ValueError(f"clip must be a positive number (or None for no clipping); got {clip!r}")
+        clip = float(clip)
+    if not isinstance(input_forget, (bool, np.bool_)) and input_forget not in (0, 1):
+        raise ValueError(f"input_forget must be True or False; got {input_forget!r}")
+    return CellOptions(clip, bool(input_forget), normalize_activations(activations))
 
 
 def validate_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray | None:
@@ -392,7 +470,8 @@ class ForwardSpec:
     """A checked ``forward`` call: the caller's objects (unconverted) and the sizes.
 
     ``lengths`` is a host int64 array (``T`` everywhere when the caller passed none);
-    ``full`` says whether every row runs all ``T`` steps.
+    ``full`` says whether every row runs all ``T`` steps.  ``h0`` and ``y`` have
+    ``state_size`` columns (``P`` with a projection), ``c0`` has ``hidden_size``.
     """
 
     x: Any
@@ -408,11 +487,14 @@ class ForwardSpec:
     hidden_size: int
     dtype: np.dtype
 
+    @property
+    def state_size(self) -> int:
+        """Width of ``h`` and ``y``: ``P`` with a projection, else ``H``."""
+        return self.params.state_size
+
     def inputs(self) -> dict[str, Any]:
         """Name -> array of every input (for the aliasing rule)."""
-        p = self.params
-        return {"x": self.x, "w_ih": p.w_ih, "w_hh": p.w_hh, "b_ih": p.b_ih, "b_hh": p.b_hh,
-                "h0": self.h0, "c0": self.c0}
+        return {"x": self.x, **self.params.named(), "h0": self.h0, "c0": self.c0}
 
 
 def validate_forward(
@@ -431,8 +513,9 @@ def validate_forward(
     Parameters
     ----------
     x : array, shape (T, B, I)
-    params : LSTMParams or 4-tuple
-    h0, c0 : array, shape (B, H), or None for zeros
+    params : LSTMParams or tuple of 4 to 6 items
+    h0 : array, shape (B, S), or None for zeros (S = P with a projection, else H)
+    c0 : array, shape (B, H), or None for zeros
     lengths : array_like of int, shape (B,), or None
     reverse : bool
     dtypes : sequence of numpy.dtype
@@ -461,12 +544,12 @@ def validate_forward(
             f"got shape {tuple(x_shape)}"
         )
     hidden = p.hidden_size
-    for name, s in (("h0", h0), ("c0", c0)):
+    for name, s, width in (("h0", h0, _state_width(p)), ("c0", c0, ("H", hidden))):
         if s is not None:
             s_shape, s_dtype = describe(s)
             _check_floating(name, s_dtype, dtypes)
             named[name] = s_dtype
-            _check_shape(name, s_shape, (batch, hidden), f"(B, H) with B={batch}, H={hidden}")
+            _check_shape(name, s_shape, (batch, width[1]), f"(B, {width[0]}) with B={batch}, {width[0]}={width[1]}")
     dtype = _check_same_dtype(named)
     lens = validate_lengths(lengths, batch, steps)
     full = lens is None or bool((lens == steps).all())
@@ -475,8 +558,13 @@ def validate_forward(
     return ForwardSpec(x, p, h0, c0, lens, full, bool(reverse), steps, batch, in_size, hidden, dtype)
 
 
+def _state_width(p: ParamsSpec) -> tuple[str, int]:
+    """The width of ``h`` and its letter: ``("P", P)`` with a projection, else ``("H", H)``."""
+    return ("P", p.proj_size) if p.proj_size else ("H", p.hidden_size)
+
+
 def check_forward_out(out: Any, spec: ForwardSpec) -> tuple[Any, Any, Any]:
-    """Check ``forward``'s ``out=(y, h_n, c_n)``: shapes (T, B, H), (B, H), (B, H), the dtype,
+    """Check ``forward``'s ``out=(y, h_n, c_n)``: shapes (T, B, S), (B, S), (B, H), the dtype,
     C order, writeability, and the aliasing rule (``h_n``/``c_n`` may be ``h0``/``c0``).
 
     Returns
@@ -484,9 +572,9 @@ def check_forward_out(out: Any, spec: ForwardSpec) -> tuple[Any, Any, Any]:
     y, h_n, c_n
     """
     y, h_n, c_n = _unpack_out(out, 3, "(y, h_n, c_n)")
-    t, b, h = spec.steps, spec.batch, spec.hidden_size
-    _check_out_array("out[0] (y)", y, (t, b, h), spec.dtype)
-    _check_out_array("out[1] (h_n)", h_n, (b, h), spec.dtype)
+    t, b, h, s = spec.steps, spec.batch, spec.hidden_size, spec.state_size
+    _check_out_array("out[0] (y)", y, (t, b, s), spec.dtype)
+    _check_out_array("out[1] (h_n)", h_n, (b, s), spec.dtype)
     _check_out_array("out[2] (c_n)", c_n, (b, h), spec.dtype)
     check_aliasing({"y": y, "h_n": h_n, "c_n": c_n}, spec.inputs(), {"h_n": "h0", "c_n": "c0"})
     return y, h_n, c_n
@@ -506,11 +594,14 @@ class CellSpec:
     hidden_size: int
     dtype: np.dtype
 
+    @property
+    def state_size(self) -> int:
+        """Width of ``h``: ``P`` with a projection, else ``H``."""
+        return self.params.state_size
+
     def inputs(self) -> dict[str, Any]:
         """Name -> array of every input (for the aliasing rule)."""
-        p = self.params
-        return {"x": self.x, "w_ih": p.w_ih, "w_hh": p.w_hh, "b_ih": p.b_ih, "b_hh": p.b_hh,
-                "h": self.h, "c": self.c}
+        return {"x": self.x, **self.params.named(), "h": self.h, "c": self.c}
 
 
 def validate_cell(
@@ -527,8 +618,9 @@ def validate_cell(
     Parameters
     ----------
     x : array, shape (B, I)
-    h, c : array, shape (B, H)
-    params : LSTMParams or 4-tuple
+    h : array, shape (B, S) (S = P with a projection, else H)
+    c : array, shape (B, H)
+    params : LSTMParams or tuple of 4 to 6 items
     dtypes : sequence of numpy.dtype
     device_ok : bool
 
@@ -550,19 +642,19 @@ def validate_cell(
         )
     named = {"x": x_dtype, "params": p.dtype}
     hidden = p.hidden_size
-    for name, s in (("h", h), ("c", c)):
+    for name, s, width in (("h", h, _state_width(p)), ("c", c, ("H", hidden))):
         if s is None:
-            raise TypeError(f"{name} is required for cell(); pass zeros of shape (B, H) to start")
+            raise TypeError(f"{name} is required for cell(); pass zeros of shape (B, {width[0]}) to start")
         s_shape, s_dtype = describe(s)
         _check_floating(name, s_dtype, dtypes)
         named[name] = s_dtype
-        _check_shape(name, s_shape, (batch, hidden), f"(B, H) with B={batch}, H={hidden}")
+        _check_shape(name, s_shape, (batch, width[1]), f"(B, {width[0]}) with B={batch}, {width[0]}={width[1]}")
     dtype = _check_same_dtype(named)
     return CellSpec(x, p, h, c, batch, in_size, hidden, dtype)
 
 
 def check_cell_out(out: Any, spec: CellSpec) -> tuple[Any, Any]:
-    """Check ``cell``'s ``out=(h_out, c_out)``: shapes (B, H), the dtype, C order,
+    """Check ``cell``'s ``out=(h_out, c_out)``: shapes (B, S), (B, H), the dtype, C order,
     writeability, and the aliasing rule (``h_out``/``c_out`` may be ``h``/``c``).
 
     Returns
@@ -571,7 +663,7 @@ def check_cell_out(out: Any, spec: CellSpec) -> tuple[Any, Any]:
     """
     h_out, c_out = _unpack_out(out, 2, "(h_out, c_out)")
     b, h = spec.batch, spec.hidden_size
-    _check_out_array("out[0] (h_out)", h_out, (b, h), spec.dtype)
+    _check_out_array("out[0] (h_out)", h_out, (b, spec.state_size), spec.dtype)
     _check_out_array("out[1] (c_out)", c_out, (b, h), spec.dtype)
     check_aliasing({"h_out": h_out, "c_out": c_out}, spec.inputs(), {"h_out": "h", "c_out": "c"})
     return h_out, c_out
@@ -596,10 +688,15 @@ def fast_cell(x: Any, h: Any, c: Any, params: Any, out: Any, dtypes: Sequence[np
     dtype = x.dtype
     if dtype not in dtypes:
         return None
-    try:
-        w_ih, w_hh, b_ih, b_hh = params
-    except (TypeError, ValueError):
-        return None
+    if type(params) is LSTMParams:
+        w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = params
+        if w_hr is not None or w_peep is not None:
+            return None  # projection / peepholes: the full path checks them
+    else:
+        try:
+            w_ih, w_hh, b_ih, b_hh = params
+        except (TypeError, ValueError):
+            return None
     if type(w_hh) is not np.ndarray or w_hh.ndim != 2:
         return None
     hidden = w_hh.shape[1]

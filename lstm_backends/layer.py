@@ -12,7 +12,8 @@ from ._registry import get_backend
 
 __all__ = ["LSTM"]
 
-_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_FIELDS = {"weight_ih": "w_ih", "weight_hh": "w_hh", "bias_ih": "b_ih", "bias_hh": "b_hh", "weight_hr": "w_hr"}
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -45,6 +46,12 @@ class LSTM:
         Registry name (``"auto"`` picks the fastest available) or instance.
     seed : int or numpy.random.Generator, optional
         Initialises weights like PyTorch, uniform in ``[-1/sqrt(H), 1/sqrt(H)]``.
+    proj_size : int
+        ``P > 0`` adds a projection to every layer and direction (LSTMP, like PyTorch's
+        ``proj_size``, ``0 < P < H``): ``h_t = W_hr (o ⊙ tanh(c_t))`` has ``P`` features, so
+        ``y`` is (T, B, D * P), ``h_n`` (L * D, B, P) while ``c_n`` stays (L * D, B, H), and
+        the state dict gains ``weight_hr_l{k}[_reverse]`` of shape (P, H).  Needs a backend
+        with the ``projection`` capability.
 
     Attributes
     ----------
@@ -73,10 +80,16 @@ class LSTM:
         dtype: Any = np.float32,
         backend: Any = "auto",
         seed: Any = None,
+        proj_size: int = 0,
     ) -> None:
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if not isinstance(proj_size, (int, np.integer)) or isinstance(proj_size, bool) or proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative integer (0: no projection); got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size (as in torch.nn.LSTM); got "
+                             f"proj_size={proj_size}, hidden_size={hidden_size}")
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64; got {dtype.name}")
@@ -86,8 +99,11 @@ class LSTM:
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
+        self.proj_size = int(proj_size)
         self.dtype = dtype
         self.backend = get_backend(backend)
+        if self.proj_size:
+            self.backend._require("projection", f"proj_size={self.proj_size}")
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params: list[list[LSTMParams]] = []
@@ -95,26 +111,34 @@ class LSTM:
             directions = []
             for _ in range(self.num_directions):
                 shapes = self._shapes(layer)
-                arrays = [
-                    rng.uniform(-bound, bound, size=shapes[k]).astype(dtype)
+                arrays = {
+                    _FIELDS[k]: rng.uniform(-bound, bound, size=shape).astype(dtype)
                     if (k.startswith("weight") or self.bias)
-                    else np.zeros(shapes[k], dtype)
-                    for k in _KINDS
-                ]
-                directions.append(LSTMParams(*arrays))
+                    else np.zeros(shape, dtype)
+                    for k, shape in shapes.items()
+                }
+                directions.append(LSTMParams(**arrays))
             self.params.append(directions)
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @property
+    def state_size(self) -> int:
+        """Features of ``h``: ``proj_size`` when projecting, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
     def _shapes(self, layer: int) -> dict[str, tuple[int, ...]]:
-        h = self.hidden_size
-        layer_in = self.input_size if layer == 0 else h * self.num_directions
-        return {"weight_ih": (4 * h, layer_in), "weight_hh": (4 * h, h), "bias_ih": (4 * h,), "bias_hh": (4 * h,)}
+        h, s = self.hidden_size, self.state_size
+        layer_in = self.input_size if layer == 0 else s * self.num_directions
+        shapes = {"weight_ih": (4 * h, layer_in), "weight_hh": (4 * h, s), "bias_ih": (4 * h,), "bias_hh": (4 * h,)}
+        if self.proj_size:
+            shapes["weight_hr"] = (self.proj_size, h)
+        return shapes
 
     def _keys(self) -> list[tuple[str, int, int, str]]:
-        kinds = _KINDS if self.bias else _KINDS[:2]
+        kinds = [k for k in _KINDS if (self.bias or not k.startswith("bias")) and (self.proj_size or k != "weight_hr")]
         keys = []
         for layer in range(self.num_layers):
             for d in range(self.num_directions):
@@ -124,18 +148,14 @@ class LSTM:
 
     # ------------------------------------------------------------------ weights
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Weights under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, …).
+        """Weights under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``, …).
 
         Returns
         -------
         dict of str to numpy.ndarray
             Copies; shapes as in ``torch.nn.LSTM``.
         """
-        return {
-            key: getattr(self.params[layer][d], {"weight_ih": "w_ih", "weight_hh": "w_hh",
-                                                  "bias_ih": "b_ih", "bias_hh": "b_hh"}[kind]).copy()
-            for key, layer, d, kind in self._keys()
-        }
+        return {key: getattr(self.params[layer][d], _FIELDS[kind]).copy() for key, layer, d, kind in self._keys()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load weights named like ``torch.nn.LSTM.state_dict()`` (NumPy values; no torch needed).
@@ -143,8 +163,9 @@ class LSTM:
         Parameters
         ----------
         state_dict : mapping of str to array
-            ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, with
-            ``_reverse`` for the second direction.  Values are converted to the layer's dtype.
+            ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (and
+            ``weight_hr_l{k}`` with ``proj_size``), with ``_reverse`` for the second direction.
+            Values are converted to the layer's dtype.
         strict : bool
             Refuse unexpected keys (missing keys are always refused).
 
@@ -169,9 +190,10 @@ class LSTM:
                 parts.append(f"unexpected keys: {', '.join(unexpected)}")
             raise KeyError(
                 f"state_dict does not match LSTM(num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, bias={self.bias}): " + "; ".join(parts)
+                f"bidirectional={self.bidirectional}, bias={self.bias}, proj_size={self.proj_size}): "
+                + "; ".join(parts)
             )
-        new = [[dict(zip(_KINDS, p)) for p in layer] for layer in self.params]
+        new = [[p._asdict() for p in layer] for layer in self.params]
         for key, layer, d, kind in keys:
             value = _to_numpy(state_dict[key])
             if not np.issubdtype(value.dtype, np.floating):
@@ -179,8 +201,8 @@ class LSTM:
             shape = self._shapes(layer)[kind]
             if value.shape != shape:
                 raise ValueError(f"state_dict[{key!r}] must have shape {shape}; got shape {value.shape}")
-            new[layer][d][kind] = np.array(value, dtype=self.dtype, order="C", copy=True)
-        self.params = [[LSTMParams(*(p[k] for k in _KINDS)) for p in layer] for layer in new]
+            new[layer][d][_FIELDS[kind]] = np.array(value, dtype=self.dtype, order="C", copy=True)
+        self.params = [[LSTMParams(**p) for p in layer] for layer in new]
 
     # ------------------------------------------------------------------ forward
     def __call__(
@@ -194,16 +216,17 @@ class LSTM:
         Parameters
         ----------
         x : array, shape (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched
-        hx : tuple (h0, c0) of arrays shaped (L * D, B, H) ((L * D, H) unbatched), optional
-            Initial states; zeros when omitted.
+        hx : tuple (h0, c0) of arrays shaped (L * D, B, S) and (L * D, B, H), optional
+            Initial states (without the batch axis when unbatched); zeros when omitted.
+            ``S`` is ``proj_size`` when projecting, else ``H``.
         lengths : array_like of int, shape (B,), optional
             Valid steps per row (like a packed sequence): outputs past a row's length
             are zero and its final state is taken at its last valid step.
 
         Returns
         -------
-        y : array, shape (T, B, D * H) (or (B, T, D * H) with ``batch_first``)
-        (h_n, c_n) : arrays, shape (L * D, B, H)
+        y : array, shape (T, B, D * S) (or (B, T, D * S) with ``batch_first``)
+        (h_n, c_n) : arrays, shapes (L * D, B, S) and (L * D, B, H)
         """
         x_shape = getattr(x, "shape", None) or np.shape(x)
         unbatched = len(x_shape) == 2
@@ -227,11 +250,13 @@ class LSTM:
         if hx is not None:
             h0, c0 = hx
             batch = x.shape[1]
-            expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
-            for name, s in (("h0", h0), ("c0", c0)):
+            stack = self.num_layers * self.num_directions
+            letter = "P" if self.proj_size else "H"
+            for name, s, width, w_name in (("h0", h0, self.state_size, letter), ("c0", c0, self.hidden_size, "H")):
+                expected = (stack, batch, width)
                 shape = tuple(getattr(s, "shape", None) or np.shape(s))
                 if shape != expected:
-                    raise ValueError(f"{name} must have shape (L * D, B, H) = {expected}; got shape {shape}")
+                    raise ValueError(f"{name} must have shape (L * D, B, {w_name}) = {expected}; got shape {shape}")
         y, h_n, c_n = self.backend.forward_layers(x, self.params, h0, c0, lengths=lengths)
         if unbatched:
             return y[:, 0], (h_n[:, 0], c_n[:, 0])
@@ -243,5 +268,6 @@ class LSTM:
         return (
             f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"bias={self.bias}, batch_first={self.batch_first}, bidirectional={self.bidirectional}, "
-            f"dtype={self.dtype.name}, backend={self.backend.name!r})"
+            + (f"proj_size={self.proj_size}, " if self.proj_size else "")
+            + f"dtype={self.dtype.name}, backend={self.backend.name!r})"
         )

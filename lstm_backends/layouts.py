@@ -9,7 +9,8 @@ layout        gate order   storage
 ============  ===========  ==================================================
 ``pytorch``   i, f, g, o   ``W_ih`` (4H, I), ``W_hh`` (4H, H), two biases (4H,)
 ``keras``     i, f, c, o   ``kernel`` (I, 4H), ``recurrent_kernel`` (H, 4H), one bias
-``onnx``      i, o, f, c   ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = [Wb, Rb]
+``onnx``      i, o, f, c   ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = [Wb, Rb],
+                           peepholes ``P`` (D, 3H) in the order i, o, f
 ``haste``     i, g, f, o   ``kernel`` (I, 4H), ``recurrent_kernel`` (H, 4H), one bias
 ``textbook``  f, i, o, g   like PyTorch, gates reordered
 ============  ===========  ==================================================
@@ -35,6 +36,7 @@ __all__ = [
     "from_onnx",
     "from_textbook",
     "gate_order",
+    "onnx_peepholes",
     "reorder_gates",
     "to_haste",
     "to_keras",
@@ -107,9 +109,12 @@ def reorder_gates(a: Any, src: str, dst: str, axis: int = 0) -> np.ndarray:
 def convert_params(params: Any, src: str, dst: str) -> LSTMParams:
     """Reorder the gates of PyTorch-shaped parameters, ``(4H, I), (4H, H), (4H,), (4H,)``.
 
+    A projection ``w_hr`` (P, H) and peepholes ``w_peep`` (3, H, gates i, f, o) have no
+    stacked-gate axis and are passed through unchanged.
+
     Parameters
     ----------
-    params : LSTMParams or 4-tuple
+    params : LSTMParams or tuple of 4 to 6 items
     src, dst : str
         Gate orders (layout names or order strings).
 
@@ -117,10 +122,11 @@ def convert_params(params: Any, src: str, dst: str) -> LSTMParams:
     -------
     LSTMParams
     """
-    return LSTMParams(*(reorder_gates(p, src, dst, axis=0) for p in params))
+    core = [reorder_gates(p, src, dst, axis=0) for p in tuple(params)[:4]]
+    return LSTMParams(*core, *tuple(params)[4:])
 
 
-def from_textbook(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> LSTMParams:
+def from_textbook(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, w_hr: Any = None, w_peep: Any = None) -> LSTMParams:
     """Parameters in the textbook order f, i, o, g (PyTorch shapes) to ours.
 
     Parameters
@@ -128,12 +134,14 @@ def from_textbook(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> LSTMParams:
     w_ih : array, shape (4H, I)
     w_hh : array, shape (4H, H)
     b_ih, b_hh : array, shape (4H,)
+    w_hr, w_peep : array, optional
+        Passed through (they have no stacked-gate axis).
 
     Returns
     -------
     LSTMParams
     """
-    return convert_params((w_ih, w_hh, b_ih, b_hh), "textbook", "pytorch")
+    return convert_params((w_ih, w_hh, b_ih, b_hh, w_hr, w_peep), "textbook", "pytorch")
 
 
 def to_textbook(params: Any) -> LSTMParams:
@@ -142,7 +150,7 @@ def to_textbook(params: Any) -> LSTMParams:
 
 
 def _one_bias(params: Any) -> tuple[LSTMParams, np.ndarray]:
-    p = LSTMParams(*(np.asarray(a) for a in params))
+    p = LSTMParams(*(None if a is None else np.asarray(a) for a in params))
     return p, p.b_ih + p.b_hh
 
 
@@ -216,7 +224,11 @@ def to_haste(params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def from_onnx(W: Any, R: Any, B: Any = None, direction: int = 0) -> LSTMParams:  # noqa: N803
+# ONNX stores the peepholes i, o, f; ours are i, f, o.  The permutation is its own inverse.
+_ONNX_PEEPHOLE_ORDER = [0, 2, 1]
+
+
+def from_onnx(W: Any, R: Any, B: Any = None, direction: int = 0, P: Any = None) -> LSTMParams:  # noqa: N803
     """ONNX ``LSTM`` operator weights (i, o, f, c) for one direction to ours.
 
     Parameters
@@ -227,6 +239,9 @@ def from_onnx(W: Any, R: Any, B: Any = None, direction: int = 0) -> LSTMParams: 
         ``[Wb, Rb]`` concatenated; zeros when omitted.
     direction : int
         0 for forward, 1 for the reverse direction of a bidirectional operator.
+    P : array, shape (num_directions, 3H), optional
+        Peepholes ``[Pi, Po, Pf]``; becomes ``w_peep`` (3, H) in our order i, f, o.
+        ``w_peep`` is ``None`` when omitted (no peepholes, which is the same as zeros).
 
     Returns
     -------
@@ -239,11 +254,19 @@ def from_onnx(W: Any, R: Any, B: Any = None, direction: int = 0) -> LSTMParams: 
     if B is None:
         B = np.zeros((W.shape[0], 8 * hidden), W.dtype)  # noqa: N806
     B = np.asarray(B)  # noqa: N806
+    w_peep = None
+    if P is not None:
+        P = np.asarray(P)  # noqa: N806
+        if P.ndim != 2 or P.shape[1] != 3 * hidden:
+            raise ValueError(f"ONNX P must have shape (num_directions, 3H) = (D, {3 * hidden}); got {P.shape}")
+        w_peep = P[direction].reshape(3, hidden)[_ONNX_PEEPHOLE_ORDER]
     return LSTMParams(
         reorder_gates(W[direction], "onnx", "pytorch"),
         reorder_gates(R[direction], "onnx", "pytorch"),
         reorder_gates(B[direction, : 4 * hidden], "onnx", "pytorch"),
         reorder_gates(B[direction, 4 * hidden :], "onnx", "pytorch"),
+        None,
+        w_peep,
     )
 
 
@@ -272,3 +295,24 @@ def to_onnx(params: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ]
     )
     return W, R, B
+
+
+def onnx_peepholes(params: Sequence[Any]) -> np.ndarray:
+    """Our per-direction peepholes to ONNX ``P``; the inverse of ``from_onnx(..., P=P)``.
+
+    Parameters
+    ----------
+    params : sequence of LSTMParams
+        One per direction (forward first), each with ``w_peep`` (3, H) in the order i, f, o.
+
+    Returns
+    -------
+    P : ndarray, shape (D, 3H)
+        ``[Pi, Po, Pf]`` per direction.
+    """
+    if isinstance(params, LSTMParams):
+        raise TypeError("onnx_peepholes takes a sequence of LSTMParams, one per direction: onnx_peepholes([params])")
+    for d, p in enumerate(params):
+        if p.w_peep is None:
+            raise ValueError(f"params[{d}].w_peep is None: no peepholes to convert")
+    return np.stack([np.asarray(p.w_peep)[_ONNX_PEEPHOLE_ORDER].reshape(-1) for p in params])

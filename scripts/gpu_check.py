@@ -15,7 +15,14 @@ One command on a machine with an NVIDIA GPU (finishes in a few minutes on an H20
    ``out=(h, c)``: correctness after many steps, and no device allocation per warm step;
 4. timing: our forward vs ``torch.nn.LSTM`` (cuDNN), both on device-resident inputs, timed
    with CUDA events on one stream, medians of interleaved runs; one streaming ``cell``
-   step vs ``torch.nn.LSTMCell``.
+   step vs ``torch.nn.LSTMCell``;
+5. the full cell (issue 10): every compile-time variant of the gate kernels — peepholes,
+   clip, input_forget, projection, and all of them at once — against the float64
+   reference at real and odd sizes, both directions, with lengths, float32 and float64,
+   outputs poisoned; a stacked bidirectional LSTMP on device input; streaming ``cell`` with a
+   projection and peepholes, allocation-free once warm; and the cost of each feature over
+   the plain kernel (same sizes, interleaved medians; the requirement is <= 10 % for
+   peephole + clip), with ``torch.nn.LSTM(proj_size=P)`` (cuDNN) beside the projection.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``; exits non-zero when any
 correctness check fails.  ``--smoke`` runs tiny sizes (CUDA simulator friendly, torch
@@ -47,6 +54,21 @@ SMOKE_SIZES = [(3, 4, 7, 9)]
 TIMING_FULL = [(1, 100, 512, 512), (16, 100, 512, 512), (64, 100, 512, 512), (256, 100, 512, 512),
                (64, 100, 1024, 1024)]
 TIMING_SMOKE = [(2, 3, 4, 4)]
+# (B, T, I, H, P): the full-cell variants at real and odd sizes, and the sizes their cost is timed at
+FEATURE_FULL = [(64, 50, 256, 256, 128), (3, 37, 37, 77, 20)]
+FEATURE_SMOKE = [(3, 3, 4, 5, 2)]
+FEATURE_TIMING_FULL = [(16, 100, 512, 512, 256), (256, 100, 512, 512, 256)]
+FEATURE_TIMING_SMOKE = [(2, 2, 3, 3, 2)]
+#: name -> (problem keywords, proj?) of every variant the script checks and times
+VARIANTS = {
+    "plain": {},
+    "peephole": {"peephole": True},
+    "clip": {"clip": 0.5},
+    "input_forget": {"input_forget": True},
+    "peephole+clip": {"peephole": True, "clip": 0.5},
+    "projection": {"proj": True},
+    "all": {"peephole": True, "clip": 0.5, "input_forget": True, "proj": True},
+}
 
 
 def log(msg: str) -> None:
@@ -88,7 +110,7 @@ def check_interop(be, results):
 
         if torch.cuda.is_available():
             tx = torch.from_numpy(p.x).cuda()
-            y, h_n, c_n = be.forward(tx, [torch.from_numpy(a).cuda() for a in p.params],
+            y, h_n, c_n = be.forward(tx, [torch.from_numpy(a).cuda() for a in p.params[:4]],
                                      torch.from_numpy(p.h0).cuda(), torch.from_numpy(p.c0).cuda(),
                                      lengths=p.lengths)
             passed = hasattr(y, "__cuda_array_interface__") and not isinstance(y, np.ndarray) and \
@@ -103,7 +125,7 @@ def check_interop(be, results):
     try:
         import cupy
 
-        y, _, _ = be.forward(cupy.asarray(p.x), [cupy.asarray(a) for a in p.params], cupy.asarray(p.h0),
+        y, _, _ = be.forward(cupy.asarray(p.x), [cupy.asarray(a) for a in p.params[:4]], cupy.asarray(p.h0),
                              cupy.asarray(p.c0), lengths=p.lengths)
         passed = worst_error(cupy.asnumpy(cupy.asarray(y)), ref[0], np.float32) <= 1
         results["interop"]["cupy"] = passed
@@ -278,6 +300,150 @@ def time_against_cudnn(be, sizes, repeat, results):
             f"ours/cuDNN {ratio}  ({row['ours_tflops']:.2f} TFLOP/s)")
 
 
+def _feature_problem(b, t, i, h, p, variant, dtype, seed, reverse=False):
+    kw = dict(VARIANTS[variant])
+    proj = kw.pop("proj", False)
+    peephole = kw.pop("peephole", False)
+    return random_problem(t, b, i, h, dtype=dtype, seed=seed, lengths="random" if b > 1 else None, reverse=reverse,
+                          proj_size=p if proj else 0, peephole=peephole, **kw)
+
+
+def check_features(be, sizes, dtypes, results, smoke):
+    """Every gate-kernel variant against the float64 reference, outputs poisoned first; the
+    stacked LSTMP on device input; streaming cell with projection + peepholes."""
+    from numba import cuda
+
+    ok = True
+    variants = ["all", "projection"] if smoke else [v for v in VARIANTS if v != "plain"]
+    for b, t, i, h, p in sizes:
+        for dtype in dtypes:
+            for variant in variants:
+                for reverse in ((False,) if smoke else (False, True)):
+                    prob = _feature_problem(b, t, i, h, p, variant, dtype, seed=b + t + len(variant), reverse=reverse)
+                    s = prob.params.w_hh.shape[1]
+                    ref = reference_forward(prob)
+                    poison = [cuda.to_device(np.full(sh, np.nan, dtype)) for sh in ((t, b, s), (b, s), (b, h))]
+                    got = be.forward(cuda.to_device(prob.x), be.to_device(prob.params), cuda.to_device(prob.h0),
+                                     cuda.to_device(prob.c0), lengths=prob.lengths, reverse=reverse,
+                                     out=tuple(poison), **prob.options)
+                    err = max(worst_error(g.copy_to_host(), r, dtype) for g, r in zip(got, ref))
+                    passed = err <= 1.0
+                    ok &= passed
+                    results["features"].append({"size": [b, t, i, h, p], "variant": variant,
+                                                "dtype": np.dtype(dtype).name, "reverse": reverse,
+                                                "err_over_tol": err, "passed": passed})
+                    log(f"  {variant:<13} B={b:<4} T={t:<4} I={i:<4} H={h:<4} P={p:<4} {np.dtype(dtype).name} "
+                        f"reverse={reverse!s:<5} worst/tol={err:.3g} {'PASS' if passed else 'FAIL'}")
+    # a stacked bidirectional LSTMP on device input stays on the device
+    t, b, i, h, p = (4, 3, 4, 5, 2) if smoke else (50, 16, 256, 256, 128)
+    lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, proj_size=p, backend=be, seed=5)
+    ref_lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, proj_size=p, backend="numpy", dtype=np.float64)
+    ref_lstm.load_state_dict(lstm.state_dict())
+    prob = random_problem(t, b, i, h, seed=12, lengths="random")
+    y, (h_n, c_n) = lstm(cuda.to_device(prob.x), lengths=prob.lengths)
+    ry, (rh, rc) = ref_lstm(prob.x.astype(np.float64), lengths=prob.lengths)
+    err = max(worst_error(a.copy_to_host(), r, np.float32) for a, r in ((y, ry), (h_n, rh), (c_n, rc)))
+    passed = err <= 1.0 and not isinstance(y, np.ndarray) and y.shape == (t, b, 2 * p)
+    ok &= passed
+    results["lstmp_stack"] = {"size": [b, t, i, h, p], "err_over_tol": err, "passed": passed}
+    log(f"  stacked bidirectional LSTMP on device, B={b} T={t} I={i} H={h} P={p}: worst/tol={err:.3g} "
+        f"{'PASS' if passed else 'FAIL'}")
+    # streaming with projection + peepholes + clip: in place, resident weights, no allocation once warm
+    steps = 4 if smoke else 100
+    prob = random_problem(steps, b, i, h, seed=13, proj_size=p, peephole=True, clip=0.5)
+    ref = reference_forward(prob)[1]
+    params = be.to_device(prob.params)
+    hd, cd = cuda.to_device(prob.h0), cuda.to_device(prob.c0)
+    xs = [cuda.to_device(prob.x[k]) for k in range(steps)]
+    be.cell(xs[0], hd, cd, params, out=(hd, cd), clip=0.5)
+    count = [0]
+    originals = {n: getattr(cuda, n) for n in ("device_array", "to_device", "device_array_like")}
+
+    def counting(fn):
+        def wrapper(*a, **k):
+            count[0] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    for n, fn in originals.items():
+        setattr(cuda, n, counting(fn))
+    try:
+        for k in range(1, steps):
+            be.cell(xs[k], hd, cd, params, out=(hd, cd), clip=0.5)
+    finally:
+        for n, fn in originals.items():
+            setattr(cuda, n, fn)
+    err = worst_error(hd.copy_to_host(), ref, np.float32)
+    passed = err <= 1.0 and count[0] == 0
+    ok &= passed
+    results["lstmp_streaming"] = {"steps": steps, "device_allocations_after_warmup": count[0], "err_over_tol": err,
+                                  "passed": passed}
+    log(f"  streaming LSTMP cell with peepholes and clip, {steps} steps: worst/tol={err:.3g}, device allocations "
+        f"after the first step: {count[0]} {'PASS' if passed else 'FAIL'}")
+    return ok
+
+
+def time_features(be, sizes, repeat, results, smoke=False):
+    """Each variant's forward time next to the plain kernel's, interleaved on one stream (CUDA
+    events, medians); cuDNN's LSTM(proj_size=P) beside our projection when torch has CUDA.
+    ``smoke``: the plain kernel and all features only (the code path is the same)."""
+    from numba import cuda
+
+    variants = ["plain", "all"] if smoke else list(VARIANTS)
+
+    try:
+        import torch
+
+        have_torch = torch.cuda.is_available()
+    except ImportError:
+        have_torch = False
+    stream = cuda.stream()
+    for b, t, i, h, p in sizes:
+        runners = {}
+        for variant in variants:
+            prob = _feature_problem(b, t, i, h, p, variant, np.float32, seed=14)
+            prob.lengths = None
+            dx, dh, dc = (cuda.to_device(a, stream=stream) for a in (prob.x, prob.h0, prob.c0))
+            dparams = be.to_device(prob.params, stream=stream)
+
+            def run(dx=dx, dparams=dparams, dh=dh, dc=dc, options=prob.options):
+                start, end = cuda.event(), cuda.event()
+                start.record(stream)
+                be.forward(dx, dparams, dh, dc, stream=stream, **options)
+                end.record(stream)
+                end.synchronize()
+                return start.elapsed_time(end)
+
+            runners[variant] = run
+        if have_torch:
+            lstm = torch.nn.LSTM(i, h, proj_size=p).cuda()
+            tx = torch.randn(t, b, i, device="cuda")
+
+            def cudnn_proj(lstm=lstm, tx=tx):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                with torch.inference_mode():
+                    start.record()
+                    lstm(tx)
+                    end.record()
+                end.synchronize()
+                return start.elapsed_time(end)
+
+            runners["cudnn projection"] = cudnn_proj
+        for fn in runners.values():
+            fn()
+        times = {k: [] for k in runners}
+        for _ in range(repeat):
+            for k, fn in runners.items():
+                times[k].append(fn())
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row = {"size": [b, t, i, h, p], "ms": med,
+               "cost_over_plain": {k: med[k] / med["plain"] - 1 for k in variants if k != "plain"}}
+        results["feature_timing"].append(row)
+        log(f"  B={b:<4} T={t:<4} I={i:<4} H={h:<4} P={p:<4} plain {med['plain']:.3f} ms; " + ", ".join(
+            f"{k} {100 * v:+.1f}%" for k, v in row["cost_over_plain"].items())
+            + (f"; cuDNN LSTM(proj_size) {med['cudnn projection']:.3f} ms" if "cudnn projection" in med else ""))
+
+
 def write_markdown(results, path):
     lines = [f"# GPU check ({results['device']})", "", f"{results['versions']}", "",
              "## Correctness (worst error / tolerance; <= 1 passes)", "",
@@ -294,7 +460,20 @@ def write_markdown(results, path):
         cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
-    for key in ("stack", "streaming", "cell_timing"):
+    lines += ["", "## Full-cell variants (worst error / tolerance)", "",
+              "| variant | B | T | I | H | P | dtype | reverse | worst/tol | result |", "|---" * 10 + "|"]
+    for r in results["features"]:
+        b, t, i, h, p = r["size"]
+        lines.append(f"| {r['variant']} | {b} | {t} | {i} | {h} | {p} | {r['dtype']} | {r['reverse']} | "
+                     f"{r['err_over_tol']:.3g} | {'PASS' if r['passed'] else 'FAIL'} |")
+    timed = list(results["feature_timing"][0]["cost_over_plain"]) if results["feature_timing"] else []
+    lines += ["", "## Cost of each feature over the plain kernel (float32, forward, medians)", "",
+              "| B | T | I | H | P | plain ms | " + " | ".join(timed) + " |", "|---" * (6 + len(timed)) + "|"]
+    for r in results["feature_timing"]:
+        b, t, i, h, p = r["size"]
+        lines.append(f"| {b} | {t} | {i} | {h} | {p} | {r['ms']['plain']:.3f} | "
+                     + " | ".join(f"{100 * v:+.1f}%" for v in r["cost_over_plain"].values()) + " |")
+    for key in ("stack", "streaming", "cell_timing", "lstmp_stack", "lstmp_streaming"):
         if results.get(key):
             lines += ["", f"## {key}", "", f"{results[key]}"]
     with open(path, "w") as fh:
@@ -326,12 +505,13 @@ def main() -> int:
         pass
     log(f"device: {device}\n{versions}")
     results = {"device": device, "versions": versions, "conformance": [], "correctness": [], "interop": {},
-               "timing": [], "stack": None, "streaming": None, "cell_timing": None}
+               "timing": [], "stack": None, "streaming": None, "cell_timing": None, "features": [],
+               "feature_timing": [], "lstmp_stack": None, "lstmp_streaming": None}
     ok = True
     try:
         log("conformance suite:")
         for r in run_conformance(be, raise_on_failure=False) if not args.smoke else \
-                run_conformance(be, ["forward", "cell"], raise_on_failure=False):
+                run_conformance(be, ["forward", "cell", "refuses_missing_features"], raise_on_failure=False):
             results["conformance"].append(r._asdict())
             ok &= r.passed or r.skipped
             log(f"  {'PASS' if r.passed else 'FAIL'} {r.name} {r.message[:300]}")
@@ -343,10 +523,16 @@ def main() -> int:
             ok &= check_interop(be, results)
         log("stacked layer and streaming on the device:")
         ok &= check_stack_and_streaming(be, results, args.smoke)
+        log("full cell: peepholes, clip, input_forget, projection:")
+        ok &= check_features(be, FEATURE_SMOKE if args.smoke else FEATURE_FULL,
+                             (np.float32,) if args.smoke else (np.float32, np.float64), results, args.smoke)
         log("timing (float32):")
         time_against_cudnn(be, TIMING_SMOKE if args.smoke else TIMING_FULL, 2 if args.smoke else args.repeat,
                            results)
         time_cell(be, 2 if args.smoke else args.repeat, results, args.smoke)
+        log("cost of each feature over the plain kernel (float32):")
+        time_features(be, FEATURE_TIMING_SMOKE if args.smoke else FEATURE_TIMING_FULL, 1 if args.smoke else args.repeat,
+                      results, smoke=args.smoke)
     except Exception:  # report, keep what was measured
         traceback.print_exc()
         ok = False

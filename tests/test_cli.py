@@ -11,7 +11,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "lstm_backends", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("cmd", [[], ["info"], ["bench"], ["verify"]])
+@pytest.mark.parametrize("cmd", [[], ["info"], ["bench"], ["verify"], ["onnx"]])
 def test_help_everywhere(cmd):
     out = _cli(*cmd, "--help")
     assert out.returncode == 0 and "usage:" in out.stdout
@@ -119,3 +119,33 @@ def test_failure_inside_a_backend_is_not_a_usage_error(capsys, monkeypatch):
     assert "failed: ValueError: kernel exploded" in err and "--debug" in err and "error:" not in err
     with pytest.raises(ValueError, match="kernel exploded"):
         main(["--debug", *args])
+
+
+def test_onnx_lists_nodes_and_checks_them_against_onnxruntime(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from tests.test_onnx import make_model, random_weights
+
+    peep, plain = tmp_path / "peep.onnx", tmp_path / "plain.onnx"
+    onnx.save(make_model(random_weights("bidirectional", peephole=True, seed=1), "bidirectional", clip=0.5,
+                         activations=["HardSigmoid", "Tanh", "Tanh"] * 2), str(peep))
+    onnx.save(make_model(random_weights("forward", seed=2), layout=1, name="enc"), str(plain))
+    out = _cli("onnx", str(peep))
+    assert out.returncode == 0, out.stderr
+    for words in ("lstm: LSTM bidirectional, hidden_size=5, input_size=3, layout=0, float32",
+                  "peepholes: yes, clip: 0.5", "f=HardSigmoid(alpha=0.2, beta=0.5)", "runs on: numpy",
+                  "ONNX-only: peepholes", "onnxruntime: agrees"):
+        assert words in out.stdout, out.stdout
+    out = _cli("onnx", str(plain), "--backend", "numpy")
+    assert out.returncode == 0 and "enc: LSTM forward" in out.stdout and "layout=1" in out.stdout
+    assert "converts to lstm_backends.LSTM" in out.stdout and "onnxruntime: agrees" in out.stdout
+    out = _cli("onnx", str(plain), "--no-check")
+    assert out.returncode == 0 and "onnxruntime" not in out.stdout
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"\xff\xfe not a model")
+    out = _cli("onnx", str(bogus))
+    assert out.returncode == 1 and "is not an ONNX model" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("onnx", str(peep), "--backend", "nope")
+    assert out.returncode == 2 and "unknown backend 'nope'" in out.stderr

@@ -58,7 +58,7 @@ class Float32Inside(NumpyBackend):
     name = "mutant-precision"
 
     def _forward(self, args):
-        y, h, c = NumpyBackend().forward(args.x.astype(np.float32), [p.astype(np.float32) for p in args.params],
+        y, h, c = NumpyBackend().forward(args.x.astype(np.float32), [p.astype(np.float32) for p in args.params[:4]],
                                          args.h0.astype(np.float32), args.c0.astype(np.float32),
                                          lengths=args.lengths, reverse=args.reverse)
         args.y[...], args.h_n[...], args.c_n[...] = y, h, c
@@ -152,7 +152,8 @@ def _step(x, h, c, p):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_single_dtype_public_plugin_passes_the_kit(dtype):
     results = run_conformance(_single_dtype_plugin(dtype))
-    assert all(r.passed for r in results), [r for r in results if not r.passed]
+    assert all(r.passed for r in results if not r.skipped), [r for r in results if not r.passed and not r.skipped]
+    assert {r.name for r in results if r.skipped} == {"projection", "peephole", "clip", "activations"}
 
 
 def test_checks_that_do_not_apply_are_skipped_not_passed():
@@ -163,3 +164,107 @@ def test_checks_that_do_not_apply_are_skipped_not_passed():
     results = {r.name: r for r in run_conformance(ForwardOnly())}
     assert results["cell"].skipped and not results["cell"].passed and "cell" in results["cell"].message
     assert results["forward"].passed and not results["forward"].skipped
+
+
+# Mutants of the optional features: each check of the kit must catch the classic bug of its
+# feature.  The mutants run the reference with one line of its step changed.
+
+def _buggy_step(bug):
+    from scipy.special import expit
+
+    from lstm_backends._activations import DEFAULT_ACTIVATIONS, apply_activation, normalize_activations
+
+    def step(x_t, h, c, w_ih, w_hh, bias, *, w_hr=None, w_peep=None, clip=None, input_forget=False,
+             activations=None):
+        hidden = c.shape[1]
+        z_i, z_f, z_g, z_o = np.split(x_t @ w_ih.T + h @ w_hh.T + bias, 4, axis=1)
+        if activations is None:
+            act_f, act_g, act_h = expit, np.tanh, np.tanh
+        else:
+            if bug == "activation-ignores-alpha":  # every function with its default alpha/beta
+                activations = normalize_activations([a.name for a in activations]) or DEFAULT_ACTIVATIONS
+            act_f, act_g, act_h = (lambda z, a=a: apply_activation(a, z) for a in activations)
+
+        def bound(z):
+            return z if clip is None else np.clip(z, -clip, clip)
+
+        if w_peep is not None:
+            if bug == "clip-before-peephole":
+                z_i, z_f = bound(z_i) + w_peep[0] * c, bound(z_f) + w_peep[1] * c
+            else:
+                z_i, z_f = z_i + w_peep[0] * c, z_f + w_peep[1] * c
+        if bug == "clip-after-activation":
+            i, f_gate, g = bound(act_f(z_i)), bound(act_f(z_f)), bound(act_g(z_g))
+        else:
+            i, f_gate, g = act_f(bound(z_i)), act_f(bound(z_f)), act_g(bound(z_g))
+        if input_forget:
+            f_gate = i if bug == "forget-equals-input" else 1 - i
+        c_new = f_gate * c + i * g
+        if w_peep is not None:
+            z_o = z_o + w_peep[2] * (c if bug == "peephole-o-on-old-cell" else c_new)
+        o = act_f(bound(z_o))
+        h_new = o * act_h(c_new)
+        if w_hr is not None:
+            h_new = (act_h(c_new) if bug == "projection-drops-output-gate" else h_new) @ w_hr.T
+        assert h_new.shape[1] == (hidden if w_hr is None else w_hr.shape[0])
+        return h_new, c_new
+
+    return step
+
+
+def _mutant(bug):
+    from unittest import mock
+
+    from lstm_backends.backends import numpy_backend
+
+    class Mutant(NumpyBackend):
+        name = f"mutant-{bug}"
+
+        def _forward(self, args):
+            with mock.patch.object(numpy_backend, "lstm_step", _buggy_step(bug)):
+                super()._forward(args)
+
+        def _cell(self, args):
+            with mock.patch.object(numpy_backend, "lstm_step", _buggy_step(bug)):
+                super()._cell(args)
+
+    return Mutant()
+
+
+@pytest.mark.parametrize(
+    "bug, check",
+    [
+        ("peephole-o-on-old-cell", "peephole"),
+        ("clip-after-activation", "clip"),
+        ("clip-before-peephole", "clip"),
+        ("forget-equals-input", "clip"),
+        ("projection-drops-output-gate", "projection"),
+        ("activation-ignores-alpha", "activations"),
+    ],
+)
+def test_feature_mutant_fails_its_check(bug, check):
+    results = {r.name: r for r in run_conformance(_mutant(bug), [check, "forward", "cell"], raise_on_failure=False)}
+    assert not results[check].passed and not results[check].skipped, results[check]
+    assert "seed=" in results[check].message, results[check].message
+    assert results["forward"].passed and results["cell"].passed  # the plain cell is untouched
+
+
+def test_unmutated_step_passes_the_feature_checks():
+    """The mutant harness itself is sound: the step without a bug passes every feature check."""
+    results = run_conformance(_mutant("none"), ["projection", "peephole", "clip", "activations"])
+    assert all(r.passed for r in results)
+
+
+class SilentlyIgnoresClip(NumpyBackend):
+    """Declares only forward/cell but drops clip= instead of refusing it (a silent fallback)."""
+
+    name = "mutant-silent"
+    capabilities = frozenset({"forward", "cell"})
+
+    def forward(self, x, params, h0=None, c0=None, *, clip=None, input_forget=False, activations=None, **kw):
+        return super().forward(x, params, h0, c0, **kw)
+
+
+def test_silent_fallback_fails_the_refusal_check():
+    result = run_conformance(SilentlyIgnoresClip(), ["refuses_missing_features"], raise_on_failure=False)[0]
+    assert not result.passed and "silent" in result.message

@@ -89,3 +89,34 @@ def test_bias_false_means_zero_bias():
     lstm = _layer(bias=False)
     assert not lstm.params[0][0].b_ih.any()
     assert "bias=False" in repr(lstm)
+
+
+def test_lstmp_state_dict_names_shapes_and_errors():
+    lstm = lb.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, backend="numpy", seed=0)
+    sd = lstm.state_dict()
+    assert {k for k in sd if k.startswith("weight_hr")} == {"weight_hr_l0", "weight_hr_l0_reverse", "weight_hr_l1",
+                                                           "weight_hr_l1_reverse"}
+    assert sd["weight_hr_l1"].shape == (2, 5) and sd["weight_hh_l0"].shape == (20, 2)
+    assert sd["weight_ih_l1_reverse"].shape == (20, 4)  # layer 1 reads D * P features
+    assert "proj_size=2" in repr(lstm)
+    missing = {k: v for k, v in sd.items() if k != "weight_hr_l1"}
+    with pytest.raises(KeyError, match="missing keys: weight_hr_l1"):
+        lstm.load_state_dict(missing)
+    with pytest.raises(KeyError, match="unexpected keys: weight_hr_l0"):
+        _layer().load_state_dict({**_layer().state_dict(), "weight_hr_l0": sd["weight_hr_l0"]})
+    x = np.zeros((4, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(L \* D, B, P\) = \(4, 2, 2\)"):
+        lstm(x, (np.zeros((4, 2, 5), np.float32), np.zeros((4, 2, 5), np.float32)))
+    with pytest.raises(ValueError, match=r"c0 must have shape \(L \* D, B, H\) = \(4, 2, 5\)"):
+        lstm(x, (np.zeros((4, 2, 2), np.float32), np.zeros((4, 2, 2), np.float32)))
+    y, (h_n, c_n) = lstm(x, (np.zeros((4, 2, 2), np.float32), np.zeros((4, 2, 5), np.float32)), lengths=[4, 0])
+    assert y.shape == (4, 2, 4) and h_n.shape == (4, 2, 2) and c_n.shape == (4, 2, 5)
+    for bad in (5, 7, -1, 1.5):
+        with pytest.raises(ValueError, match="proj_size"):
+            lb.LSTM(3, 5, proj_size=bad)
+
+
+def test_lstmp_same_seed_same_core_weights():
+    """Adding a projection does not reshuffle the draws of the weights that come before it."""
+    plain, proj = lb.LSTM(3, 5, seed=7, backend="numpy"), lb.LSTM(3, 5, seed=7, proj_size=2, backend="numpy")
+    np.testing.assert_array_equal(plain.params[0][0].w_ih, proj.params[0][0].w_ih)

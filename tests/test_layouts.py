@@ -111,3 +111,44 @@ def test_gate_order_strings_and_errors():
         layouts.gate_order("ifgx")
     with pytest.raises(ValueError, match="4H"):
         layouts.reorder_gates(np.zeros(6), "onnx", "pytorch")
+
+
+def test_onnx_peepholes_by_hand_and_round_trip():
+    rng = np.random.default_rng(2)
+    fwd, rev = (random_params(I, H, rng=rng, peephole=True, dtype=np.float64) for _ in range(2))
+    W, R, Bias = layouts.to_onnx([fwd, rev])
+    P = layouts.onnx_peepholes([fwd, rev])
+    assert P.shape == (2, 3 * H)
+    # ONNX stores the peepholes i, o, f
+    np.testing.assert_array_equal(P[1, :H], rev.w_peep[0])
+    np.testing.assert_array_equal(P[1, H:2 * H], rev.w_peep[2])
+    np.testing.assert_array_equal(P[1, 2 * H:], rev.w_peep[1])
+    for d, p in enumerate((fwd, rev)):
+        back = layouts.from_onnx(W, R, Bias, direction=d, P=P)
+        for a, b in zip(back, p):
+            np.testing.assert_array_equal(a, b)
+    # the converted cell equals ONNX's equations written in ONNX's own order
+    x, h, c = rng.standard_normal((2, I)), rng.uniform(-1, 1, (2, H)), rng.standard_normal((2, H))
+    z = x @ W[0].T + h @ R[0].T + Bias[0, :4 * H] + Bias[0, 4 * H:]
+    zi, zo, zf, zc = np.split(z, 4, axis=1)
+    pi, po, pf = np.split(P[0], 3)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    i, f = sig(zi + pi * c), sig(zf + pf * c)
+    c_new = f * c + i * np.tanh(zc)
+    h_new = sig(zo + po * c_new) * np.tanh(c_new)
+    got = lb.get_backend("numpy").cell(x, h, c, layouts.from_onnx(W, R, Bias, P=P))
+    np.testing.assert_allclose(got[0], h_new, rtol=1e-12)
+    np.testing.assert_allclose(got[1], c_new, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"P must have shape \(num_directions, 3H\) = \(D, 12\)"):
+        layouts.from_onnx(W, R, Bias, P=P[:, :H])
+    with pytest.raises(ValueError, match="no peepholes"):
+        layouts.onnx_peepholes([random_params(I, H, rng=rng)])
+
+
+def test_conversions_pass_projection_and_peepholes_through():
+    p = random_params(I, H, rng=3, proj_size=2, peephole=True)
+    tb = layouts.to_textbook(p)
+    assert tb.w_hr is p.w_hr and tb.w_peep is p.w_peep
+    back = layouts.from_textbook(*tb)
+    for a, b in zip(back, p):
+        np.testing.assert_array_equal(a, b)

@@ -27,18 +27,18 @@ def test_dtype_messages_say_how_to_fix(be, p):
     with pytest.raises(TypeError, match="float16"):
         be.forward(p.x.astype(np.float16), p.params)
     with pytest.raises(TypeError, match=r"mixed dtypes: x is float32 but params is float64"):
-        be.forward(p.x, [a.astype(np.float64) for a in p.params])
+        be.forward(p.x, [a.astype(np.float64) for a in p.params[:4]])
     with pytest.raises(TypeError, match="mixed dtypes"):
-        be.forward(p.x, [p.params[0], p.params[1].astype(np.float64), *p.params[2:]])
+        be.forward(p.x, [p.params[0], p.params[1].astype(np.float64), *p.params[2:4]])
     with pytest.raises(TypeError, match="bool"):
         be.forward(p.x > 0, p.params)
 
 
 def test_lists_are_accepted_but_dtype_rules_hold(be, p):
-    y, _, _ = be.forward(p.x.astype(np.float64).tolist(), [a.astype(np.float64).tolist() for a in p.params])
+    y, _, _ = be.forward(p.x.astype(np.float64).tolist(), [a.astype(np.float64).tolist() for a in p.params[:4]])
     assert y.dtype == np.float64
     with pytest.raises(TypeError, match="mixed"):
-        be.forward(p.x, [a.tolist() for a in p.params])  # lists are float64
+        be.forward(p.x, [a.tolist() for a in p.params[:4]])  # lists are float64
 
 
 @pytest.mark.parametrize(
@@ -136,3 +136,138 @@ def test_w_shapes(be, p):
         be.forward(p.x, (p.params.w_ih[:8], *p.params[1:]))
     with pytest.raises(ValueError, match=r"I=3 \(from params.w_ih\)"):
         be.forward(p.x[:, :, :2], p.params)
+
+
+# ---------------------------------------------------------------------------- optional features
+def _full_params(p, proj=3, peep=True):
+    rng = np.random.default_rng(1)
+    hidden = p.params.w_hh.shape[1]
+    return lb.LSTMParams(p.params.w_ih, rng.standard_normal((4 * hidden, proj)).astype(np.float32),
+                         p.params.b_ih, p.params.b_hh, rng.standard_normal((proj, hidden)).astype(np.float32),
+                         rng.standard_normal((3, hidden)).astype(np.float32) if peep else None)
+
+
+def test_tuples_of_five_and_six_and_params_of_four(be, p):
+    full = _full_params(p)
+    a = be.forward(p.x, full)
+    b = be.forward(p.x, tuple(full))
+    c = be.forward(p.x, tuple(full[:5]) + (full.w_peep,))
+    for u, v, w in zip(a, b, c):
+        np.testing.assert_array_equal(u, v)
+        np.testing.assert_array_equal(u, w)
+    assert a[0].shape == (4, 2, 3) and a[1].shape == (2, 3) and a[2].shape == (2, 5)
+    five = be.forward(p.x, (*p.params[:4], None))  # an explicit "no projection"
+    np.testing.assert_array_equal(five[0], be.forward(p.x, p.params[:4])[0])
+    with pytest.raises(TypeError, match="4-tuple"):
+        be.forward(p.x, (*full, None))
+
+
+def test_projection_and_peephole_shape_errors_name_the_argument(be, p):
+    full = _full_params(p)
+    with pytest.raises(ValueError, match=r"params.w_hr must have shape \(P, H\) with H=5"):
+        be.forward(p.x, full._replace(w_hr=full.w_hr[:, :4]))
+    with pytest.raises(ValueError, match=r"params.w_hh must have shape \(4H, P\) with H=5, P=2.*= \(20, 2\); "
+                                         r"got shape \(20, 3\)"):
+        be.forward(p.x, full._replace(w_hr=full.w_hr[:2]))
+    with pytest.raises(ValueError, match=r"params.w_peep must have shape \(3, H\).*\(3, 5\); got shape \(5, 3\)"):
+        be.forward(p.x, full._replace(w_peep=full.w_peep.T.copy()))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(B, P\) with B=2, P=3 = \(2, 3\); got shape \(2, 5\)"):
+        be.forward(p.x, full, p.h0)
+    with pytest.raises(ValueError, match=r"c0 must have shape \(B, H\) with B=2, H=5"):
+        be.forward(p.x, full, np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"out\[1\] \(h_n\) must have shape \(2, 3\)"):
+        be.forward(p.x, full, out=(np.empty((4, 2, 3), np.float32), np.empty((2, 5), np.float32),
+                                   np.empty((2, 5), np.float32)))
+    with pytest.raises(ValueError, match=r"h must have shape \(B, P\)"):
+        be.cell(p.x[0], p.h0, p.c0, full)
+    with pytest.raises(TypeError, match="mixed dtypes: params.w_ih is float32 but params.w_peep is float64"):
+        be.forward(p.x, full._replace(w_peep=full.w_peep.astype(np.float64)))
+
+
+def test_projection_out_and_in_place_state(be, p):
+    full = _full_params(p)
+    h0, c0 = np.zeros((2, 3), np.float32), np.zeros((2, 5), np.float32)
+    expected = be.forward(p.x, full, h0, c0)
+    y = np.empty((4, 2, 3), np.float32)
+    got = be.forward(p.x, full, h0, c0, out=(y, h0, c0))
+    assert got[1] is h0 and got[2] is c0
+    for a, b in zip((y, h0, c0), expected):
+        np.testing.assert_array_equal(a, b)
+    buf = np.zeros(15, np.float32)
+    with pytest.raises(ValueError, match="out h_n overlaps input w_hr"):
+        be.forward(p.x, full._replace(w_hr=buf.reshape(3, 5)), out=(y, buf[:6].reshape(2, 3), c0))
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [({"clip": 0}, ValueError, "clip must be a positive number"),
+     ({"clip": -1.0}, ValueError, "clip must be a positive number"),
+     ({"clip": float("nan")}, ValueError, "clip must be a positive number"),
+     ({"clip": True}, ValueError, "clip must be a positive number"),
+     ({"clip": "2"}, ValueError, "clip must be a positive number"),
+     ({"input_forget": 2}, ValueError, "input_forget must be True or False"),
+     ({"activations": ["Sigmoid", "Tanh"]}, ValueError, "sequence of 3 functions"),
+     ({"activations": "Tanh"}, ValueError, "sequence of 3 functions"),
+     ({"activations": ["Sigmoid", "Tanhh", "Tanh"]}, ValueError, "unknown activation 'Tanhh'; known: Relu"),
+     ({"activations": ["Sigmoid", ("Tanh", 1.0), "Tanh"]}, ValueError, "g = Tanh takes no alpha"),
+     ({"activations": ["Sigmoid", ("Elu", 1.0, 2.0), "Tanh"]}, ValueError, "g = Elu takes no beta"),
+     ({"activations": ["Sigmoid", 3, "Tanh"]}, TypeError, "activation g must be a name")],
+)
+def test_bad_cell_options(be, p, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        be.forward(p.x, p.params, **kw)
+    with pytest.raises(exc, match=match):
+        be.cell(p.x[0], p.h0, p.c0, p.params, **kw)
+
+
+def test_default_options_are_the_plain_cell(be, p):
+    plain = be.forward(p.x, p.params, p.h0, p.c0)
+    spelled = be.forward(p.x, p.params, p.h0, p.c0, clip=None, input_forget=False,
+                         activations=("sigmoid", "TANH", ("Tanh",)))
+    for a, b in zip(plain, spelled):
+        np.testing.assert_array_equal(a, b)
+    huge = be.forward(p.x, p.params, p.h0, p.c0, clip=1e30)  # a bound nothing reaches
+    for a, b in zip(plain, huge):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["numba", "example"])
+def test_backends_without_the_features_refuse_them_by_name(p, name):
+    be = lb.get_backend(name)
+    full = _full_params(p)
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"params.w_hr \(a projection to P=3, LSTMP\), capability "
+                                                         r"'projection'.*backends that do: numpy"):
+        be.forward(p.x, full)
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"params.w_peep \(peepholes\), capability 'peephole'"):
+        be.forward(p.x, (*p.params[:4], None, full.w_peep))
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"clip=2, capability 'clip'"):
+        be.cell(p.x[0], p.h0, p.c0, p.params, clip=2)
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"input_forget=True, capability 'clip'"):
+        be.forward(p.x, p.params, input_forget=True)
+    with pytest.raises(lb.UnsupportedFeatureError,
+                       match=r"activations f=Sigmoid, g=Elu\(alpha=1\), h=Tanh, capability 'activations'.*: numpy"):
+        be.forward(p.x, p.params, activations=["Sigmoid", "Elu", "Tanh"])
+    with pytest.raises(lb.UnsupportedFeatureError, match="projection"):
+        be.forward_layers(p.x, [[full]])
+
+
+def test_get_backend_requires():
+    assert lb.get_backend("auto", requires=["peephole", "clip"]).name == "numpy"
+    assert "projection" in lb.get_backend("auto", requires=["projection"]).capabilities
+    with pytest.raises(lb.UnsupportedFeatureError, match="'numba' does not support 'peephole'"):
+        lb.get_backend("numba", requires=["peephole"])
+    with pytest.raises(lb.BackendUnavailableError, match="no backend with the capabilities backward"):
+        lb.get_backend("auto", requires=["backward"])
+
+
+def test_forward_layers_activations_per_direction(be, p):
+    layer = [[p.params, p.params]]
+    acts = ["HardSigmoid", "Tanh", "Tanh", "Sigmoid", "Softsign", "Tanh"]
+    y, h_n, c_n = be.forward_layers(p.x, layer, activations=acts)
+    y0, h0, _ = be.forward(p.x, p.params, activations=acts[:3])
+    y1, h1, _ = be.forward(p.x, p.params, reverse=True, activations=acts[3:])
+    np.testing.assert_array_equal(y[:, :, :5], y0)
+    np.testing.assert_array_equal(y[:, :, 5:], y1)
+    np.testing.assert_array_equal(h_n[1], h1)
+    with pytest.raises(ValueError, match=r"3 functions \(f, g, h\), or 3 per direction \(6\); got 4"):
+        be.forward_layers(p.x, layer, activations=acts[:4])

@@ -2,6 +2,8 @@
 
 * ``Forward`` / ``Cell``: time per call over backend x size x dtype;
   ``peakmem_forward`` the peak memory of a forward call.
+* ``Features``: the full cell (peepholes + clip, projection) next to the plain kernel, on
+  every backend that has the capabilities: the cost of each feature over the plain call.
 * ``ColdStart``: import time and first-call time, each measured in a fresh
   subprocess (``track_``; the first call includes JIT compilation or cache loading).
 
@@ -85,6 +87,34 @@ class Cell:
 
     def time_cell(self, backend, size, dtype):
         self.be.cell(self.x, self.h, self.c, self.params, out=self.out)
+
+
+# feature -> (capabilities, random_problem keywords)
+FEATURES = {
+    "plain": ((), {}),
+    "peephole+clip": (("peephole", "clip"), {"peephole": True, "clip": 0.5}),
+    "projection": (("projection",), {"proj_size": 128}),
+}
+
+
+class Features:
+    """One layer, one direction, float32, with a feature of the full cell switched on."""
+
+    params = (BACKENDS, ["100,16,128,256"], list(FEATURES))
+    param_names = ["backend", "size", "feature"]
+    timeout = 300
+
+    def setup(self, backend, size, feature):
+        needs, kw = FEATURES[feature]
+        self.be = _backend(backend)
+        for capability in needs:
+            _backend(backend, capability)
+        t, b, i, h = parse_size(size)
+        self.problem = random_problem(t, b, i, h, dtype=np.float32, seed=0, **kw)
+        self.problem.forward(self.be)
+
+    def time_forward_feature(self, backend, size, feature):
+        self.problem.forward(self.be)
 
 
 # Seconds of ``import lstm_backends`` (what=import) or of the first forward call.

@@ -16,6 +16,15 @@ Versions, llm.c style:
    streaming step, writing separate (or the same, in place) state outputs.
 3. ``zero_past_lengths``: y[t, b] = 0 for t >= lengths[b] (the base class's one place
    for it); ``fill``: zeros; ``add``: the folded bias.
+4. The full cell, haste style: ``lstm_gates_ext`` / ``cell_gates_ext`` are compile-time
+   variants of version 2 (:func:`gate_variants`), one per combination of peepholes, clip,
+   coupled input/forget gates and projection.  A feature that is off is not in the
+   machine code (its branch is a frozen closure constant, removed by the compiler), so the
+   plain kernels of version 2 stay exactly as they were and no variant pays for a feature
+   it does not use.  With a projection the gate kernel writes ``m = o * tanh(c)`` to a
+   scratch array and ``matmul_nt_proj`` — the tiled GEMM of version 1 with a masked
+   epilogue — computes ``h = m @ W_hr.T`` and writes ``h`` and ``y`` for the rows still
+   running at that step: one more GEMM launch per step.
 
 Kernels are built per dtype by :func:`kernels` (shared-memory arrays need a concrete
 type) from plain Python functions, so :func:`ptx` can compile the very same code for
@@ -36,7 +45,7 @@ TILE = 16
 SIM_TILE = 8
 
 
-def _matmul_nt_factory(nb_dtype, TILE=TILE, with_bias=True):  # noqa: N803 - compile-time constants
+def _tiles_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
     PADDED = TILE + 1  # noqa: N806 - +1 column: reads w_tile[tx, kk] avoid shared-memory bank conflicts
 
     def tiles(a, w):
@@ -61,7 +70,11 @@ def _matmul_nt_factory(nb_dtype, TILE=TILE, with_bias=True):  # noqa: N803 - com
             cuda.syncthreads()
         return acc
 
-    tiles = cuda.jit(device=True, inline="always")(tiles)  # IR-inlined: compile_ptx needs no GPU
+    return cuda.jit(device=True, inline="always")(tiles)  # IR-inlined: compile_ptx needs no GPU
+
+
+def _matmul_nt_factory(nb_dtype, TILE=TILE, with_bias=True):  # noqa: N803 - compile-time constants
+    tiles = _tiles_factory(nb_dtype, TILE)
 
     if with_bias:
         def matmul_nt_bias(a, w, bias, out):
@@ -163,6 +176,146 @@ def _cell_gates_factory(nb_dtype):
     return cell_gates
 
 
+def _bound_factory(nb_dtype):
+    def bound(z, clip):
+        """z limited to [-clip, clip]; NaN stays NaN (both comparisons are false)."""
+        if z > clip:
+            return clip
+        if z < -clip:
+            return -clip
+        return z
+
+    return cuda.jit(device=True, inline="always")(bound)
+
+
+def _gate_math_ext_factory(nb_dtype, peephole, clip, input_forget):
+    half = nb_dtype(0.5)
+    one = nb_dtype(1)
+    bound = _bound_factory(nb_dtype)
+    # PEEPHOLE, CLIP and COUPLED are frozen into the compiled code as constants: a branch on
+    # a feature that is off disappears from the machine code.
+    PEEPHOLE, CLIP, COUPLED = bool(peephole), bool(clip), bool(input_forget)  # noqa: N806
+
+    def gate_math_ext(gi, gf, gg, go, c_prev, p_i, p_f, p_o, limit):
+        """(h_or_m, c_new) of the full cell: peepholes p_* (i, f see c_prev; o sees c_new),
+        pre-activations bounded by ``limit``, f = 1 - i when coupled."""
+        if PEEPHOLE:
+            gi += p_i * c_prev
+            gf += p_f * c_prev
+        if CLIP:
+            gi = bound(gi, limit)
+            gg = bound(gg, limit)
+        i = half + half * math.tanh(half * gi)
+        if COUPLED:
+            f = one - i
+        else:
+            if CLIP:
+                gf = bound(gf, limit)
+            f = half + half * math.tanh(half * gf)
+        g = math.tanh(gg)
+        c_new = f * c_prev + i * g
+        if PEEPHOLE:
+            go += p_o * c_new
+        if CLIP:
+            go = bound(go, limit)
+        o = half + half * math.tanh(half * go)
+        return o * math.tanh(c_new), c_new
+
+    return cuda.jit(device=True, inline="always")(gate_math_ext)
+
+
+def _lstm_gates_ext_factory(nb_dtype, peephole=False, clip=False, input_forget=False, project=False):
+    gate_math = _gate_math_ext_factory(nb_dtype, peephole, clip, input_forget)
+    PEEPHOLE, PROJECT = bool(peephole), bool(project)  # noqa: N806
+    zero = nb_dtype(0)
+
+    def lstm_gates_ext(step, reverse, xp, rec, lengths, h, c, y, peep, limit, m):
+        """One time step of the full cell for every (row, unit): thread x = unit, y = row.
+
+        As ``lstm_gates``, plus: peep (3, H) peepholes i, f, o (read when compiled with
+        peepholes); limit, the clip bound (read when compiled with clip); m (B, H): with a
+        projection, ``o * tanh(c)`` is written here and h (B, P), y (T, B, P) are left to
+        ``matmul_nt_proj``; without, h and y are written as in ``lstm_gates``.
+        """
+        u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, hidden = c.shape
+        if u >= hidden or b >= batch:
+            return
+        n = lengths[b]
+        if step >= n:
+            return  # a finished row keeps its state
+        t = n - 1 - step if reverse else step
+        p_i = p_f = p_o = zero
+        if PEEPHOLE:
+            p_i, p_f, p_o = peep[0, u], peep[1, u], peep[2, u]
+        out, c_new = gate_math(xp[t, b, u] + rec[b, u], xp[t, b, hidden + u] + rec[b, hidden + u],
+                               xp[t, b, 2 * hidden + u] + rec[b, 2 * hidden + u],
+                               xp[t, b, 3 * hidden + u] + rec[b, 3 * hidden + u], c[b, u], p_i, p_f, p_o, limit)
+        c[b, u] = c_new
+        if PROJECT:
+            m[b, u] = out
+        else:
+            h[b, u] = out
+            y[t, b, u] = out
+
+    return lstm_gates_ext
+
+
+def _cell_gates_ext_factory(nb_dtype, peephole=False, clip=False, input_forget=False, project=False):
+    gate_math = _gate_math_ext_factory(nb_dtype, peephole, clip, input_forget)
+    PEEPHOLE, PROJECT = bool(peephole), bool(project)  # noqa: N806
+    zero = nb_dtype(0)
+
+    def cell_gates_ext(xp, rec, c, h_out, c_out, peep, limit, m):
+        """One streaming step of the full cell for every (row, unit): thread x = unit, y = row.
+
+        As ``cell_gates``, plus peep, limit and m as in ``lstm_gates_ext`` (with a projection
+        m receives ``o * tanh(c)`` and h_out is left to a ``matmul_nt`` launch).
+        """
+        u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, hidden = c_out.shape
+        if u >= hidden or b >= batch:
+            return
+        p_i = p_f = p_o = zero
+        if PEEPHOLE:
+            p_i, p_f, p_o = peep[0, u], peep[1, u], peep[2, u]
+        out, c_new = gate_math(xp[b, u] + rec[b, u], xp[b, hidden + u] + rec[b, hidden + u],
+                               xp[b, 2 * hidden + u] + rec[b, 2 * hidden + u],
+                               xp[b, 3 * hidden + u] + rec[b, 3 * hidden + u], c[b, u], p_i, p_f, p_o, limit)
+        c_out[b, u] = c_new
+        if PROJECT:
+            m[b, u] = out
+        else:
+            h_out[b, u] = out
+
+    return cell_gates_ext
+
+
+def _matmul_nt_proj_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
+    tiles = _tiles_factory(nb_dtype, TILE)
+
+    def matmul_nt_proj(step, reverse, lengths, m, w_hr, h, y):
+        """The projection of one step: h[b, n] = y[t, b, n] = sum_k m[b, k] * w_hr[n, k] for the
+        rows still running at ``step`` (t as in ``lstm_gates``); other rows are not written.
+
+        m : (B, H)   w_hr : (P, H)   h : (B, P)   y : (T, B, P), may be a strided view
+        grid: (ceil(P / TILE), ceil(B / TILE)) blocks of (TILE, TILE) threads
+        """
+        acc = tiles(m, w_hr)  # every thread of the block takes part (shared-memory tiles)
+        n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+        b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+        if b < h.shape[0] and n < h.shape[1]:
+            steps = lengths[b]
+            if step < steps:
+                t = steps - 1 - step if reverse else step
+                h[b, n] = acc
+                y[t, b, n] = acc
+
+    return matmul_nt_proj
+
+
 def _add_factory(nb_dtype):
     def add(a, b, out):
         """out[i] = a[i] + b[i] (grid-stride loop): b_ih + b_hh folded once per call."""
@@ -211,21 +364,46 @@ def _simulated():
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 
 
-def signatures(dtype):
-    """Launch signatures of every kernel for one dtype, for PTX compilation.  ``y`` is typed
-    with any layout (``A``): a direction of a bidirectional layer writes a strided view."""
+#: The compile-time features of the full-cell kernels, in the order of :func:`gate_variants`.
+FEATURES = ("peephole", "clip", "input_forget", "project")
+
+#: Variants compiled to PTX by :func:`signatures` (``assemble_report``, the sm_90 test): every
+#: feature alone, the ONNX combination, and all at once.
+PTX_VARIANTS = (
+    frozenset({"peephole"}), frozenset({"clip"}), frozenset({"input_forget"}), frozenset({"project"}),
+    frozenset({"peephole", "clip", "input_forget"}), frozenset(FEATURES),
+)
+
+
+def variant_name(kernel, features):
+    """``"lstm_gates_ext[clip,peephole]"``: a kernel variant's name in reports."""
+    return f"{kernel}[{','.join(sorted(features))}]"
+
+
+def signatures(dtype, variants=PTX_VARIANTS):
+    """Launch signatures of every kernel for one dtype, for PTX compilation, with the full-cell
+    variants of ``variants``.  ``y`` is typed with any layout (``A``): a direction of a
+    bidirectional layer writes a strided view."""
     t = _TYPES[np.dtype(dtype)]
     a1, a2, a3 = t[:], t[:, :], t[:, :, :]
     y = types.Array(t, 3, "A")
-    return {
+    sigs = {
         "matmul_nt_bias": (_matmul_nt_factory(t, with_bias=True), (a2, a2, a1, a2)),
         "matmul_nt": (_matmul_nt_factory(t, with_bias=False), (a2, a2, a2)),
+        "matmul_nt_proj": (_matmul_nt_proj_factory(t), (int64, types.boolean, int64[:], a2, a2, a2, y)),
         "lstm_gates": (_lstm_gates_factory(t), (int64, types.boolean, a3, a2, int64[:], a2, a2, y)),
         "cell_gates": (_cell_gates_factory(t), (a2, a2, a2, a2, a2)),
         "add": (_add_factory(t), (a1, a1, a1)),
         "zero_past_lengths": (_zero_past_lengths_factory(t), (y, int64[:])),
         "fill": (_fill_factory(t), (a1, t)),
     }
+    for features in variants:
+        flags = {f: f in features for f in FEATURES}
+        sigs[variant_name("lstm_gates_ext", features)] = (
+            _lstm_gates_ext_factory(t, **flags), (int64, types.boolean, a3, a2, int64[:], a2, a2, y, a2, t, a2))
+        sigs[variant_name("cell_gates_ext", features)] = (
+            _cell_gates_ext_factory(t, **flags), (a2, a2, a2, a2, a2, a2, t, a2))
+    return sigs
 
 
 @functools.cache
@@ -241,11 +419,26 @@ def kernels(dtype):
         matmul_nt = cuda.jit(_matmul_nt_factory(t, tile, with_bias=False))
         lstm_gates = cuda.jit(_lstm_gates_factory(t))
         cell_gates = cuda.jit(_cell_gates_factory(t))
+        matmul_nt_proj = cuda.jit(_matmul_nt_proj_factory(t, tile))
         add = cuda.jit(_add_factory(t))
         zero_past_lengths = cuda.jit(_zero_past_lengths_factory(t))
         fill = cuda.jit(_fill_factory(t))
 
     return K
+
+
+@functools.cache
+def gate_variants(dtype, peephole=False, clip=False, input_forget=False, project=False):
+    """The full-cell gate kernels compiled for one combination of features: an object with
+    ``lstm_gates`` and ``cell_gates`` (signatures of ``lstm_gates_ext``/``cell_gates_ext``)."""
+    t = _TYPES[np.dtype(dtype)]
+    flags = {"peephole": peephole, "clip": clip, "input_forget": input_forget, "project": project}
+
+    class V:
+        lstm_gates = cuda.jit(_lstm_gates_ext_factory(t, **flags))
+        cell_gates = cuda.jit(_cell_gates_ext_factory(t, **flags))
+
+    return V
 
 
 def ptx(dtype, cc=(9, 0)):

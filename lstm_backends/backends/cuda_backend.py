@@ -16,7 +16,13 @@ Numba device arrays out.
 Per forward call: ``b_ih + b_hh`` folded once (one launch); the input projection of all
 steps is one tiled-GEMM launch with that bias; each step is one tiled-GEMM launch for the
 recurrent product (no bias) and one fused gate / cell-state launch, all on one stream,
-with no host synchronisation or copy inside the time loop.  A streaming ``cell`` call
+with no host synchronisation or copy inside the time loop.
+
+Peepholes, ``clip`` and ``input_forget`` run in compile-time variants of the fused gate
+kernel (capabilities ``peephole`` and ``clip``; a plain call runs the plain kernel); a
+projection (``projection``) adds one tiled-GEMM launch per step, ``h = m @ W_hr.T``, whose
+epilogue writes ``h`` and ``y`` for the rows still running.  Non-default ONNX activations
+are not implemented here (no ``activations`` capability): such calls are refused.  A streaming ``cell`` call
 reuses per-thread device scratch (keyed by shape, dtype and stream), so a warm call with
 device arrays and ``out=`` allocates nothing on the device.
 """
@@ -87,7 +93,8 @@ class CudaBackend(Backend):
     description: ClassVar[str] = "numba.cuda GPU kernels: tiled GEMMs + fused gate kernel, data stays on the device"
     install_hint: ClassVar[str] = ('pip install "lstm-backends[cuda]" and run on a machine with an NVIDIA GPU '
                                    "and driver (or set NUMBA_ENABLE_CUDASIM=1 for the slow CPU simulator)")
-    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "device-arrays"})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"forward", "cell", "device-arrays", "projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 20
 
     #: threads per block of the gate kernels (x = hidden units, y = batch rows)
@@ -244,12 +251,41 @@ class CudaBackend(Backend):
         self._copy(args.c_n, args.c0, ctx)
         d_lens = self._lengths(args.lengths, ctx)
         grid, block = _gate_launch(batch, hidden, self.gate_block)
-        for s in range(int(args.lengths.max())):  # launches only: no host synchronisation in here
-            _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)
-            k.lstm_gates[grid, block, ctx.stream](s, args.reverse, xp, rec, d_lens, args.h_n, args.c_n, args.y)
+        if args.plain:
+            for s in range(int(args.lengths.max())):  # launches only: no host synchronisation in here
+                _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)
+                k.lstm_gates[grid, block, ctx.stream](s, args.reverse, xp, rec, d_lens, args.h_n, args.c_n, args.y)
+            return
+        v, peep, limit, m = self._variant(args, ctx)
+        project = args.w_hr is not None
+        for s in range(int(args.lengths.max())):
+            _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)  # (B, S) @ (4H, S).T
+            v.lstm_gates[grid, block, ctx.stream](s, args.reverse, xp, rec, d_lens, args.h_n, args.c_n, args.y,
+                                                  peep, limit, m)
+            if project:  # h = m @ W_hr.T, written with y for the rows still running
+                tile = k.matmul_tile
+                proj_grid = ((args.proj_size + tile - 1) // tile, (batch + tile - 1) // tile)
+                k.matmul_nt_proj[proj_grid, (tile, tile), ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
+                                                                      args.h_n, args.y)
+
+    def _variant(self, args: ForwardArgs | CellArgs, ctx: _Call) -> tuple[Any, Any, Any, Any]:
+        """The gate kernels compiled for this call's features, and their extra arguments: the
+        peepholes (or a 1x1 placeholder), the clip bound (0 when unused) and the (B, H) scratch
+        for ``o * tanh(c)`` (a placeholder without a projection)."""
+        from ._cuda_kernels import gate_variants
+
+        project = args.w_hr is not None
+        v = gate_variants(np.dtype(args.dtype), peephole=args.w_peep is not None, clip=args.clip is not None,
+                          input_forget=args.input_forget, project=project)
+        placeholder = self._buffer(ctx, "placeholder", (1, 1), args.dtype)
+        peep = args.w_peep if args.w_peep is not None else placeholder
+        limit = np.dtype(args.dtype).type(0 if args.clip is None else args.clip)
+        m = self._buffer(ctx, "m", (args.batch, args.hidden_size), args.dtype) if project else placeholder
+        return v, peep, limit, m
 
     def _cell(self, args: CellArgs) -> None:
-        """Two products into per-thread scratch, then one fused launch writing (h_out, c_out)."""
+        """Two products into per-thread scratch, then one fused launch writing (h_out, c_out)
+        (and with a projection one more product, ``h_out = m @ W_hr.T``)."""
         ctx: _Call = args.context
         k = _k(args.dtype)
         shape = (args.batch, 4 * args.hidden_size)
@@ -258,7 +294,13 @@ class CudaBackend(Backend):
         _matmul(k, args.x, args.w_ih, xp, ctx.stream, self._folded_bias(ctx, args.b_ih, args.b_hh, args.dtype))
         _matmul(k, args.h, args.w_hh, rec, ctx.stream)  # reads all of h before h_out (maybe h) is written
         grid, block = _gate_launch(args.batch, args.hidden_size, self.gate_block)
-        k.cell_gates[grid, block, ctx.stream](xp, rec, args.c, args.h_out, args.c_out)
+        if args.plain:
+            k.cell_gates[grid, block, ctx.stream](xp, rec, args.c, args.h_out, args.c_out)
+            return
+        v, peep, limit, m = self._variant(args, ctx)
+        v.cell_gates[grid, block, ctx.stream](xp, rec, args.c, args.h_out, args.c_out, peep, limit, m)
+        if args.w_hr is not None:
+            _matmul(k, m, args.w_hr, args.h_out, ctx.stream)
 
 
 def _stream_key(stream: Any) -> Any:

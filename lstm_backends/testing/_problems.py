@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ def random_params(
     dtype: Any = np.float32,
     rng: np.random.Generator | int | None = None,
     scale: float = 1.0,
+    proj_size: int = 0,
+    peephole: bool = False,
 ) -> LSTMParams:
     """Random weights and biases, uniform in ``±scale/sqrt(H)`` (PyTorch's init when scale=1).
 
@@ -35,16 +37,25 @@ def random_params(
     dtype : numpy dtype
     rng : numpy.random.Generator or int, optional
     scale : float
+    proj_size : int
+        ``P > 0``: a projection ``w_hr`` (P, H), and ``w_hh`` is (4H, P).
+    peephole : bool
+        Random peepholes ``w_peep`` (3, H), uniform in ``±scale`` (large enough to matter).
 
     Returns
     -------
     LSTMParams
-        ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih`` (4H,), ``b_hh`` (4H,).
+        ``w_ih`` (4H, I), ``w_hh`` (4H, S), ``b_ih`` (4H,), ``b_hh`` (4H,), and ``w_hr``,
+        ``w_peep`` when asked for (else ``None``); ``S = P`` with a projection, else ``H``.
     """
     rng = np.random.default_rng(rng)
     bound = scale / np.sqrt(hidden_size)
-    shapes = [(4 * hidden_size, input_size), (4 * hidden_size, hidden_size), (4 * hidden_size,), (4 * hidden_size,)]
-    return LSTMParams(*(rng.uniform(-bound, bound, s).astype(dtype) for s in shapes))
+    width = proj_size or hidden_size
+    shapes = [(4 * hidden_size, input_size), (4 * hidden_size, width), (4 * hidden_size,), (4 * hidden_size,)]
+    core = [rng.uniform(-bound, bound, s).astype(dtype) for s in shapes]
+    w_hr = rng.uniform(-bound, bound, (proj_size, hidden_size)).astype(dtype) if proj_size else None
+    w_peep = rng.uniform(-scale, scale, (3, hidden_size)).astype(dtype) if peephole else None
+    return LSTMParams(*core, w_hr, w_peep)
 
 
 @dataclass
@@ -55,10 +66,13 @@ class Problem:
     ----------
     x : ndarray, shape (T, B, I)
     params : LSTMParams
-    h0, c0 : ndarray, shape (B, H), or None
+    h0 : ndarray, shape (B, S), or None
+    c0 : ndarray, shape (B, H), or None
     lengths : ndarray of int64, shape (B,), or None
     reverse : bool
     seed : int
+    options : dict
+        Cell options passed to ``forward`` (``clip``, ``input_forget``, ``activations``).
     """
 
     x: np.ndarray
@@ -68,6 +82,7 @@ class Problem:
     lengths: np.ndarray | None
     reverse: bool
     seed: int
+    options: dict = field(default_factory=dict)
 
     @property
     def dtype(self) -> np.dtype:
@@ -76,11 +91,17 @@ class Problem:
     def describe(self) -> str:
         """One line with sizes, dtype, direction, lengths and seed, for failure messages."""
         t, b, i = self.x.shape
-        h = self.params.w_hh.shape[1]
+        h = self.params.w_hh.shape[0] // 4
         lens = "full" if self.lengths is None else list(map(int, self.lengths))
         state = "given" if self.h0 is not None else "zeros"
+        extras = ""
+        if self.params.w_hr is not None:
+            extras += f" P={self.params.w_hr.shape[0]}"
+        if self.params.w_peep is not None:
+            extras += " peepholes"
+        extras += "".join(f" {k}={v}" for k, v in self.options.items() if v not in (None, False))
         return (
-            f"T={t} B={b} I={i} H={h} {self.x.dtype.name} reverse={self.reverse} "
+            f"T={t} B={b} I={i} H={h}{extras} {self.x.dtype.name} reverse={self.reverse} "
             f"lengths={lens} h0/c0={state} seed={self.seed}"
         )
 
@@ -100,7 +121,7 @@ class Problem:
     def forward(self, backend: Any) -> tuple[Any, Any, Any]:
         """Run ``backend.forward`` on this problem."""
         return backend.forward(
-            self.x, self.params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse
+            self.x, self.params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse, **self.options
         )
 
 
@@ -116,6 +137,9 @@ def random_problem(
     state: bool = True,
     reverse: bool = False,
     scale: float = 1.0,
+    proj_size: int = 0,
+    peephole: bool = False,
+    **options: Any,
 ) -> Problem:
     """A random problem: inputs N(0, 1), random weights, optional random state and lengths.
 
@@ -133,6 +157,10 @@ def random_problem(
     reverse : bool
     scale : float
         Weight scale (see :func:`random_params`).
+    proj_size, peephole
+        Optional projection and peepholes (see :func:`random_params`).
+    **options
+        Cell options for ``forward`` (``clip=``, ``input_forget=``, ``activations=``).
 
     Returns
     -------
@@ -146,6 +174,12 @@ def random_problem(
     if state:
         h0 = rng.uniform(-1, 1, (batch, hidden_size)).astype(dtype)
         c0 = rng.standard_normal((batch, hidden_size)).astype(dtype)
+    if proj_size or peephole:  # drawn after everything else: the plain problem of a seed is unchanged
+        extra = random_params(input_size, hidden_size, dtype=dtype, rng=rng, scale=scale, proj_size=proj_size,
+                              peephole=peephole)
+        params = extra if proj_size else params._replace(w_peep=extra.w_peep)
+        if state and proj_size:
+            h0 = rng.uniform(-1, 1, (batch, proj_size)).astype(dtype)
     if isinstance(lengths, str):
         if lengths != "random":
             raise ValueError("lengths must be None, 'random' or an array")
@@ -155,7 +189,7 @@ def random_problem(
         lengths = lens
     elif lengths is not None:
         lengths = np.asarray(lengths, dtype=np.int64)
-    return Problem(x, params, h0, c0, lengths, bool(reverse), seed)
+    return Problem(x, params, h0, c0, lengths, bool(reverse), seed, dict(options))
 
 
 def reference_forward(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,22 +197,32 @@ def reference_forward(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndar
 
     Returns
     -------
-    y : ndarray, shape (T, B, H), float64
-    h_n, c_n : ndarray, shape (B, H), float64
+    y : ndarray, shape (T, B, S), float64
+    h_n : ndarray, shape (B, S), float64
+    c_n : ndarray, shape (B, H), float64
     """
     from ..backends.numpy_backend import NumpyBackend
 
     return problem.astype(np.float64).forward(NumpyBackend())
 
 
-def reference_cell(x: Any, h: Any, c: Any, params: Any) -> tuple[np.ndarray, np.ndarray]:
+def reference_cell(x: Any, h: Any, c: Any, params: Any, **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """One step of the ``numpy`` backend in float64.
+
+    Parameters
+    ----------
+    x, h, c, params
+        As for ``Backend.cell``.
+    **options
+        Cell options (``clip=``, ``input_forget=``, ``activations=``).
 
     Returns
     -------
-    h_new, c_new : ndarray, shape (B, H), float64
+    h_new : ndarray, shape (B, S), float64
+    c_new : ndarray, shape (B, H), float64
     """
     from ..backends.numpy_backend import NumpyBackend
 
     f64 = [np.asarray(a, dtype=np.float64) for a in (x, h, c)]
-    return NumpyBackend().cell(*f64, LSTMParams(*(np.asarray(p, np.float64) for p in params)))
+    params = LSTMParams(*(None if p is None else np.asarray(p, np.float64) for p in params))
+    return NumpyBackend().cell(*f64, params, **options)

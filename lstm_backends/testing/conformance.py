@@ -264,16 +264,16 @@ def check_memory_layouts(backend: Any) -> float:
         big[::2, :, ::2] = p.x
         strided = big[::2, :, ::2]
         fortran = np.asfortranarray(p.x)
-        ro_params = LSTMParams(*(np.asfortranarray(a) if a.ndim == 2 else a.copy() for a in p.params))
-        for a in ro_params:
+        ro_params = LSTMParams(*(np.asfortranarray(a) if a.ndim == 2 else a.copy() for a in p.params[:4]))
+        for a in ro_params[:4]:
             a.flags.writeable = False
         h0 = np.asfortranarray(p.h0)
-        before = [np.array(a, copy=True) for a in (strided, fortran, h0, *ro_params)]
+        before = [np.array(a, copy=True) for a in (strided, fortran, h0, *ro_params[:4])]
         for name, x in (("strided x", strided), ("Fortran x", fortran)):
             got = backend.forward(x, ro_params, h0, p.c0, lengths=p.lengths)
             for g, r, n in zip(got, ref, ("y", "h_n", "c_n")):
                 worst = max(worst, assert_close(g, r, dtype=dtype, name=f"{n} ({name})", context=p.describe()))
-        for b, a in zip(before, (strided, fortran, h0, *ro_params)):
+        for b, a in zip(before, (strided, fortran, h0, *ro_params[:4])):
             np.testing.assert_array_equal(b, a, err_msg="forward modified an input")
     return worst
 
@@ -282,12 +282,12 @@ def check_inputs_unchanged(backend: Any) -> float:
     """``forward`` and ``cell`` never write to their inputs."""
     for dtype in _dtypes(backend):
         p = random_problem(4, 2, 3, 5, dtype=dtype, seed=12000, lengths=[4, 2])
-        copies = [a.copy() for a in (p.x, *p.params, p.h0, p.c0, p.lengths)]
+        copies = [a.copy() for a in (p.x, *p.params[:4], p.h0, p.c0, p.lengths)]
         if _can(backend, "forward"):
             p.forward(backend)
         if _can(backend, "cell"):
             backend.cell(p.x[0], p.h0, p.c0, p.params)
-        for b, a in zip(copies, (p.x, *p.params, p.h0, p.c0, p.lengths)):
+        for b, a in zip(copies, (p.x, *p.params[:4], p.h0, p.c0, p.lengths)):
             np.testing.assert_array_equal(b, a, err_msg="an input was modified")
     return 0.0
 
@@ -440,6 +440,158 @@ def check_aliasing(backend: Any) -> float:
     return worst
 
 
+# ---------------------------------------------------------------------------- optional features
+def _compare_cell(backend: Any, p: Any, label: str) -> float:
+    """``cell`` on the first step of problem ``p`` (with its options) against the reference."""
+    x, h0 = p.x[0], p.h0
+    ref_h, ref_c = reference_cell(x, h0, p.c0, p.params, **p.options)
+    ctx = f"{label}{backend.name} cell: {p.describe()}"
+    h1, c1 = backend.cell(x, h0, p.c0, p.params, **p.options)
+    worst = max(assert_close(h1, ref_h, dtype=p.dtype, name="h", context=ctx),
+                assert_close(c1, ref_c, dtype=p.dtype, name="c", context=ctx))
+    hs, cs = h0.copy(), p.c0.copy()  # the in-place update, where h and h_out differ in width from c
+    backend.cell(x, hs, cs, p.params, out=(hs, cs), **p.options)
+    return max(worst, assert_close(hs, ref_h, dtype=p.dtype, name="h (in place)", context=ctx),
+               assert_close(cs, ref_c, dtype=p.dtype, name="c (in place)", context=ctx))
+
+
+def _feature_problems(backend: Any, seed: int, **kw: Any) -> list[Any]:
+    """Problems with a feature switched on, per dtype: forward with random lengths (0 and T
+    included), and reverse at sizes that divide no tile (I = 17, H = 9)."""
+    problems = []
+    for dtype in _dtypes(backend):
+        problems.append(random_problem(5, 4, 3, 6, dtype=dtype, seed=seed, lengths="random", **kw))
+        problems.append(random_problem(3, 2, 17, 9, dtype=dtype, seed=seed + 1, lengths=[3, 1], reverse=True, **kw))
+    return problems
+
+
+@_requires('projection')
+def check_projection(backend: Any) -> float:
+    """A projection ``w_hr`` (LSTMP): ``h = W_hr (o * tanh(c))`` has P columns, ``c`` keeps H; ``forward``,
+    ``cell`` and the stacked bidirectional ``LSTM(proj_size=P)`` equal the reference."""
+    worst = 0.0
+    if _can(backend, "forward"):
+        for p in _feature_problems(backend, 18000, proj_size=2):
+            worst = max(worst, _compare_forward(backend, p, "projection: "))
+        from ..layer import LSTM
+
+        for dtype in _dtypes(backend):
+            ours = LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, dtype=dtype, backend=backend, seed=18100)
+            ref = LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, dtype=np.float64, backend="numpy")
+            ref.load_state_dict(ours.state_dict())
+            rng = np.random.default_rng(18101)
+            x = rng.standard_normal((5, 3, 4)).astype(dtype)
+            h0 = rng.uniform(-1, 1, (4, 3, 3)).astype(dtype)
+            c0 = rng.standard_normal((4, 3, 6)).astype(dtype)
+            got = ours(x, (h0, c0), lengths=[5, 0, 3])
+            exp = ref(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)), lengths=[5, 0, 3])
+            ctx = f"{backend.name} LSTM(4, 6, layers=2, bidirectional, proj_size=3) seed=18100"
+            for g, r, n in ((got[0], exp[0], "y"), (got[1][0], exp[1][0], "h_n"), (got[1][1], exp[1][1], "c_n")):
+                worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+    if _can(backend, "cell"):
+        for dtype in _dtypes(backend):
+            worst = max(worst, _compare_cell(backend, random_problem(1, 3, 5, 7, dtype=dtype, seed=18200,
+                                                                     proj_size=4), "projection: "))
+    return worst
+
+
+@_requires('peephole')
+def check_peephole(backend: Any) -> float:
+    """Peepholes ``w_peep`` (3, H), gates i, f, o: i and f see ``c_{t-1}``, o sees the new ``c_t``."""
+    worst = 0.0
+    if _can(backend, "forward"):
+        for p in _feature_problems(backend, 19000, peephole=True):
+            worst = max(worst, _compare_forward(backend, p, "peephole: "))
+    if _can(backend, "cell"):
+        for dtype in _dtypes(backend):
+            worst = max(worst, _compare_cell(backend, random_problem(1, 3, 5, 7, dtype=dtype, seed=19200,
+                                                                     peephole=True), "peephole: "))
+    return worst
+
+
+@_requires('clip')
+def check_clip(backend: Any) -> float:
+    """``clip=`` bounds every gate pre-activation (bias and peephole included) before its
+    activation, and ``input_forget=True`` sets f = 1 - i: clip alone, then both with a peephole
+    and a projection when the backend has them."""
+    worst = 0.0
+    extra = {"peephole": _can(backend, "peephole")}
+    if _can(backend, "projection"):
+        extra["proj_size"] = 3
+    combos = [{"clip": 0.3}, {"clip": 0.3, "input_forget": True, **extra}]
+    for k, options in enumerate(combos):
+        if _can(backend, "forward"):
+            for p in _feature_problems(backend, 20000 + 100 * k, **options):
+                worst = max(worst, _compare_forward(backend, p, "clip: "))
+        if _can(backend, "cell"):
+            for dtype in _dtypes(backend):
+                p = random_problem(1, 3, 5, 7, dtype=dtype, seed=20500 + k, **options)
+                worst = max(worst, _compare_cell(backend, p, "clip: "))
+    return worst
+
+
+#: Every ONNX activation at least once in each role, with parameters other than the defaults.
+ACTIVATION_SETS = [
+    ("HardSigmoid", "Tanh", "Tanh"),
+    (("HardSigmoid", 0.3, 0.4), ("ScaledTanh", 1.5, 0.7), ("Affine", 0.8, 0.1)),
+    ("Sigmoid", ("LeakyRelu", 0.2), "Softsign"),
+    ("Sigmoid", ("Elu", 0.7), "Softplus"),
+    ("Sigmoid", ("ThresholdedRelu", 0.1), "Relu"),
+    (("Affine", 0.25, 0.5), "Softsign", ("ScaledTanh", 0.9, 1.3)),
+]
+
+
+@_requires('activations')
+def check_activations(backend: Any) -> float:
+    """``activations=`` other than the defaults: each of ONNX's functions, with its own alpha/beta."""
+    worst = 0.0
+    for k, acts in enumerate(ACTIVATION_SETS):
+        for dtype in _dtypes(backend):
+            if _can(backend, "forward"):
+                p = random_problem(4, 3, 3, 5, dtype=dtype, seed=21000 + k, lengths=[4, 2, 0], activations=acts)
+                worst = max(worst, _compare_forward(backend, p, "activations: "))
+            if _can(backend, "cell"):
+                p = random_problem(1, 3, 3, 5, dtype=dtype, seed=21500 + k, activations=acts)
+                worst = max(worst, _compare_cell(backend, p, "activations: "))
+    return worst
+
+
+def check_refuses_missing_features(backend: Any) -> float:
+    """Every optional feature the backend does not declare (projection, peephole, clip,
+    activations) is refused with ``UnsupportedFeatureError`` naming it — never silently ignored."""
+    from .._errors import UnsupportedFeatureError
+
+    dtype = _dtypes(backend)[0]
+    asks = {
+        "projection": ({"proj_size": 2}, {}, "w_hr"),
+        "peephole": ({"peephole": True}, {}, "w_peep"),
+        "clip": ({}, {"clip": 1.0}, "clip"),
+        "activations": ({}, {"activations": ("HardSigmoid", "Tanh", "Tanh")}, "HardSigmoid"),
+    }
+    for feature, (problem_kw, options, word) in asks.items():
+        if _can(backend, feature):
+            continue
+        p = random_problem(3, 2, 3, 4, dtype=dtype, seed=22000, **problem_kw)
+        calls = []
+        if _can(backend, "forward"):
+            calls.append(("forward", partial(backend.forward, p.x, p.params, p.h0, p.c0, **options)))
+        if _can(backend, "cell"):
+            calls.append(("cell", partial(backend.cell, p.x[0], p.h0, p.c0, p.params, **options)))
+        for what, call in calls:
+            try:
+                call()
+            except UnsupportedFeatureError as exc:
+                assert word in str(exc) and feature in str(exc), \
+                    f"{what} refused {feature!r} with a message lacking {word!r} or {feature!r}: {exc}"
+                continue
+            raise AssertionError(f"{backend.name}.{what} lacks the capability {feature!r} but did not refuse "
+                                 f"{word} with UnsupportedFeatureError (a silent fallback)")
+    if _can(backend, "forward") and not _can(backend, "clip"):  # input_forget belongs to 'clip' too
+        p = random_problem(3, 2, 3, 4, dtype=dtype, seed=22001)
+        _raises(UnsupportedFeatureError, partial(backend.forward, p.x, p.params, input_forget=True), "input_forget")
+    return 0.0
+
+
 class CheckResult(NamedTuple):
     """Outcome of one conformance check.
 
@@ -482,6 +634,11 @@ CHECKS: dict[str, Callable[[Any], float]] = {
     "deterministic": check_deterministic,
     "errors": check_errors,
     "aliasing": check_aliasing,
+    "projection": check_projection,
+    "peephole": check_peephole,
+    "clip": check_clip,
+    "activations": check_activations,
+    "refuses_missing_features": check_refuses_missing_features,
 }
 
 
