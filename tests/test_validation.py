@@ -234,7 +234,7 @@ def test_default_options_are_the_plain_cell(be, p):
 def test_numba_refuses_other_activations_by_name(p):
     be = lb.get_backend("numba")
     with pytest.raises(lb.UnsupportedFeatureError,
-                       match=r"'numba' does not support activations f=Sigmoid, g=Elu\(alpha=1\), h=Tanh, "
+                       match=r"'numba' does not support the activations f=Sigmoid, g=Elu\(alpha=1\), h=Tanh, "
                              r"capability 'activations'.*: numpy"):
         be.forward(p.x, p.params, activations=["Sigmoid", "Elu", "Tanh"])
     with pytest.raises(lb.UnsupportedFeatureError, match="activations"):

@@ -91,8 +91,11 @@ def info() -> str:
     """One line: the MKL version in use, or why MKL cannot be used."""
     lib = load()
     if lib is None:
-        return f"not usable: {_state['error']}"
-    return f"{lib.version} (sequential), {lib.path}"
+        return str(_state["error"])
+    import re
+
+    found = re.search(r"Version (\S+)", lib.version)
+    return f"MKL {found.group(1) if found else lib.version} (sequential) from {lib.path}"
 
 
 class _Mkl:
