@@ -57,12 +57,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         import numba
 
-        layer = "not started yet (chosen on first parallel call)"
-        try:
-            layer = numba.threading_layer()
-        except ValueError:
-            pass
-        print(f"  version {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads, threading layer: {layer}")
+        from .backends.numba_backend import describe_threads
+
+        print(f"  version {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads")
+        for line in describe_threads():
+            print(f"  {line}")
     except ImportError as exc:
         print(f"  not importable: {exc}")
     print("\nBLAS (threadpoolctl):")

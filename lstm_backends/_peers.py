@@ -19,6 +19,11 @@ Contenders (``name`` → what runs in the child):
     NumPy's float32 2048³ matmul: the machine's GEMM rate in the same run, the yardstick
     for "% of peak"
 
+A name may end in ``@`` and comma-separated options: ``float32`` / ``float64`` (the dtype of
+this contender), ``full`` (peepholes and ``clip=3``: the full ONNX cell) and any other word
+as a label (``ours:numba@before``, with ``compare(envs=...)`` giving that contender its own
+environment, e.g. another checkout on ``PYTHONPATH`` or ``LSTM_BACKENDS_GEMM=mkl``).
+
 Every child builds the same seeded problem, sets its thread count to the budget, times
 calls for a fixed wall-clock budget (after warm-up calls) and prints one JSON line; it
 saves its outputs so the parent can check them against the float64 reference before any
@@ -62,9 +67,26 @@ def available_peers() -> list[str]:
     return found
 
 
-def _problem(size: Size, dtype: np.dtype, seed: int) -> Any:
+FULL_CLIP = 3.0
+
+
+def split_name(name: str) -> tuple[str, set[str]]:
+    """``"ours:numba@float64,full"`` -> ``("ours:numba", {"float64", "full"})``."""
+    base, _, opts = name.partition("@")
+    return base, {o for o in opts.split(",") if o}
+
+
+def _contender_dtype(name: str, dtype: np.dtype) -> np.dtype:
+    opts = split_name(name)[1]
+    return np.dtype("float64") if "float64" in opts else np.dtype("float32") if "float32" in opts else dtype
+
+
+def _problem(size: Size, dtype: np.dtype, seed: int, full: bool = False) -> Any:
     from .testing import random_problem
 
+    if full:  # the full ONNX cell: peepholes and a clip (same x, state and plain weights as the plain problem)
+        return random_problem(size.steps, size.batch, size.input_size, size.hidden_size, dtype=dtype, seed=seed,
+                              peephole=True, clip=FULL_CLIP)
     return random_problem(size.steps, size.batch, size.input_size, size.hidden_size, dtype=dtype, seed=seed)
 
 
@@ -120,7 +142,7 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
         if callable(describe):
             info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype)
         if kind == "ours":
-            return (lambda: be.forward(p.x, p.params, p.h0, p.c0)), (lambda r: r), info
+            return (lambda: be.forward(p.x, p.params, p.h0, p.c0, **p.options)), (lambda r: r), info
         out = (np.empty_like(p.h0), np.empty_like(p.c0))
         return (lambda: be.cell(p.x[0], p.h0, p.c0, p.params, out=out)), (lambda r: (r[0][None], *r)), info
     if kind in ("torch", "torch-cell"):
@@ -194,9 +216,10 @@ def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: in
     """
     if name == "sgemm":
         return {"name": name, "gflops": _sgemm(budget)}
-    p = _problem(size, np.dtype(dtype), seed)
-    cell = name.startswith(("ours-cell", "torch-cell"))
-    call, outputs, info = _runner(name, p, threads)
+    base, opts = split_name(name)
+    p = _problem(size, _contender_dtype(name, np.dtype(dtype)), seed, "full" in opts)
+    cell = base.startswith(("ours-cell", "torch-cell"))
+    call, outputs, info = _runner(base, p, threads)
     med, n = _time(call, budget, inner=50 if cell else 1)
     if save:
         y, h_n, c_n = (np.asarray(a) for a in outputs(call()))
@@ -225,9 +248,52 @@ class Result:
         return d
 
 
+def wait_idle(threshold: float = 0.1, max_wait: float = 30.0) -> float:
+    """Wait (at most ``max_wait`` s) until the machine is idle: less than ``threshold`` of all CPU
+    time busy over half a second (other users' jobs distort a timing run).  Linux only; returns
+    the last busy fraction seen (0 elsewhere)."""
+    import time as _time
+
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            v = [int(t) for t in fh.readline().split()[1:9]]
+        return sum(v) - v[3] - v[4], sum(v)
+
+    if not os.path.exists("/proc/stat"):
+        return 0.0
+    end = _time.monotonic() + max_wait
+    busy = 1.0
+    while _time.monotonic() < end:
+        b0, t0 = ticks()
+        _time.sleep(0.5)
+        b1, t1 = ticks()
+        busy = (b1 - b0) / max(1, t1 - t0)
+        if busy < threshold:
+            break
+    return busy
+
+
+def _reference(size: Size, dtype: np.dtype, seed: int, full: bool, cell: bool) -> tuple:
+    """(y, h_n, c_n) of the float64 reference for the problem every contender of a size runs."""
+    from .testing._problems import reference_cell, reference_forward
+
+    p = _problem(size, dtype, seed, full)
+    if cell:
+        ref_h, ref_c = reference_cell(p.x[0], p.h0, p.c0, p.params, **p.options)
+        return ref_h[None], ref_h, ref_c
+    return reference_forward(p)
+
+
 def _launch(name: str, size: Size, dtype: np.dtype, threads: int, budget: float, seed: int,
-            save: str | None, env: dict | None, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "lstm_backends._peers", "--run", name, "--size", ",".join(map(str, size)),
+            save: str | None, env: dict | None, timeout: float, idle: bool = False) -> dict:
+    if idle:
+        wait_idle()
+    # labels (any option but a dtype or "full") only select an environment: the child (possibly
+    # another version of this module) gets the bare name
+    base, opts = split_name(name)
+    known = sorted(opts & {"float32", "float64", "full"})
+    child = base + ("@" + ",".join(known) if known else "")
+    cmd = [sys.executable, "-m", "lstm_backends._peers", "--run", child, "--size", ",".join(map(str, size)),
            "--dtype", dtype.name, "--threads", str(threads), "--budget", str(budget), "--seed", str(seed)]
     if save:
         cmd += ["--save", save]
@@ -237,7 +303,8 @@ def _launch(name: str, size: Size, dtype: np.dtype, threads: int, budget: float,
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("name") == name:
+        if isinstance(record, dict) and record.get("name") == child:
+            record["name"] = name
             return record
     raise RuntimeError(f"contender {name} at {size} failed (exit {res.returncode}):\n"
                        f"{res.stdout[-1500:]}\n{res.stderr[-3000:]}")
@@ -255,6 +322,8 @@ def compare(
     cell: Size | None = None,
     progress: Callable[[str], None] | None = None,
     timeout: float = 900.0,
+    envs: dict[str, dict[str, str]] | None = None,
+    idle: bool = False,
 ) -> tuple[float, list[Result]]:
     """Time contenders, each in a fresh process, in alternating rounds; check their outputs.
 
@@ -277,6 +346,11 @@ def compare(
     progress : callable, optional
     timeout : float
         Seconds allowed per process.
+    envs : dict, optional
+        Extra environment variables per contender name (e.g. ``{"ours:numba@mkl":
+        {"LSTM_BACKENDS_GEMM": "mkl"}}``).
+    idle : bool
+        Before each process, wait for an idle machine (see :func:`wait_idle`).
 
     Returns
     -------
@@ -285,7 +359,6 @@ def compare(
     results : list of Result
     """
     from .testing import worst_error
-    from .testing._problems import reference_cell, reference_forward
 
     dtype = np.dtype(dtype)
     say = progress or (lambda _msg: None)
@@ -299,30 +372,34 @@ def compare(
     say(f"sgemm 2048^3 float32, {threads} threads: {peak:.0f} GFLOP/s")
     jobs = [(size, list(contenders)) for size in sizes]
     if cell is not None:
-        cell_names = [c.replace("ours:", "ours-cell:") for c in contenders if c.startswith("ours:")]
+        cell_names = [c.replace("ours:", "ours-cell:") for c in contenders if c.startswith("ours:")
+                      and not split_name(c)[1] & {"full", "float64"}]
         cell_names += ["torch-cell"] if "torch" in contenders else []
         jobs.append((Size(1, *cell[1:]), cell_names))
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, (size, names) in enumerate(jobs):
             is_cell = names and "cell" in names[0]
-            p = _problem(size, dtype, seed)
-            if is_cell:
-                ref_h, ref_c = reference_cell(p.x[0], p.h0, p.c0, p.params)
-                ref = (ref_h[None], ref_h, ref_c)
-            else:
-                say(f"[{k + 1}/{len(jobs)}] {size}: float64 reference")
-                ref = reference_forward(p)
+            refs: dict[bool, Any] = {}
             runs: dict[str, list[dict]] = {n: [] for n in names}
             errors: dict[str, float] = {}
             for r in range(rounds):
                 for name in names if r % 2 == 0 else names[::-1]:
-                    save = os.path.join(tmp, f"{k}_{name.replace(':', '_')}.npz") if r == 0 else None
+                    save = os.path.join(tmp, f"{k}_{name.replace(':', '_').replace('@', '_').replace(',', '_')}.npz") \
+                        if r == 0 else None
                     say(f"[{k + 1}/{len(jobs)}] {'cell ' if is_cell else ''}{size} round {r + 1}/{rounds}: {name}")
-                    runs[name].append(_launch(name, size, dtype, threads, budget, seed, save, env, timeout))
+                    child_env = {**env, **(envs or {}).get(name.replace("ours-cell:", "ours:"), {})}
+                    runs[name].append(_launch(name, size, dtype, threads, budget, seed, save, child_env, timeout,
+                                              idle))
                     if save:
+                        full = "full" in split_name(name)[1]
+                        if full not in refs:
+                            say(f"[{k + 1}/{len(jobs)}] {size}: float64 reference")
+                            refs[full] = _reference(size, dtype, seed, full, bool(is_cell))
+                        ref = refs[full]
+                        cdt = _contender_dtype(name, dtype)
                         with np.load(save) as got:
-                            errors[name] = max(worst_error(got[n], e, dtype) for n, e in zip(("y", "h_n", "c_n"), ref))
+                            errors[name] = max(worst_error(got[n], e, cdt) for n, e in zip(("y", "h_n", "c_n"), ref))
             f = flops(size.batch, size.steps, size.input_size, size.hidden_size)
             size_rows = []
             for name in names:
@@ -331,7 +408,8 @@ def compare(
                 info = {k_: v for k_, v in runs[name][0].items() if k_ not in ("name", "median_s", "samples")}
                 size_rows.append(Result(size, name, med, meds, f / med / 1e9, 100 * f / med / 1e9 / peak,
                                         errors[name], bool(errors[name] <= 1.0), info))
-            peer_times = [r.median_s for r in size_rows if not r.name.startswith("ours")]
+            peer_times = [r.median_s for r in size_rows if not r.name.startswith("ours")
+                          and _contender_dtype(r.name, dtype) == dtype]
             if peer_times:
                 for row in size_rows:
                     row.ratio_best_peer = row.median_s / min(peer_times)

@@ -1,13 +1,26 @@
-"""Side-by-side CPU comparison: the numba backend vs torch.nn.LSTM, in one process.
+"""The CPU comparison of the speed issue, fairly: the numba backend against torch.nn.LSTM and
+onnxruntime's LSTM, every contender in its own fresh process.
 
-Same weights, same inputs, same thread count, inference mode; calls interleaved
-(ours, torch, ours, torch, ...) so machine noise hits both alike; medians and the
-ratio ours/torch.  Also: GFLOP/s next to the machine's sgemm rate, and cold
-start in fresh processes (empty Numba cache, then warm cache).
+Built on :func:`lstm_backends._peers.compare` (the machinery of ``lstm-backends bench``): the same
+seeded problem for everyone, float32, the same thread budget, rounds in alternating order, the
+median of each process's median, every output checked against the float64 reference.  For each
+size it prints the medians, GFLOP/s (``2 * 4H * (I + H) * B * T`` per forward), the % of NumPy's
+sgemm 2048^3 rate measured in the same run, ours / best peer (from the medians, and the median
+of the per-round ratios: on a shared VM whose speed drifts over minutes the paired ratio is the
+robust figure), and the kernel path the numba backend took.
 
 Usage::
 
-    python scripts/compare_cpu.py [--threads 2] [--repeat 21] [--json out.json] [--no-cold]
+    python scripts/compare_cpu.py [--threads 2] [--rounds 3] [--budget 0.5] [--json out.json]
+        [--mkl] [--before PATH] [--features] [--float64] [--cold] [--plot docs/_static/cpu.png]
+
+``--mkl``: also ours with ``LSTM_BACKENDS_GEMM=mkl`` (MKL's packed GEMM); ``--before PATH``: also
+another checkout of the library (e.g. the kernels before a change) as ``ours:numba@before``;
+``--features``: also the full ONNX cell (peepholes + clip) and its cost over the plain kernel;
+``--float64``: also our float64 forward, as a ratio to our float32 one; ``--cold``: the first
+float32 forward in a fresh process with an empty Numba cache, then with the warm cache
+(import included), each in fresh processes.  Run it on a quiet machine (``--idle`` waits for one
+before every process; on by default).
 """
 
 from __future__ import annotations
@@ -20,169 +33,194 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-SIZES = [(1, 100, 64, 128), (1, 1000, 128, 256), (16, 100, 128, 256), (64, 100, 256, 512), (256, 50, 512, 1024)]
-TARGETS = {(1, 100, 64, 128): 0.6, (1, 1000, 128, 256): 0.75, (16, 100, 128, 256): 1.0,
-           (64, 100, 256, 512): 1.0, (256, 50, 512, 1024): 1.0, "cell": 0.3}
-
-
-def sgemm_rate(n: int = 2048, repeat: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def interleaved(fns: dict, repeat: int, mode: str) -> dict:
-    """Median seconds per function.  ``interleaved``: a, b, a, b, ...; ``blocks``: a x n, b x n,
-    a x n, b x n, each block after a 0.3 s pause and one untimed call (so the other library's
-    worker threads, which spin for a while after each call, are idle)."""
-    times = {k: [] for k in fns}
-    rounds, per_round = (repeat, 1) if mode == "interleaved" else (2, max(1, repeat // 2))
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            if mode == "blocks":
-                time.sleep(0.3)  # let the other library's spinning worker threads go idle
-                fn()  # untimed
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
+# (T, B, I, H) of the issue's table, and its targets for ours / best peer
+SIZES = [(100, 1, 64, 128), (1000, 1, 128, 256), (100, 4, 128, 256), (100, 16, 128, 256), (100, 64, 256, 512),
+         (50, 256, 512, 1024)]
+TARGETS = {(100, 1, 64, 128): 0.7, (1000, 1, 128, 256): 0.7, (100, 4, 128, 256): 0.8, (100, 16, 128, 256): 0.9,
+           (100, 64, 256, 512): 1.0, (50, 256, 512, 1024): 1.05, "cell": 0.5}
+CELL = (1, 1, 128, 256)
 
 COLD = r"""
-import time, numpy as np
+import json, sys, time
 t0 = time.perf_counter()
+import numpy as np
 import lstm_backends as lb
 from lstm_backends.testing import random_problem
-p = random_problem(10, 4, 64, 128, seed=0)
+p = random_problem(100, 16, 128, 256, dtype=np.float32, seed=0)
 be = lb.get_backend("numba")
 t1 = time.perf_counter()
 p.forward(be)
 t2 = time.perf_counter()
-print(t1 - t0, t2 - t1)
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "path": be.describe_path(16, 256)}))
 """
 
 
-def cold_start() -> dict:
-    out = {}
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        for label in ("empty cache", "warm cache"):
-            res = subprocess.run([sys.executable, "-c", COLD], env=env, capture_output=True, text=True, check=True)
-            imp, first = (float(v) for v in res.stdout.split())
-            out[label] = {"import_s": imp, "first_call_s": first}
-    return out
+def cold_start(repeat: int = 3, idle: bool = True) -> dict:
+    """Median seconds: (import, first float32 forward) with an empty Numba cache, and with a warm
+    one; every run a fresh process."""
+    from lstm_backends._peers import wait_idle
+
+    runs: dict[str, list] = {"empty cache": [], "warm cache": []}
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            for label in runs:
+                if idle:
+                    wait_idle()
+                res = subprocess.run([sys.executable, "-c", COLD], env=env, capture_output=True, text=True,
+                                     check=True)
+                runs[label].append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return {label: {"import_s": statistics.median(r["import"] for r in v),
+                    "first_forward_s": statistics.median(r["first"] for r in v),
+                    "total_s": statistics.median(r["import"] + r["first"] for r in v), "path": v[0]["path"]}
+            for label, v in runs.items()}
+
+
+def _paired(rows: list, name: str, peers: list[str]) -> float:
+    """Median over rounds of ours / the best peer of the same round."""
+    ours = next(r for r in rows if r.name == name)
+    others = [r for r in rows if r.name in peers]
+    if not others:
+        return float("nan")
+    ratios = [ours.runs_s[k] / min(o.runs_s[k] for o in others) for k in range(len(ours.runs_s))]
+    return statistics.median(ratios)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=21)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=0.5, help="seconds of timed calls per process")
+    ap.add_argument("--size", action="append", help="T,B,I,H (default: the issue's table)")
+    ap.add_argument("--no-cell", action="store_true")
+    ap.add_argument("--mkl", action="store_true", help="also ours with LSTM_BACKENDS_GEMM=mkl")
+    ap.add_argument("--before", metavar="PATH", help="also the lstm_backends found at PATH (another checkout)")
+    ap.add_argument("--features", action="store_true", help="also the full ONNX cell (peepholes + clip)")
+    ap.add_argument("--float64", action="store_true", help="also our float64 forward")
+    ap.add_argument("--cold", action="store_true", help="cold / warm start in fresh processes")
+    ap.add_argument("--no-idle", action="store_true", help="do not wait for an idle machine before each process")
     ap.add_argument("--json")
-    ap.add_argument("--no-cold", action="store_true")
-    ap.add_argument("--size", action="append", help="T,B,I,H or keyed, e.g. B=16,T=100,I=128,H=256 "
-                    "(lstm_backends._bench.parse_size; default: the issue's table)")
-    ap.add_argument("--mode", choices=["interleaved", "blocks"], default="interleaved",
-                    help="call order: strictly alternating (default) or in alternating blocks")
+    ap.add_argument("--plot", metavar="FILE.png", help="GFLOP/s of ours and the peers per size (matplotlib)")
     args = ap.parse_args()
 
-    import torch
-    from threadpoolctl import threadpool_info, threadpool_limits
-
     import lstm_backends as lb
-    from lstm_backends._bench import flops, parse_size
-    from lstm_backends.backends.numba_backend import NumbaBackend, warmup
-    from lstm_backends.testing import random_problem, reference_forward, worst_error
+    from lstm_backends._bench import Size, parse_size, print_progress
+    from lstm_backends._peers import available_peers, compare
+    from lstm_backends.backends import _mkl
 
-    torch.set_num_threads(args.threads)
-    be = NumbaBackend(num_threads=args.threads)
-    warmup((np.float32,))
-    sizes = [(z.batch, z.steps, z.input_size, z.hidden_size) for z in map(parse_size, args.size)] \
-        if args.size else SIZES
-    with threadpool_limits(args.threads):
-        peak = sgemm_rate()
-    blas = [f"{p['internal_api']} {p['version']} ({p.get('architecture')})" for p in threadpool_info()
-            if p["user_api"] == "blas"]
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpus; {platform.processor() or ''}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {NumbaBackend.version()}, "
-          f"torch {torch.__version__}, lstm_backends {lb.__version__}; BLAS: {'; '.join(sorted(set(blas)))}")
-    print(f"threads: {args.threads}; sgemm 2048^3 float32: {peak:.1f} GFLOP/s; medians of {args.repeat}, {args.mode}\n")
-    rows = []
-    header = f"{'B,T,I,H':>18} {'ours ms':>10} {'torch ms':>10} {'ours/torch':>10} {'target':>7} " \
-             f"{'ours GF/s':>9} {'%peak':>6} {'torch GF/s':>10} {'err/tol':>8}"
-    print(header)
-    for b, t, i, h in sizes:
-        p = random_problem(t, b, i, h, dtype=np.float32, seed=1)
-        err = worst_error(p.forward(be)[0], reference_forward(p)[0], np.float32) if b * t * h <= 2_000_000 else None
-        lstm = torch.nn.LSTM(i, h)
-        with torch.no_grad():
-            for name, v in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), p.params):
-                getattr(lstm, name).copy_(torch.from_numpy(v))
-        x, h0, c0 = torch.from_numpy(p.x), torch.from_numpy(p.h0)[None], torch.from_numpy(p.c0)[None]
-
-        def run_torch(lstm=lstm, x=x, h0=h0, c0=c0):
-            with torch.inference_mode():
-                return lstm(x, (h0, c0))
-
-        ty = run_torch()[0].numpy()
-        oy = p.forward(be)[0]
-        assert np.allclose(oy, ty, atol=1e-4), "ours and torch disagree"
-        reps = args.repeat if b * t * h < 5_000_000 else max(5, args.repeat // 3)
-        med = interleaved({"ours": lambda p=p: p.forward(be), "torch": run_torch}, reps, args.mode)
-        f = flops(b, t, i, h)
-        ratio = med["ours"] / med["torch"]
-        row = {"size": [b, t, i, h], "ours_ms": med["ours"] * 1e3, "torch_ms": med["torch"] * 1e3, "ratio": ratio,
-               "target": TARGETS.get((b, t, i, h)), "ours_gflops": f / med["ours"] / 1e9,
-               "torch_gflops": f / med["torch"] / 1e9, "err_over_tol": err}
-        rows.append(row)
-        print(f"{f'{b},{t},{i},{h}':>18} {row['ours_ms']:10.3f} {row['torch_ms']:10.3f} {ratio:10.2f} "
-              f"{row['target'] or '-':>7} {row['ours_gflops']:9.1f} {100 * row['ours_gflops'] / peak:5.0f}% "
-              f"{row['torch_gflops']:10.1f} {'-' if err is None else f'{err:.2g}':>8}", flush=True)
-
-    # one cell step, B=1, I=128, H=256, allocation-free with out=
-    rng = np.random.default_rng(2)
-    params = lb.testing.random_params(128, 256, rng=rng)
-    xs = rng.standard_normal((1, 128), dtype=np.float32)
-    hs, cs = np.zeros((1, 256), np.float32), np.zeros((1, 256), np.float32)
-    ho, co = np.empty_like(hs), np.empty_like(cs)
-    cell = torch.nn.LSTMCell(128, 256)
-    with torch.no_grad():
-        for name, v in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), params):
-            getattr(cell, name).copy_(torch.from_numpy(v))
-    tx, th, tc = torch.from_numpy(xs), torch.from_numpy(hs), torch.from_numpy(cs)
-
-    def torch_cell():
-        with torch.inference_mode():
-            return cell(tx, (th, tc))
-
-    def ours_cell():
-        return be.cell(xs, hs, cs, params, out=(ho, co))
-
-    n = 200
-    med = interleaved({"ours": lambda: [ours_cell() for _ in range(n)],
-                       "torch": lambda: [torch_cell() for _ in range(n)]}, max(5, args.repeat // 2), args.mode)
-    cell_row = {"ours_us": med["ours"] / n * 1e6, "torch_us": med["torch"] / n * 1e6,
-                "ratio": med["ours"] / med["torch"], "target": TARGETS["cell"]}
-    print(f"{'cell B=1,I=128,H=256':>18} {cell_row['ours_us']:9.1f}us {cell_row['torch_us']:9.1f}us "
-          f"{cell_row['ratio']:10.2f} {cell_row['target']:>7}")
-    cold = None if args.no_cold else cold_start()
-    if cold:
+    sizes = [parse_size(s) for s in args.size] if args.size else [Size(*s) for s in SIZES]
+    peers = available_peers()
+    ours = ["ours:numba"]
+    envs: dict[str, dict[str, str]] = {}
+    if args.mkl:
+        if not _mkl.available():
+            print(f"--mkl: MKL {_mkl.info()}", file=sys.stderr)
+            return 2
+        ours.append("ours:numba@mkl")
+        envs["ours:numba@mkl"] = {"LSTM_BACKENDS_GEMM": "mkl"}
+    if args.before:
+        ours.append("ours:numba@before")
+        envs["ours:numba@before"] = {"PYTHONPATH": os.path.abspath(args.before)}
+    if args.features:
+        ours.append("ours:numba@full")
+    if args.float64:
+        ours.append("ours:numba@float64")
+    idle = not args.no_idle
+    peak, rows = compare(sizes, ours + peers, threads=args.threads, rounds=args.rounds, budget=args.budget,
+                         cell=None if args.no_cell else Size(*CELL), progress=print_progress, envs=envs, idle=idle)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}, "
+          f"numpy {np.__version__}, numba {lb.get_backend('numba').version()}, lstm_backends {lb.__version__}")
+    print(f"float32, {args.threads} threads; every contender in its own fresh process, {args.rounds} alternating "
+          f"rounds, medians; sgemm 2048^3 float32 (NumPy) in this run: {peak:.0f} GFLOP/s\n")
+    header = ["T,B,I,H", "contender", "median", "GFLOP/s", "% sgemm", "/ best peer", "paired", "target", "path"]
+    table = [header]
+    by_size: dict = {}
+    for r in rows:
+        by_size.setdefault((r.size, "cell" in r.name), []).append(r)
+    summary = []
+    for (_size, is_cell), group in by_size.items():
+        peer_names = [n for n in ("torch-cell" if is_cell else "torch", "onnxruntime")
+                      if any(g.name == n for g in group)]
+        for r in group:
+            t, b, i, h = r.size
+            key = "cell" if is_cell else (t, b, i, h)
+            mine = r.name.startswith("ours")
+            paired = _paired(group, r.name, peer_names) if mine else float("nan")
+            target = TARGETS.get(key) if r.name in ("ours:numba", "ours-cell:numba") else None
+            med = f"{r.median_s * 1e6:.1f} us" if is_cell else f"{r.median_s * 1e3:.3f} ms"
+            table.append([f"cell B{b} I{i} H{h}" if is_cell else f"{t},{b},{i},{h}", r.name, med, f"{r.gflops:.0f}",
+                          f"{r.pct_peak:.0f}%", "-" if np.isnan(r.ratio_best_peer) else f"{r.ratio_best_peer:.2f}",
+                          "-" if np.isnan(paired) else f"{paired:.2f}", "-" if target is None else f"<= {target}",
+                          r.info.get("path", "")])
+            if not r.agrees:
+                table[-1][1] += " (DISAGREES)"
+            summary.append({**r.as_dict(), "paired_ratio": paired, "target": target})
+    widths = [max(len(row[c]) for row in table) for c in range(len(header))]
+    for n, row in enumerate(table):
+        print("  ".join(cell.ljust(w) if c in (1, 8) else cell.rjust(w)
+                        for c, (cell, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    extra = {}
+    for (size, _is_cell), group in by_size.items():
+        names = {g.name: g for g in group}
+        base = names.get("ours:numba")
+        if base is None:
+            continue
+        if "ours:numba@full" in names:
+            extra.setdefault("full_cell_cost", {})[str(size)] = names["ours:numba@full"].median_s / base.median_s - 1
+        if "ours:numba@float64" in names:
+            f64 = names["ours:numba@float64"].median_s
+            extra.setdefault("float64_over_float32", {})[str(size)] = f64 / base.median_s
+    if "full_cell_cost" in extra:
+        print("\npeepholes + clip over the plain kernel: " + ", ".join(
+            f"{k} {100 * v:+.1f}%" for k, v in extra["full_cell_cost"].items()))
+    if "float64_over_float32" in extra:
+        print("float64 / float32: " + ", ".join(f"{k} {v:.2f}x" for k, v in extra["float64_over_float32"].items()))
+    cold = None
+    if args.cold:
+        cold = cold_start(idle=idle)
         for label, v in cold.items():
-            print(f"cold start, {label}: import {v['import_s']:.2f} s, first forward {v['first_call_s']:.2f} s")
+            print(f"cold start, {label}: import {v['import_s']:.2f} s + first float32 forward "
+                  f"{v['first_forward_s']:.2f} s = {v['total_s']:.2f} s ({v['path']})")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "mode": args.mode, "sgemm_gflops": peak, "rows": rows,
-                       "cell": cell_row, "cold": cold}, fh, indent=2)
+            json.dump({"threads": args.threads, "rounds": args.rounds, "sgemm_gflops": peak, "rows": summary,
+                       "extra": extra, "cold": cold}, fh, indent=2, default=str)
+        print(f"wrote {args.json}")
+    if args.plot:
+        _plot([r for r in rows if "cell" not in r.name and "@" not in r.name], peak, args.plot, args.threads)
+        print(f"wrote {args.plot}")
     return 0
+
+
+def _plot(rows: list, peak: float, path: str, threads: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(dict.fromkeys(r.size for r in rows))
+    names = list(dict.fromkeys(r.name for r in rows))
+    labels = {"ours:numba": "lstm_backends numba", "torch": "torch.nn.LSTM", "onnxruntime": "onnxruntime LSTM"}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        xs = [k + j * width for k, s in enumerate(sizes)]
+        ys = [next(r.gflops for r in rows if r.size == s and r.name == name) for s in sizes]
+        ax.bar(xs, ys, width, label=labels.get(name, name))
+    ax.axhline(peak, color="gray", linestyle="--", linewidth=1, label=f"NumPy sgemm 2048³ ({peak:.0f})")
+    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(sizes))])
+    ax.set_xticklabels([f"B={b}\nT={t} I={i} H={h}" for t, b, i, h in sizes], fontsize=8)
+    ax.set_ylabel("GFLOP/s (higher is better)")
+    ax.set_title(f"LSTM forward, float32, {threads} threads, each contender in its own process")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""numba backend specifics: caching, cold import, threads, determinism, allocation-free cell."""
+"""numba backend specifics: every kernel path, bitwise agreement between them, thread counts and
+threading layers, stale weights, caching and cold start, the float64 math, the cell, MKL."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,24 +11,52 @@ import numpy as np
 import pytest
 
 import lstm_backends as lb
-from lstm_backends.testing import random_params, random_problem
+from lstm_backends.testing import assert_close, random_params, random_problem, reference_cell
 
 pytest.importorskip("numba")
-from lstm_backends.backends.numba_backend import NumbaBackend, warmup  # noqa: E402
+from lstm_backends.backends import numba_backend as nbb  # noqa: E402
+from lstm_backends.backends.numba_backend import KINDS, NumbaBackend, warmup  # noqa: E402
+
+DTYPES = [np.float32, np.float64]
+FORCED = [k for k in KINDS if k != "auto"]
 
 
-def _run(code, **env):
-    import os
-
+def _run(code, timeout=600, **env):
+    full = {**os.environ, **env}
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(lb.__file__)),
+                                                     full.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=600)
+                          env=full, timeout=timeout)
 
 
+def _full_params(p, proj_size=0, peephole=False, seed=0):
+    """p.params plus a projection (w_hh resized to (4H, P)) and/or peepholes, random."""
+    rng = np.random.default_rng(seed)
+    w_ih, w_hh, b_ih, b_hh = p.params[:4]
+    hidden = w_hh.shape[1]
+    dtype = w_ih.dtype
+    w_hr = None
+    if proj_size:
+        w_hh = rng.uniform(-0.3, 0.3, (4 * hidden, proj_size)).astype(dtype)
+        w_hr = rng.uniform(-0.3, 0.3, (proj_size, hidden)).astype(dtype)
+    w_peep = rng.uniform(-0.5, 0.5, (3, hidden)).astype(dtype) if peephole else None
+    return lb.LSTMParams(w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)
+
+
+def _reference(p, params, h0, **options):
+    be = lb.get_backend("numpy")
+    f64 = lb.LSTMParams(*(None if a is None else a.astype(np.float64) for a in params))
+    return be.forward(p.x.astype(np.float64), f64, h0.astype(np.float64), p.c0.astype(np.float64),
+                      lengths=p.lengths, reverse=p.reverse, **options)
+
+
+# ---------------------------------------------------------------------------------------- import, cache
 def test_get_backend_compiles_and_imports_nothing():
     out = _run(
         """
         import sys, lstm_backends as lb
         be = lb.get_backend("numba")
+        be.describe_path  # the instance exists; nothing heavy is imported until a call
         print(sorted(m for m in sys.modules if m.startswith("numba") or m.endswith("_numba_kernels")))
         """
     )
@@ -40,19 +70,59 @@ def test_every_kernel_is_cached():
     from lstm_backends.backends import _numba_kernels as k
 
     dispatchers = {n: v for n, v in vars(k).items() if isinstance(v, CPUDispatcher)}
-    assert {"forward_layer", "forward_layer_rowwise", "cell_step"} <= set(dispatchers)
+    assert {"forward_entry", "cell_entry", "run_team", "math64_apply"} <= set(dispatchers)
     for name, d in dispatchers.items():
         assert d.targetoptions.get("cache") or type(d._cache).__name__ != "NullCache", f"{name} is not cache=True"
         assert type(d._cache).__name__ != "NullCache", name
+    for dtype in DTYPES:
+        assert type(k.worker(dtype)._cache).__name__ != "NullCache"
 
 
-def test_warmup_compiles_common_signatures():
+COLD_CODE = """
+import sys, time, json
+t0 = time.perf_counter()
+import numpy as np
+import lstm_backends as lb
+from lstm_backends.backends import _numba_kernels as k
+be = lb.get_backend("numba")
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 4, 16)).astype(np.float32)
+params = lb.testing.random_params(16, 64, rng=0)
+t1 = time.perf_counter()
+y = be.forward(x, params)[0]
+t2 = time.perf_counter()
+w = k.worker(np.float32)
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "worker_hits": w.cache_hits,
+                  "entry_hits": sum(k.forward_entry.stats.cache_hits.values()),
+                  "entry_misses": sum(k.forward_entry.stats.cache_misses.values()),
+                  "region_hits": sum(k.run_team.stats.cache_hits.values()), "y": float(np.abs(y).sum())}))
+"""
+
+
+def test_cold_then_warm_cache_in_fresh_processes(tmp_path):
+    """A fresh process with an empty cache compiles; the next one loads everything from the cache
+    (the figures of docs/performance come from scripts/compare_cpu.py, not from this test)."""
+    import json
+
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "LSTM_BACKENDS_NUMBA_KIND": "team"}
+    cold = _run(COLD_CODE, **env)
+    assert cold.returncode == 0, cold.stderr[-3000:]
+    warm = _run(COLD_CODE, **env)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    c, w = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (cold, warm))
+    assert c["worker_hits"] == 0 and c["entry_hits"] == 0 and c["entry_misses"] == 1
+    assert w["worker_hits"] == 1 and w["entry_hits"] == 1 and w["entry_misses"] == 0
+    assert w["region_hits"] == 1
+    assert c["y"] == w["y"]
+    assert w["first"] < c["first"]
+
+
+def test_warmup_compiles_every_dtype():
     from lstm_backends.backends import _numba_kernels as k
 
     warmup()
-    dtypes = {str(sig[0].dtype) for sig in k.cell_step.signatures}
-    assert {"float32", "float64"} <= dtypes
-    assert k.forward_layer_rowwise.signatures and k.forward_layer.signatures
+    assert {str(sig[0].dtype) for sig in k.cell_entry.signatures} >= {"float32", "float64"}
+    assert {str(sig[0].dtype) for sig in k.forward_entry.signatures} >= {"float32", "float64"}
 
 
 def test_auto_picks_numba_without_gpu():
@@ -62,26 +132,201 @@ def test_auto_picks_numba_without_gpu():
     assert lb.get_backend("auto").name == "numba"
 
 
-@pytest.mark.parametrize("batch", [1, 3, 24])  # rowwise and GEMM kernels
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bitwise_deterministic_across_calls_and_thread_counts(batch, dtype):
-    p = random_problem(20, batch, 16, 64, dtype=dtype, seed=3, lengths="random", reverse=True)
-    results = []
-    for threads in (None, 1, 2, 1):
-        results.append([a.copy() for a in p.forward(NumbaBackend(num_threads=threads))])
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
-
-
-def test_num_threads_validation():
+# ---------------------------------------------------------------------------------------- options
+def test_constructor_validation_and_env(monkeypatch):
     with pytest.raises(ValueError, match="positive"):
         NumbaBackend(num_threads=0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        NumbaBackend(kind="fast")
+    with pytest.raises(ValueError, match="gemm must be one of"):
+        NumbaBackend(gemm="blas")
     be = NumbaBackend(num_threads=2)
     be.set_num_threads(None)
     assert be.num_threads is None
+    monkeypatch.setenv("LSTM_BACKENDS_NUMBA_KIND", "serial")
+    monkeypatch.setenv("LSTM_BACKENDS_NUM_THREADS", "1")
+    be = NumbaBackend()
+    assert be.kind == "serial" and be.num_threads == 1 and be.budget == 1
+    assert be.describe_path(64, 512).startswith("serial x1")
 
 
+def test_describe_path_follows_the_dispatch_rule():
+    import numba
+
+    be = NumbaBackend(num_threads=2)
+    two = numba.config.NUMBA_NUM_THREADS >= 2
+    assert be.describe_path(1, 32).startswith("serial+bulk x1")      # tiny H: serial
+    assert be.describe_path(16, 64).startswith("serial x1")
+    if two:
+        assert be.describe_path(1, 256).startswith("team+bulk x2")   # small B: bulk input product
+        assert be.describe_path(16, 256).startswith("team x2")
+        assert be.describe_path(16, 1024).startswith("team+bulk x2")
+        assert be.describe_path(64, 512, np.float64).startswith("team x2")
+    assert "own micro-kernel" in be.describe_path(4, 256)
+    assert NumbaBackend(num_threads=1).describe_path(64, 512).startswith("serial x1")
+
+
+# ---------------------------------------------------------------------------------------- every path
+# sizes that give real teams (several panels: U = 16 float32 / 8 float64 units each), more rows than
+# one micro-kernel call takes (6), ragged lengths including 0 and T, both directions
+PATH_CASES = [
+    dict(size=(7, 9, 5, 40), lengths="random", reverse=False),
+    dict(size=(6, 3, 8, 33), lengths="random", reverse=True),
+    dict(size=(5, 2, 1, 70), lengths=None, reverse=True, proj_size=20),
+    dict(size=(6, 7, 6, 48), lengths="random", reverse=False, proj_size=70, peephole=True),
+    dict(size=(4, 3, 9, 24), lengths="random", reverse=True, peephole=True, clip=0.7, input_forget=True),
+]
+
+
+def _case(case, dtype, seed):
+    t, b, i, h = case["size"]
+    p = random_problem(t, b, i, h, dtype=dtype, seed=seed, lengths=case["lengths"], reverse=case["reverse"])
+    params = _full_params(p, case.get("proj_size", 0), case.get("peephole", False), seed=seed)
+    s = case.get("proj_size") or h
+    h0 = np.random.default_rng(seed).uniform(-1, 1, (b, s)).astype(dtype)
+    options = {k: case[k] for k in ("clip", "input_forget") if k in case}
+    return p, params, h0, options
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(PATH_CASES)))
+def test_every_path_matches_the_reference_and_the_others_bit_for_bit(case, dtype):
+    """Each forced kind (and 1, 2 or the default number of threads) equals the float64 reference,
+    and all of them give exactly the same bits; so does the cell, step by step."""
+    case = PATH_CASES[case]
+    p, params, h0, options = _case(case, dtype, seed=11)
+    ref = _reference(p, params, h0, **options)
+    results = {}
+    for kind in FORCED:
+        for threads in (None, 1, 2):
+            be = NumbaBackend(num_threads=threads, kind=kind)
+            got = be.forward(p.x, params, h0, p.c0, lengths=p.lengths, reverse=p.reverse, **options)
+            label = f"{kind} threads={threads}"
+            for g, r, n in zip(got, ref, ("y", "h_n", "c_n")):
+                assert_close(g, r, dtype=dtype, name=n, context=f"{label} {case}")
+            results[label] = [a.copy() for a in got]
+    first = next(iter(results.values()))
+    for label, got in results.items():
+        for a, b, n in zip(got, first, ("y", "h_n", "c_n")):
+            np.testing.assert_array_equal(a, b, err_msg=f"{n}: {label} differs from {next(iter(results))}")
+    if not p.reverse and case["lengths"] is None:  # the cell, step by step, equals the sequence
+        be = NumbaBackend()
+        h, c = h0.copy(), p.c0.copy()
+        for t in range(p.x.shape[0]):
+            be.cell(p.x[t], h, c, params, out=(h, c), **options)
+        np.testing.assert_array_equal(h, first[1])
+        np.testing.assert_array_equal(c, first[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cell_equals_a_one_step_forward_bit_for_bit(dtype):
+    for k, (b, i, h, proj, peep) in enumerate([(1, 7, 40, 0, False), (6, 3, 33, 0, True), (5, 4, 24, 70, True)]):
+        p = random_problem(1, b, i, h, dtype=dtype, seed=k)
+        params = _full_params(p, proj, peep, seed=k)
+        h0 = np.random.default_rng(k).uniform(-1, 1, (b, proj or h)).astype(dtype)
+        options = {"clip": 0.9} if peep else {}
+        cell = NumbaBackend().cell(p.x[0], h0, p.c0, params, **options)
+        for kind in FORCED:
+            _, h_n, c_n = NumbaBackend(kind=kind).forward(p.x, params, h0, p.c0, **options)
+            np.testing.assert_array_equal(cell[0], h_n, err_msg=f"h: cell vs forward {kind}")
+            np.testing.assert_array_equal(cell[1], c_n, err_msg=f"c: cell vs forward {kind}")
+        ref = reference_cell(p.x[0], h0, p.c0, params, **options)
+        assert_close(cell[0], ref[0], dtype=dtype, name="h")
+
+
+def test_teams_of_one_two_and_three_workers_agree_bit_for_bit():
+    """Team sizes 1, 2, 3 (NUMBA_NUM_THREADS=3 in a fresh process; on 2 cores the third worker
+    shares one): identical bits, and the team really formed."""
+    out = _run(
+        """
+        import numpy as np
+        from lstm_backends.backends.numba_backend import NumbaBackend, last_team_size
+        from lstm_backends.testing import random_problem
+        for dtype in (np.float32, np.float64):
+            p = random_problem(9, 7, 6, 72, dtype=dtype, seed=5, lengths="random", reverse=True)
+            first = None
+            for kind in ("team", "team+bulk"):
+                for threads in (1, 2, 3):
+                    be = NumbaBackend(num_threads=threads, kind=kind)
+                    for attempt in range(50):  # a busy machine may keep the team from forming
+                        got = [a.copy() for a in p.forward(be)]
+                        be._solo_until = 0.0
+                        if last_team_size() == threads:
+                            break
+                    assert last_team_size() == threads, (kind, threads, last_team_size())
+                    first = first or got
+                    for a, b in zip(got, first):
+                        assert np.array_equal(a, b), (dtype, kind, threads)
+        print("ok")
+        """, NUMBA_NUM_THREADS="3")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_a_team_that_does_not_form_runs_solo_with_the_same_bits():
+    """Both iterations of the region on one thread (numba threads = 1): the first worker gives
+    up waiting, does everything alone, the second leaves; the results do not change."""
+    import numba
+
+    from lstm_backends.backends import _numba_kernels as k
+
+    p = random_problem(6, 3, 5, 40, dtype=np.float32, seed=2, lengths="random")
+    expected = [a.copy() for a in p.forward(NumbaBackend(kind="serial"))]
+    y, h_n, c_n = np.zeros_like(p.x[:, :, :1].repeat(40, 2)), np.empty((3, 40), np.float32), \
+        np.empty((3, 40), np.float32)
+    dummy = np.zeros((0, 0), np.float32)
+    wsf, wsi = nbb._aligned_empty(1 << 16, np.float32), np.zeros(1 << 14, np.int64)
+    fn = k.worker(np.float32).address
+    w_ih, w_hh, b_ih, b_hh = p.params[:4]
+    assert k.forward_entry(p.x, w_ih, w_hh, b_ih, b_hh, dummy, dummy, p.h0, p.c0, p.lengths, h_n, c_n,
+                           y.ctypes.data, 3 * 40, 40, False, 0, 0.0, False, 2, 20_000, wsf, wsi, fn, False) == (0, 0)
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        k.run_team(fn, np.float32(0), wsi.ctypes.data, 2)
+    finally:
+        numba.set_num_threads(old)
+    assert wsi[k.NARGS + k.W_TEAM] == 1
+    for a, b in zip((y, h_n, c_n), expected):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", FORCED)
+def test_weights_changed_in_place_are_used(kind):
+    """Packing happens on every call: an in-place change of any weight shows in the next call."""
+    p = random_problem(5, 3, 6, 40, dtype=np.float32, seed=4)
+    params = _full_params(p, 24, True, seed=4)
+    be = NumbaBackend(kind=kind)
+    h0 = np.ascontiguousarray(p.h0[:, :24])
+    before = [a.copy() for a in be.forward(p.x, params, h0, p.c0)]
+    for w in (params.w_ih, params.w_hh, params.b_ih, params.w_hr, params.w_peep):
+        w *= np.float32(1.25)
+        got = be.forward(p.x, params, h0, p.c0)
+        ref = _reference(p, params, h0)
+        assert not np.array_equal(got[0], before[0])
+        assert_close(got[0], ref[0], dtype=np.float32, name="y", context=kind)
+        before = [a.copy() for a in got]
+
+
+def test_y_inside_a_wider_array_and_in_place_state():
+    """forward_layers writes each direction into its part of the layer output; h_n/c_n may be h0/c0."""
+    p = random_problem(6, 4, 5, 40, dtype=np.float32, seed=8, lengths="random")
+    be = NumbaBackend()
+    layers = [[p.params, random_params(5, 40, rng=9)]]
+    y, h_n, c_n = be.forward_layers(p.x, layers, lengths=p.lengths)
+    ref = lb.get_backend("numpy").forward_layers(p.x.astype(np.float64),
+                                                  [[lb.LSTMParams(*(a.astype(np.float64) for a in q[:4]))
+                                                    for q in layers[0]]], lengths=p.lengths)
+    for g, r, n in zip((y, h_n, c_n), ref, ("y", "h_n", "c_n")):
+        assert_close(g, r, dtype=np.float32, name=n)
+    h, c = p.h0.copy(), p.c0.copy()
+    expected = be.forward(p.x, p.params, p.h0, p.c0)
+    got = be.forward(p.x, p.params, h, c, out=(np.empty_like(expected[0]), h, c))
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(h, expected[1])
+
+
+# ---------------------------------------------------------------------------------------- cell
 def test_cell_with_out_allocates_no_arrays():
     be = NumbaBackend()
     hidden = 1024
@@ -100,26 +345,31 @@ def test_cell_with_out_allocates_no_arrays():
     assert peak < 4096, f"cell(out=...) allocated {peak} bytes"
 
 
+# ---------------------------------------------------------------------------------------- threads
 THREADS_CODE = """
 import os, sys, threading
 import numpy as np
+import numba
 import lstm_backends as lb
+from lstm_backends.backends.numba_backend import NumbaBackend, _Threads
 from lstm_backends.testing import random_problem
-be = lb.get_backend("numba")
-problems = [random_problem(12, b, 8, 32, seed=s, lengths="random") for s, b in enumerate([1, 3, 20, 40] * 2)]
-expected = [[a.copy() for a in p.forward(be)] for p in problems]
+problems = [random_problem(12, b, 8, h, seed=s, lengths="random") for s, (b, h) in
+            enumerate([(1, 40), (3, 72), (20, 40), (40, 33)] * 2)]
+backends = [NumbaBackend(kind=k) for k in ("team", "team+bulk", "auto")]
+serial = NumbaBackend(kind="serial")
+expected = [[a.copy() for a in p.forward(serial)] for p in problems]
 cell_p = problems[2]
-cell_expected = be.cell(cell_p.x[0], cell_p.h0, cell_p.c0, cell_p.params)
+cell_expected = serial.cell(cell_p.x[0], cell_p.h0, cell_p.c0, cell_p.params)
 errors = []
 def work(k):
     try:
-        for r in range(15):
-            p = problems[(k + r) % len(problems)]
-            got = p.forward(be)
-            for a, b in zip(got, expected[(k + r) % len(problems)]):
+        for r in range(12):
+            j = (k + r) % len(problems)
+            got = problems[j].forward(backends[(k + r) % 3])
+            for a, b in zip(got, expected[j]):
                 if not np.array_equal(a, b):
                     errors.append(f"thread {k}: forward differs")
-            h, c = be.cell(cell_p.x[0], cell_p.h0, cell_p.c0, cell_p.params)
+            h, c = backends[0].cell(cell_p.x[0], cell_p.h0, cell_p.c0, cell_p.params)
             if not (np.array_equal(h, cell_expected[0]) and np.array_equal(c, cell_expected[1])):
                 errors.append(f"thread {k}: cell differs")
     except Exception as exc:
@@ -127,15 +377,127 @@ def work(k):
 threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
 [t.start() for t in threads]
 [t.join() for t in threads]
-import numba
-print("layer", os.environ.get("NUMBA_THREADING_LAYER"), "errors", len(errors), errors[:3])
+print("layer", numba.threading_layer(), _Threads.layer, "errors", len(errors), errors[:3])
 sys.exit(1 if errors else 0)
 """
 
 
-@pytest.mark.parametrize("layer", ["workqueue", "default"])
-def test_concurrent_calls_never_abort_and_agree(layer):
-    env = {"NUMBA_THREADING_LAYER": layer} if layer != "default" else {}
+def _tbb_env():
+    env = {"NUMBA_THREADING_LAYER": "tbb"}
+    lib = os.path.join(sys.prefix, "lib")
+    if os.path.isdir(lib):
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (lib, os.environ.get("LD_LIBRARY_PATH")) if p)
+    return env
+
+
+@pytest.mark.parametrize("layer", ["omp", "tbb", "workqueue"])
+def test_eight_python_threads_never_abort_and_agree_with_serial_calls(layer):
+    env = _tbb_env() if layer == "tbb" else {"NUMBA_THREADING_LAYER": layer}
+    if layer != "workqueue":
+        probe = _run("""
+            import numpy as np
+            from numba import njit, prange, threading_layer
+            @njit(parallel=True)
+            def f(a):
+                for i in prange(a.shape[0]):
+                    a[i] += 1
+            f(np.zeros(4))
+            print(threading_layer())
+            """, **env)
+        if probe.returncode != 0:
+            pytest.skip(f"numba cannot load the {layer} threading layer here: {probe.stderr.strip()[-300:]}")
     out = _run(THREADS_CODE, **env)
     assert out.returncode == 0, f"rc={out.returncode}\nstdout={out.stdout}\nstderr={out.stderr[-2000:]}"
-    assert "errors 0" in out.stdout
+    assert f"layer {layer} {layer} errors 0" in out.stdout, out.stdout
+
+
+# ---------------------------------------------------------------------------------------- float64 math
+def _ref64(which, x):
+    xl = x.astype(np.longdouble)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if which == 0:
+            return np.tanh(xl)
+        if which == 1:
+            return 1 / (1 + np.exp(-xl))
+        return np.exp(xl)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).eps >= 1e-18, reason="needs an extended-precision longdouble reference")
+@pytest.mark.parametrize("which, name", [(0, "tanh64"), (1, "sigmoid64"), (2, "exp64")])
+def test_float64_math_is_accurate_over_the_whole_range(which, name):
+    """tanh64 / sigmoid64 / exp64 of the float64 gate update: <= 1e-15 relative error wherever the
+    result is a normal number (one subnormal ulp where it is subnormal), exact special values."""
+    from lstm_backends.backends import _numba_kernels as k
+
+    rng = np.random.default_rng(which)
+    mags = np.geomspace(1e-310, 800, 200_000)
+    bits = rng.integers(0, 0x7FF0000000000000, 100_000, dtype=np.int64).view(np.float64)   # all finite
+    x = np.concatenate([mags, -mags, rng.uniform(-40, 40, 100_000), bits, -bits,
+                        np.float64([0.1740, 0.4102, -13.86, 709.78, -708.4, -745.2])])
+    out = np.empty_like(x)
+    k.math64_apply(which, x, out)
+    ref = _ref64(which, x)
+    tiny = np.finfo(np.float64).tiny
+    normal = np.abs(ref) >= tiny
+    finite = np.isfinite(ref) & (np.abs(ref) <= np.finfo(np.float64).max)
+    rel = np.abs(out[normal & finite].astype(np.longdouble) - ref[normal & finite]) / np.abs(ref[normal & finite])
+    assert rel.max() <= 1e-15, f"{name}: max rel error {float(rel.max()):.3g} at x={x[normal & finite][rel.argmax()]!r}"
+    sub = ~normal
+    assert np.all(np.abs(out[sub].astype(np.longdouble) - ref[sub]) <= 2.0 ** -1074), name
+    over = ~finite & np.isfinite(x)
+    assert np.all(np.isinf(out[over])), name
+    special = np.float64([np.inf, -np.inf, np.nan, -np.nan, 0.0, -0.0, 5e-324, -5e-324])
+    got = np.empty_like(special)
+    k.math64_apply(which, special, got)
+    expected = {0: [1.0, -1.0, np.nan, np.nan, 0.0, -0.0, 5e-324, -5e-324],
+                1: [1.0, 0.0, np.nan, np.nan, 0.5, 0.5, 0.5, 0.5],
+                2: [np.inf, 0.0, np.nan, np.nan, 1.0, 1.0, 1.0, 1.0]}[which]
+    np.testing.assert_array_equal(got, expected)
+    assert np.array_equal(np.signbit(got[4:6]), np.signbit(np.float64(expected[4:6])))
+
+
+# ---------------------------------------------------------------------------------------- MKL
+def _mkl_or_skip():
+    from lstm_backends.backends import _mkl
+
+    if not _mkl.available():
+        pytest.skip(f"MKL: {_mkl.info()}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mkl_gemm_matches_the_reference_and_is_deterministic(dtype):
+    _mkl_or_skip()
+    for case in PATH_CASES:
+        p, params, h0, options = _case(case, dtype, seed=3)
+        ref = _reference(p, params, h0, **options)
+        be = NumbaBackend(gemm="mkl")
+        first = [a.copy() for a in be.forward(p.x, params, h0, p.c0, lengths=p.lengths, reverse=p.reverse,
+                                              **options)]
+        again = be.forward(p.x, params, h0, p.c0, lengths=p.lengths, reverse=p.reverse, **options)
+        for g, a, r, n in zip(first, again, ref, ("y", "h_n", "c_n")):
+            assert_close(g, r, dtype=dtype, name=n, context=f"gemm=mkl {case}")
+            np.testing.assert_array_equal(g, a)
+    assert "MKL packed GEMM" in NumbaBackend(gemm="mkl").describe_path(16, 256)
+
+
+def test_mkl_refused_when_already_initialised_threaded():
+    """Another library loaded this MKL first with a threaded layer: gemm='mkl' is refused, never
+    run with MKL threads inside the team's threads."""
+    _mkl_or_skip()
+    from lstm_backends.backends import _mkl
+
+    out = _run(f"""
+        import ctypes, os
+        lib = ctypes.CDLL({_mkl.load().path!r}, mode=os.RTLD_LOCAL)
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer(0)     # INTEL
+        lib.MKL_Get_Max_Threads()          # initialises MKL
+        import lstm_backends as lb
+        from lstm_backends.backends.numba_backend import NumbaBackend
+        try:
+            NumbaBackend(gemm="mkl")
+        except lb.BackendUnavailableError as exc:
+            print("refused:", exc)
+        """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "refused:" in out.stdout and "threaded layer" in out.stdout

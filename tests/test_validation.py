@@ -231,7 +231,17 @@ def test_default_options_are_the_plain_cell(be, p):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["numba", "example"])
+def test_numba_refuses_other_activations_by_name(p):
+    be = lb.get_backend("numba")
+    with pytest.raises(lb.UnsupportedFeatureError,
+                       match=r"'numba' does not support the activations f=Sigmoid, g=Elu\(alpha=1\), h=Tanh, "
+                             r"capability 'activations'.*: numpy"):
+        be.forward(p.x, p.params, activations=["Sigmoid", "Elu", "Tanh"])
+    with pytest.raises(lb.UnsupportedFeatureError, match="activations"):
+        be.cell(p.x[0], p.h0, p.c0, p.params, activations=["HardSigmoid", "Tanh", "Tanh"])
+
+
+@pytest.mark.parametrize("name", ["example"])
 def test_backends_without_the_features_refuse_them_by_name(p, name):
     be = lb.get_backend(name)
     full = _full_params(p)
@@ -252,10 +262,12 @@ def test_backends_without_the_features_refuse_them_by_name(p, name):
 
 
 def test_get_backend_requires():
-    assert lb.get_backend("auto", requires=["peephole", "clip"]).name == "numpy"
+    fastest = lb.get_backend("auto").name
+    assert lb.get_backend("auto", requires=["peephole", "clip"]).name == fastest  # every built-in has them
+    assert lb.get_backend("auto", requires=["activations"]).name == "numpy"
     assert "projection" in lb.get_backend("auto", requires=["projection"]).capabilities
-    with pytest.raises(lb.UnsupportedFeatureError, match="'numba' does not support 'peephole'"):
-        lb.get_backend("numba", requires=["peephole"])
+    with pytest.raises(lb.UnsupportedFeatureError, match="'numba' does not support 'activations'"):
+        lb.get_backend("numba", requires=["activations"])
     with pytest.raises(lb.BackendUnavailableError, match="no backend with the capabilities backward"):
         lb.get_backend("auto", requires=["backward"])
 

@@ -129,6 +129,21 @@ class Backend:
         return True
 
     @classmethod
+    def test_variants(cls) -> dict[str, dict[str, Any]]:
+        """Constructor keyword arguments forcing each internal path of this backend, by label.
+
+        A backend whose kernels dispatch between several paths (e.g. by problem size) lists
+        here how to force each one; the conformance suite and the shared tests then run on
+        every one (``NAME[label]``), so no path goes untested because the small test sizes
+        never select it.  Empty by default.
+
+        Returns
+        -------
+        dict of str to dict
+        """
+        return {}
+
+    @classmethod
     def version(cls) -> str:
         """Version of the library doing the work (e.g. Numba's); ``""`` when not applicable."""
         return ""

@@ -1,223 +1,1816 @@
 """Numba kernels of the ``numba`` backend (imported on first use only).
 
-Versions, llm.c style:
+Versions, llm.c style (each checked against the NumPy reference; every one gives bitwise the
+same results as the others):
 
-1. ``forward_layer``: the input projection of all steps is one GEMM (BLAS, via
-   ``np.dot``); then, in one compiled loop over time, one GEMM per step for the
-   recurrent product and a fused pointwise gate / cell-state update that handles
-   variable lengths and direction per row.  BLAS parallelises the products; the
-   compiled code runs on the calling thread (no ``prange``), so Numba's and BLAS's
-   threads never run at the same time and no threading layer is involved.
-2. ``cell_step``: two products and the fused update; allocation-free with
-   caller-provided scratch.
+1. **serial**: one thread.  Pack the weights, then per step the input product, the
+   recurrent product and the fused gate update, panel by panel.
+2. **team** (hidden split): ``n`` workers in one parallel region per call; worker ``w``
+   owns a contiguous block of panels (its part of the packing, of every product and of
+   the gate update: its W_hh panels stay in its own L2).  Per step: phase A (the input
+   product and the half of h the worker's panels sum first), wait, phase B (the other
+   half, the gate update), publish.  With two workers phase A needs no partner data, so
+   the per-step barrier hides behind it.
+3. **bulk** (team or serial with a bulk input projection): the input product of every
+   step first, as one compute-bound GEMM per panel; then only the recurrent product per
+   step.  Wins at small batches (W_ih is streamed once, not once per step).
+4. **cell**: one step from the row-major weights, read in place (no packing: 16x16
+   in-register transposes feed the same FMA chains).
+5. **mkl** (opt-in): the team structure on MKL's packed GEMM (sequential MKL); not
+   bitwise equal to the others (MKL's own summation order).
 
-Every kernel is ``cache=True``; the helpers live in this file (``cache=True``
-does not notice edits of jitted functions in other files).  ``error_model="numpy"``
-drops the zero-division branch from every division so the rational tanh
-vectorises.  float32 uses a clamped rational tanh (max abs error 3.6e-7, far
-inside the float32 tolerance); float64 uses ``math.tanh``/``math.exp``, exact to
-float64 rounding.
+Layout.  The 4H gate rows are regrouped into *panels* of ``U`` hidden units (``U = 16``
+float32, ``8`` float64: one 64-byte vector), the four gates side by side:
+``Wp[p, k, q*U + u] = W[q*H + p*U + u, k]`` (zero past H), so a panel row is 4 vectors
+and the gate update of a panel runs on the tile the product just wrote, in registers.
+
+Summation order (the reason all kinds agree bit for bit).  Every gate pre-activation is
+one FMA chain: the bias (``b_ih + b_hh``), then ``x_k W_ih[:, k]`` for ``k = 0..I-1``,
+then ``h_k W_hh[:, k]`` in the *canonical two-half order* fixed by H (and the projection
+size) alone: panels ``p < ceil(NP/2)`` sum ``h[0:ks]`` then ``h[ks:S]``, the others
+``h[ks:S]`` then ``h[0:ks]``.  A projection output is one chain over ``k = 0..H-1``.
+Nothing depends on the kind, the team size, the tile position or the thread count.
+
+Micro-kernels are LLVM IR emitted by ``@intrinsic``\\ s as ``noinline`` functions
+(``llvm.fma``: numba does not contract without fastmath, and contraction would make the
+bits depend on the inlining context): ``mk`` (1..6 rows x 4 vectors, packed weights,
+accumulators in registers over k), ``mkt`` (the same chains from row-major weights via
+in-register transposes: the cell), ``pack`` (the transposes, storing), ``gate`` (the fused
+update, 8 compile-time variants of peephole / clip / input_forget, masked for a partial
+last panel).  float32 uses Eigen's clamped rational tanh (abs. error 3.6e-7) and
+sigma(x) = (1 + tanh(x/2)) / 2; float64 the branch-free ``tanh64``/``sigmoid64``/``exp64``
+below (<= 4e-16 relative, vectorised).
+
+Compile time.  Each worker is a C callback (``cfunc``) compiled once per dtype and
+reached by address, so the parallel region (one for every kind and dtype) and the entry
+hold no copy of it; the heavy code is IR, which costs LLVM time only.  Every kernel is
+``cache=True``; every jitted helper lives in this file (``cache=True`` does not notice
+edits of jitted functions in other files).  ``error_model="numpy"``.
 """
 
 from __future__ import annotations
 
-import math
+import platform
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from llvmlite import ir
+from numba import cfunc, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 
-# Eigen's float tanh: odd rational 13/6 on [-7.905, 7.905], clamped outside.
-_A1, _A3, _A5, _A7 = (np.float32(v) for v in (4.89352455891786e-03, 6.37261928875436e-04,
-                                              1.48572235717979e-05, 5.12229709037114e-08))
-_A9, _A11, _A13 = (np.float32(v) for v in (-8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
-_B0, _B2, _B4, _B6 = (np.float32(v) for v in (4.89352518554385e-03, 2.26843463243900e-03,
-                                              1.18534705686654e-04, 1.19825839466702e-06))
-_CLAMP = np.float32(7.90531110763549805)
-_HALF32 = np.float32(0.5)
-_ONE32 = np.float32(1.0)
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+try:
+    import llvmlite.binding as _llb
+
+    _AVX512 = _X86 and bool(_llb.get_host_cpu_features().get("avx512f"))
+except Exception:  # pragma: no cover - feature query unavailable
+    _AVX512 = False
+
+MRMAX = 6          # rows per micro-kernel call (6 x 4 zmm accumulators)
+MRCELL = 4         # rows per transposing (cell) call
+PF_BYTES = 1024    # software prefetch distance of the weight stream in the 1-4 row kernels
+PF_MAXROWS = 4
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_I1 = ir.IntType(1)
+_I8P = ir.IntType(8).as_pointer()
 
 
-def tanh_(x):  # pragma: no cover - typed through the overload below
-    raise NotImplementedError
+# ============================================================================ IR building blocks
+
+def _decl(module, name, ret, args):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
 
 
-def sigmoid_(x):  # pragma: no cover
-    raise NotImplementedError
+def _define(module, name, nargs, ret=None, argtys=None, noinline=True):
+    """A new linkonce_odr function in ``module`` (or None when already defined there)."""
+    fn = module.globals.get(name)
+    if fn is not None and not fn.is_declaration:
+        return None, fn
+    fnty = ir.FunctionType(ret or ir.VoidType(), argtys or [_I64] * nargs)
+    if fn is None:
+        fn = ir.Function(module, fnty, name)
+    fn.linkage = "linkonce_odr"
+    if noinline:
+        fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    return ir.IRBuilder(fn.append_basic_block("entry")), fn
 
 
-@overload(tanh_, jit_options=_JIT, inline="always")
-def _ov_tanh(x):
-    if isinstance(x, types.Float) and x.bitwidth == 32:
-        def impl(x):
-            x = min(max(x, -_CLAMP), _CLAMP)
-            x2 = x * x
-            p = x2 * _A13 + _A11
-            p = p * x2 + _A9
-            p = p * x2 + _A7
-            p = p * x2 + _A5
-            p = p * x2 + _A3
-            p = p * x2 + _A1
-            p = p * x
-            q = x2 * _B6 + _B4
-            q = q * x2 + _B2
-            q = q * x2 + _B0
-            return p / q
-        return impl
+class _Vec:
+    """Vector helpers for one dtype: V lanes of a 64-byte vector (16 float32 / 8 float64)."""
 
-    def impl64(x):
-        return math.tanh(x)
-    return impl64
+    def __init__(self, builder, bits):
+        self.b = builder
+        self.bits = bits
+        self.fty = ir.FloatType() if bits == 32 else ir.DoubleType()
+        self.V = 512 // bits
+        self.vty = ir.VectorType(self.fty, self.V)
+        self.ity = ir.IntType(bits)
+        self.ivty = ir.VectorType(self.ity, self.V)
+        self.mty = ir.VectorType(_I1, self.V)
+        self.al = bits // 8
+        mod = builder.module
+        self._fma = _decl(mod, f"llvm.fma.v{self.V}f{bits}", self.vty, [self.vty] * 3)
+        self._mload = _decl(mod, f"llvm.masked.load.v{self.V}f{bits}.p0", self.vty,
+                            [self.vty.as_pointer(), _I32, self.mty, self.vty])
+        self._mstore = _decl(mod, f"llvm.masked.store.v{self.V}f{bits}.p0", ir.VoidType(),
+                             [self.vty, self.vty.as_pointer(), _I32, self.mty])
+        self._copysign = _decl(mod, f"llvm.copysign.v{self.V}f{bits}", self.vty, [self.vty] * 2)
+
+    def const(self, v):
+        return ir.Constant(self.vty, [ir.Constant(self.fty, float(v))] * self.V)
+
+    def iconst(self, v):
+        return ir.Constant(self.ivty, [ir.Constant(self.ity, int(v))] * self.V)
+
+    def fptr(self, addr):
+        return self.b.inttoptr(addr, self.fty.as_pointer())
+
+    def vptr(self, fptr, off):
+        return self.b.bitcast(self.b.gep(fptr, [off]), self.vty.as_pointer())
+
+    def load(self, fptr, off):
+        return self.b.load(self.vptr(fptr, off), align=self.al)
+
+    def store(self, val, fptr, off):
+        self.b.store(val, self.vptr(fptr, off), align=self.al)
+
+    def mload(self, fptr, off, mask):
+        return self.b.call(self._mload, [self.vptr(fptr, off), ir.Constant(_I32, self.al), mask, self.const(0.0)])
+
+    def mstore(self, val, fptr, off, mask):
+        self.b.call(self._mstore, [val, self.vptr(fptr, off), ir.Constant(_I32, self.al), mask])
+
+    def splat(self, scalar):
+        b = self.b
+        undef = ir.Constant(self.vty, ir.Undefined)
+        v = b.insert_element(undef, scalar, ir.Constant(_I32, 0))
+        return b.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, self.V), [0] * self.V))
+
+    def fma(self, a, b_, c):
+        return self.b.call(self._fma, [a, b_, c])
+
+    def lane_mask(self, n):
+        """Lanes u < n (n an i64 value)."""
+        b = self.b
+        lanes = ir.Constant(ir.VectorType(_I64, self.V), list(range(self.V)))
+        nv = b.insert_element(ir.Constant(ir.VectorType(_I64, self.V), ir.Undefined), n, ir.Constant(_I32, 0))
+        nv = b.shuffle_vector(nv, nv, ir.Constant(ir.VectorType(_I32, self.V), [0] * self.V))
+        return b.icmp_signed("<", lanes, nv)
+
+    # -- bit-level helpers (float64 math)
+    def bits_of(self, x):
+        return self.b.bitcast(x, self.ivty)
+
+    def from_bits(self, i):
+        return self.b.bitcast(i, self.vty)
+
+    def copysign(self, a, s):
+        return self.b.call(self._copysign, [a, s])
+
+    def isnan(self, x):
+        return self.b.fcmp_unordered("uno", x, x)  # quiet compare: no FE_INVALID
 
 
-@overload(sigmoid_, jit_options=_JIT, inline="always")
-def _ov_sigmoid(x):
-    if isinstance(x, types.Float) and x.bitwidth == 32:
-        def impl(x):
-            # sigma(x) = (1 + tanh(x/2)) / 2: overflow-free, vectorisable
-            return _HALF32 + _HALF32 * tanh_(_HALF32 * x)
-        return impl
+def _loop(b, start, cond, step, init, body):
+    """A counted loop in IR: ``i = start; while cond(i): carried = body(i, carried); i += step``.
+    Returns the final (i, carried) values, usable after the loop."""
+    fn = b.function
+    pre = b.block
+    hdr = fn.append_basic_block("loop.h")
+    bod = fn.append_basic_block("loop.b")
+    done = fn.append_basic_block("loop.x")
+    b.branch(hdr)
+    b.position_at_end(hdr)
+    i = b.phi(_I64)
+    i.add_incoming(start, pre)
+    phis = []
+    for v in init:
+        p = b.phi(v.type)
+        p.add_incoming(v, pre)
+        phis.append(p)
+    b.cbranch(cond(i), bod, done)
+    b.position_at_end(bod)
+    new = body(i, phis)
+    nxt = b.add(i, step)
+    end = b.block
+    i.add_incoming(nxt, end)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, end)
+    b.branch(hdr)
+    b.position_at_end(done)
+    return i, phis
 
-    def impl64(x):
-        # stable both ways: exp of a non-positive number only
-        if x >= 0.0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-    return impl64
+
+def _c(v):
+    return ir.Constant(_I64, v)
 
 
-@njit(**_JIT)
-def _update_row(gates, c_row, c_tmp, h_out, hidden):
-    """Fused gate nonlinearities and state update of one batch row.
+def _transpose(b, rows):
+    """V x V in-register transpose (butterfly of two-input shuffles): ``rows[u][k]`` ->
+    ``cols[k][u]``."""
+    n = len(rows)
+    mty = ir.VectorType(_I32, n)
+    bs = 1
+    while bs < n:
+        lo = ir.Constant(mty, [lane if (lane & bs) == 0 else n + lane - bs for lane in range(n)])
+        hi = ir.Constant(mty, [lane + bs if (lane & bs) == 0 else n + lane for lane in range(n)])
+        new = list(rows)
+        for i in range(n):
+            if i & bs:
+                continue
+            new[i] = b.shuffle_vector(rows[i], rows[i + bs], lo)
+            new[i + bs] = b.shuffle_vector(rows[i], rows[i + bs], hi)
+        rows = new
+        bs *= 2
+    return rows
 
-    gates : (4H,)  full pre-activations (input projection + bias + recurrent product)
-    c_row : (H,)  cell state before the step; overwritten with the new one
-    c_tmp : (H,)  scratch: the new cell state is computed here first, because writing
-        c_row while reading it would alias and stop the loop from vectorising
-    h_out : (H,)  new hidden state (must not alias gates, c_row or c_tmp)
+
+# ---------------------------------------------------------------------------- mk: packed micro-kernel
+
+def _define_mk(module, bits, mr):
+    """``void mk_r{mr}(a, lda, w, k, cin, ldcin, cout, ldcout)`` (i64 addresses / element strides):
+    ``cout[m, 0:4V] = cin[m, 0:4V] + sum_{j<k} a[m*lda + j] * w[j*4V + 0:4V]`` for m < mr.
+    One FMA chain per output element, in j order; 4*mr vector accumulators stay in registers."""
+    name = f"lstmb_mk_f{bits}_r{mr}"
+    b, fn = _define(module, name, 8)
+    if b is None:
+        return fn
+    vb = _Vec(b, bits)
+    V, nb = vb.V, 4 * vb.V
+    a, lda, w, k, cin, ldcin, cout, ldcout = fn.args
+    pa, pw, pci, pco = (vb.fptr(v) for v in (a, w, cin, cout))
+    init = []
+    for m in range(mr):
+        row = b.gep(pci, [b.mul(ldcin, _c(m))])
+        init += [vb.load(row, _c(v * V)) for v in range(4)]
+    arow = [b.gep(pa, [b.mul(lda, _c(m))]) for m in range(mr)]
+    pf = _decl(module, "llvm.prefetch.p0", ir.VoidType(), [_I8P, _I32, _I32, _I32]) if mr <= PF_MAXROWS else None
+
+    def body(j, accs):
+        wrow = b.gep(pw, [b.mul(j, _c(nb))])
+        if pf is not None:
+            for line in range(4):
+                addr = b.gep(wrow, [_c(PF_BYTES * 8 // bits + line * 512 // bits)])
+                b.call(pf, [b.bitcast(addr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        wv = [vb.load(wrow, _c(v * V)) for v in range(4)]
+        new = []
+        for m in range(mr):
+            s = vb.splat(b.load(b.gep(arow[m], [j]), align=vb.al))
+            new += [vb.fma(s, wv[v], accs[m * 4 + v]) for v in range(4)]
+        return new
+
+    _, accs = _loop(b, _c(0), lambda j: b.icmp_signed("<", j, k), _c(1), init, body)
+    for m in range(mr):
+        row = b.gep(pco, [b.mul(ldcout, _c(m))])
+        for v in range(4):
+            vb.store(accs[m * 4 + v], row, _c(v * V))
+    b.ret_void()
+    return fn
+
+
+def _define_mk_dispatch(module, bits):
+    """``void mk(mr, a, lda, w, k, cin, ldcin, cout, ldcout)``: switch on mr (1..MRMAX)."""
+    b, fn = _define(module, f"lstmb_mk_f{bits}", 9, noinline=False)
+    if b is None:
+        return fn
+    kernels = [_define_mk(module, bits, mr) for mr in range(1, MRMAX + 1)]
+    done = fn.append_basic_block("done")
+    sw = b.switch(fn.args[0], done)
+    for mr, kern in enumerate(kernels, 1):
+        blk = fn.append_basic_block(f"r{mr}")
+        sw.add_case(_c(mr), blk)
+        b.position_at_end(blk)
+        b.call(kern, list(fn.args[1:]))
+        b.branch(done)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------------------- row-group transposes
+
+def _row_ptrs(b, vb, w, ldw, gstride, nval, limit):
+    """Row pointers of the 4 groups of V rows (row q*gstride + u), rows that are not valid
+    (u >= nval or row >= limit) redirected to row 0, and the validity masks per group."""
+    pw = vb.fptr(w)
+    ptrs, masks = [], []
+    for q in range(4):
+        group, valid = [], []
+        for u in range(vb.V):
+            row = b.add(b.mul(gstride, _c(q)), _c(u))
+            ok = b.and_(b.icmp_signed("<", _c(u), nval), b.icmp_signed("<", row, limit))
+            row = b.select(ok, row, _c(0))
+            group.append(b.gep(pw, [b.mul(row, ldw)]))
+            valid.append(ok)
+        mask = ir.Constant(vb.mty, [ir.Constant(_I1, 0)] * vb.V)
+        for u, ok in enumerate(valid):
+            mask = b.insert_element(mask, ok, ir.Constant(_I32, u))
+        ptrs.append(group)
+        masks.append(mask)
+    return ptrs, masks
+
+
+def _gather_col(b, vb, group, k):
+    """The vector (W[row_u, k])_u of one row group (scalar loads)."""
+    v = ir.Constant(vb.vty, ir.Undefined)
+    for u, rp in enumerate(group):
+        v = b.insert_element(v, b.load(b.gep(rp, [k]), align=vb.al), ir.Constant(_I32, u))
+    return v
+
+
+def _define_mkt(module, bits, mr):
+    """``void mkt_r{mr}(a, lda, w, ldw, gstride, nval, limit, k0, k1, cin, ldcin, cout, ldcout)``:
+    as ``mk`` for the columns ``q*V + u`` taken from row-major weights, column = row
+    ``q*gstride + u`` of ``w`` (row stride ``ldw``), k in [k0, k1) (``a`` indexed by the same
+    k): the same FMA chains as ``mk`` over packed weights, so the same bits.  Invalid rows
+    (u >= nval or row >= limit) give garbage lanes (they read row 0)."""
+    name = f"lstmb_mkt_f{bits}_r{mr}"
+    b, fn = _define(module, name, 13)
+    if b is None:
+        return fn
+    vb = _Vec(b, bits)
+    V = vb.V
+    a, lda, w, ldw, gstride, nval, limit, k0, k1, cin, ldcin, cout, ldcout = fn.args
+    pa, pci, pco = (vb.fptr(v) for v in (a, cin, cout))
+    ptrs, _ = _row_ptrs(b, vb, w, ldw, gstride, nval, limit)
+    arow = [b.gep(pa, [b.mul(lda, _c(m))]) for m in range(mr)]
+    kmain = b.add(k0, b.mul(b.sdiv(b.sub(k1, k0), _c(V)), _c(V)))
+    for q in range(4):
+        init = [vb.load(b.gep(pci, [b.mul(ldcin, _c(m))]), _c(q * V)) for m in range(mr)]
+
+        def block(kb, accs, q=q):
+            rows = [b.load(vb.vptr(rp, kb), align=vb.al) for rp in ptrs[q]]
+            cols = _transpose(b, rows)
+            for kk in range(V):
+                kj = b.add(kb, _c(kk))
+                accs = [vb.fma(vb.splat(b.load(b.gep(arow[m], [kj]), align=vb.al)), cols[kk], accs[m])
+                        for m in range(mr)]
+            return accs
+
+        _, accs = _loop(b, k0, lambda kb: b.icmp_signed("<", kb, kmain), _c(V), init, block)
+
+        def tail(kj, accs, q=q):
+            col = _gather_col(b, vb, ptrs[q], kj)
+            return [vb.fma(vb.splat(b.load(b.gep(arow[m], [kj]), align=vb.al)), col, accs[m]) for m in range(mr)]
+
+        _, accs = _loop(b, kmain, lambda kj: b.icmp_signed("<", kj, k1), _c(1), list(accs), tail)
+        for m in range(mr):
+            vb.store(accs[m], b.gep(pco, [b.mul(ldcout, _c(m))]), _c(q * V))
+    b.ret_void()
+    return fn
+
+
+def _define_mkt_dispatch(module, bits):
+    b, fn = _define(module, f"lstmb_mkt_f{bits}", 14, noinline=False)
+    if b is None:
+        return fn
+    kernels = [_define_mkt(module, bits, mr) for mr in range(1, MRCELL + 1)]
+    done = fn.append_basic_block("done")
+    sw = b.switch(fn.args[0], done)
+    for mr, kern in enumerate(kernels, 1):
+        blk = fn.append_basic_block(f"r{mr}")
+        sw.add_case(_c(mr), blk)
+        b.position_at_end(blk)
+        b.call(kern, list(fn.args[1:]))
+        b.branch(done)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+def _define_pack(module, bits):
+    """``void pack(w, ldw, gstride, nval, limit, k0, k1, out)``:
+    ``out[(k-k0)*4V + q*V + u] = W[q*gstride + u, k]`` (0 for invalid rows, see mkt), k in [k0, k1)."""
+    b, fn = _define(module, f"lstmb_pack_f{bits}", 8)
+    if b is None:
+        return fn
+    vb = _Vec(b, bits)
+    V, nb = vb.V, 4 * vb.V
+    w, ldw, gstride, nval, limit, k0, k1, out = fn.args
+    po = vb.fptr(out)
+    ptrs, masks = _row_ptrs(b, vb, w, ldw, gstride, nval, limit)
+    zero = vb.const(0.0)
+    kmain = b.add(k0, b.mul(b.sdiv(b.sub(k1, k0), _c(V)), _c(V)))
+    for q in range(4):
+        def block(kb, carried, q=q):
+            rows = [b.load(vb.vptr(rp, kb), align=vb.al) for rp in ptrs[q]]
+            cols = _transpose(b, rows)
+            base = b.mul(b.sub(kb, k0), _c(nb))
+            for kk in range(V):
+                vb.store(b.select(masks[q], cols[kk], zero), po, b.add(base, _c(kk * nb + q * V)))
+            return carried
+
+        _loop(b, k0, lambda kb: b.icmp_signed("<", kb, kmain), _c(V), [], block)
+
+        def tail(kj, carried, q=q):
+            col = b.select(masks[q], _gather_col(b, vb, ptrs[q], kj), zero)
+            vb.store(col, po, b.add(b.mul(b.sub(kj, k0), _c(nb)), _c(q * V)))
+            return carried
+
+        _loop(b, kmain, lambda kj: b.icmp_signed("<", kj, k1), _c(1), [], tail)
+    b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------------------- nonlinearities
+
+# Eigen's float tanh: odd rational 13/6 on [-7.905, 7.905], clamped outside (max abs err 3.6e-7)
+_A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+      -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)       # x^1 .. x^13
+_BQ = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)  # x^0 .. x^6
+_CLAMP32 = 7.90531110763549805
+
+
+def _ir_tanh32(vb, x):
+    """Eigen's clamped rational tanh (FMA Horner; NaN passes the ordered-compare clamp).  On
+    AVX-512 the division is rcp14 + one Newton step (vdivps is the slowest instruction here)."""
+    b = vb.b
+    k = vb.const
+    x = b.select(b.fcmp_ordered("<", x, k(-_CLAMP32)), k(-_CLAMP32), x)
+    x = b.select(b.fcmp_ordered(">", x, k(_CLAMP32)), k(_CLAMP32), x)
+    x2 = b.fmul(x, x)
+    p = vb.fma(x2, k(_A[6]), k(_A[5]))
+    for a in (_A[4], _A[3], _A[2], _A[1], _A[0]):
+        p = vb.fma(p, x2, k(a))
+    p = b.fmul(p, x)
+    q = vb.fma(x2, k(_BQ[3]), k(_BQ[2]))
+    for c in (_BQ[1], _BQ[0]):
+        q = vb.fma(q, x2, k(c))
+    if _AVX512:
+        rcp = _decl(b.module, "llvm.x86.avx512.rcp14.ps.512", vb.vty, [vb.vty, vb.vty, ir.IntType(16)])
+        r0 = b.call(rcp, [q, k(0.0), ir.Constant(ir.IntType(16), 0xFFFF)])
+        e = vb.fma(b.fsub(k(0.0), q), r0, k(1.0))   # 1 - q r0
+        r1 = vb.fma(r0, e, r0)                        # r0 (1 + e)
+        return b.fmul(p, r1)
+    return b.fdiv(p, q)
+
+
+def _ir_sigmoid32(vb, x):
+    half = vb.const(0.5)
+    return vb.fma(half, _ir_tanh32(vb, vb.b.fmul(half, x)), half)
+
+
+# float64: branch-free exp / tanh / sigmoid (the "math64" functions), <= 4e-16 relative error.
+# Reduction: k = rint(y/ln2) by the 1.5*2^52 shifter (no float->int conversion, so NaN/inf are
+# harmless), r = y - k ln2 with a two-part ln2 (Cody-Waite), |r| <= ln2/2; expm1(r) ~= r + r^2 Q(r)
+# with Q a near-minimax polynomial of degree 10 (relative error 9e-19 with the rounded
+# coefficients); 2^k built from bits.  Clamps are integer min() on the bits of |x| and NaN is
+# detected by an unordered compare, so no input raises FE_INVALID.
+_INV_LN2 = 1.4426950408889634
+_LN2_HI = 0.6931471803691238             # 32 trailing zero bits: k*LN2_HI is exact
+_LN2_LO = 1.9082149292705877e-10
+_SHIFTER = 6755399441055744.0            # 1.5 * 2^52
+_SHIFTER_BITS = 0x4338000000000000
+_ONE_BITS = 0x3FF0000000000000
+_Q = (0.5, 0.1666666666666667, 0.04166666666666667, 0.008333333333325551, 0.0013888888888883332,
+      0.00019841269876840357, 2.480158732699005e-05, 2.755725286336732e-06, 2.755727183153613e-07,
+      2.5106262550879078e-08, 2.0915433598076003e-09)
+_ABS_MASK = 0x7FFFFFFFFFFFFFFF
+_SIGN_BIT = -0x8000000000000000
+_INF_BITS = 0x7FF0000000000000
+_BITS_750 = 0x4087700000000000           # exp(+-750) is inf / 0 in float64
+_BITS_22 = 0x4036000000000000            # tanh(22) rounds to 1
+
+
+def _ir_reduce(vb, y):
+    b = vb.b
+    k = vb.const
+    kd = vb.fma(y, k(_INV_LN2), k(_SHIFTER))
+    kf = b.fsub(kd, k(_SHIFTER))
+    ki = b.sub(vb.bits_of(kd), vb.iconst(_SHIFTER_BITS))
+    r = vb.fma(kf, k(-_LN2_HI), y)
+    r = vb.fma(kf, k(-_LN2_LO), r)
+    return ki, r
+
+
+def _ir_expm1_poly(vb, r):
+    k = vb.const
+    q = vb.fma(r, k(_Q[10]), k(_Q[9]))
+    for c in reversed(_Q[:9]):
+        q = vb.fma(q, r, k(c))
+    return vb.fma(vb.b.fmul(r, r), q, r)
+
+
+def _ir_pow2(vb, ki):
+    b = vb.b
+    return vb.from_bits(b.add(b.shl(ki, vb.iconst(52)), vb.iconst(_ONE_BITS)))
+
+
+def _ir_umin(vb, a, c):
+    return vb.b.select(vb.b.icmp_signed(">", a, vb.iconst(c)), vb.iconst(c), a)
+
+
+def _ir_exp64(vb, x):
+    b = vb.b
+    k = vb.const
+    ab = b.and_(vb.bits_of(x), vb.iconst(_ABS_MASK))
+    special = b.icmp_signed(">=", ab, vb.iconst(_INF_BITS))
+    yb = b.select(special, vb.iconst(0), _ir_umin(vb, ab, _BITS_750))
+    y = vb.copysign(vb.from_bits(yb), x)
+    ki, r = _ir_reduce(vb, y)
+    p = b.fadd(k(1.0), _ir_expm1_poly(vb, r))
+    k1 = b.ashr(ki, vb.iconst(1))
+    k2 = b.sub(ki, k1)
+    res = b.fmul(b.fmul(p, _ir_pow2(vb, k2)), _ir_pow2(vb, k1))
+    sp = b.select(b.icmp_signed("<", vb.bits_of(x), vb.iconst(0)), k(0.0), x)
+    out = b.select(special, sp, res)
+    return b.select(vb.isnan(x), x, out)
+
+
+def _ir_tanh64(vb, x):
+    b = vb.b
+    k = vb.const
+    ab = b.and_(vb.bits_of(x), vb.iconst(_ABS_MASK))
+    a = vb.from_bits(_ir_umin(vb, ab, _BITS_22))            # min(|x|, 22); inf, NaN -> 22
+    y = b.fmul(k(-2.0), a)
+    ki, r = _ir_reduce(vb, y)
+    s = _ir_pow2(vb, ki)
+    em = vb.fma(s, _ir_expm1_poly(vb, r), b.fsub(s, k(1.0)))  # expm1(-2a), one rounding
+    t = b.fdiv(b.fsub(k(0.0), em), b.fadd(em, k(2.0)))
+    return b.select(vb.isnan(x), x, vb.copysign(t, x))
+
+
+def _ir_sigmoid64(vb, x):
+    b = vb.b
+    xb = vb.bits_of(x)
+    e = _ir_exp64(vb, vb.from_bits(b.or_(xb, vb.iconst(_SIGN_BIT))))   # exp(-|x|) in [0, 1]
+    num = b.select(b.icmp_signed(">=", xb, vb.iconst(0)), vb.const(1.0), e)
+    return b.fdiv(num, b.fadd(vb.const(1.0), e))
+
+
+def _acts(vb):
+    if vb.bits == 32:
+        return _ir_sigmoid32, _ir_tanh32
+    return _ir_sigmoid64, _ir_tanh64
+
+
+# ---------------------------------------------------------------------------- gate update
+
+PEEP, CLIP, IFORGET = 1, 2, 4   # gate feature bits (compile-time variants)
+
+
+def _define_gate(module, bits):
+    """``void gate(flags, tile, cin, cout, h, y, nval, peep, ldpeep, clip)`` (clip a double,
+    the rest i64): the fused update of one panel row, lanes u < nval.
+
+    ``tile[0:4V]`` holds the pre-activations ``[i | f | g | o]``; ``cin`` the old cell state
+    (V units), ``cout`` the new one (may be ``cin``); ``h`` the new hidden values; ``y`` a second
+    copy of them (0: none); ``peep`` the peephole rows i, f, o (``ldpeep`` apart; a zero buffer
+    when unused).  ``flags`` chooses one of 8 compile-time variants (PEEP | CLIP | IFORGET);
+    the plain one (0) does nothing else.  ONNX semantics: clip bounds every pre-activation,
+    bias and peephole included (NaN stays NaN); o's peephole sees the new c; IFORGET: f = 1 - i.
     """
-    for u in range(hidden):
-        i = sigmoid_(gates[u])
-        f = sigmoid_(gates[hidden + u])
-        g = tanh_(gates[2 * hidden + u])
-        o = sigmoid_(gates[3 * hidden + u])
-        c_new = f * c_row[u] + i * g
-        c_tmp[u] = c_new
-        h_out[u] = o * tanh_(c_new)
-    for u in range(hidden):  # an explicit loop: slice assignment may copy through a temporary
-        c_row[u] = c_tmp[u]
+    argtys = [_I64] * 9 + [ir.DoubleType()]
+    b, fn = _define(module, f"lstmb_gate_f{bits}", 10, argtys=argtys)
+    if b is None:
+        return fn
+    vb = _Vec(b, bits)
+    V = vb.V
+    flags, tile, cin, cout, hp, yp, nval, peep, ldpeep, clip = fn.args
+    sigm, tanh = _acts(vb)
+    mask = vb.lane_mask(nval)
+    pt = vb.fptr(tile)
+    z = [vb.load(pt, _c(q * V)) for q in range(4)]
+    c_old = vb.mload(vb.fptr(cin), _c(0), mask)
+    pp = vb.fptr(peep)
+    pw = [vb.mload(pp, b.mul(ldpeep, _c(q)), mask) for q in range(3)]
+    cl = clip if bits == 64 else b.fptrunc(clip, vb.fty)
+    clv = vb.splat(cl)
+    ncl = vb.splat(b.fsub(ir.Constant(vb.fty, 0.0), cl))
+    store = fn.append_basic_block("store")
+    sw = b.switch(flags, store)
+    results = []
+    for variant in range(8):
+        blk = fn.append_basic_block(f"v{variant}")
+        sw.add_case(_c(variant), blk)
+        b.position_at_end(blk)
+
+        def bound(v, variant=variant):
+            if not variant & CLIP:
+                return v
+            v = b.select(b.fcmp_ordered("<", v, ncl), ncl, v)
+            return b.select(b.fcmp_ordered(">", v, clv), clv, v)
+
+        zi = vb.fma(pw[0], c_old, z[0]) if variant & PEEP else z[0]
+        i = sigm(vb, bound(zi))
+        if variant & IFORGET:
+            f = b.fsub(vb.const(1.0), i)
+        else:
+            zf = vb.fma(pw[1], c_old, z[1]) if variant & PEEP else z[1]
+            f = sigm(vb, bound(zf))
+        g = tanh(vb, bound(z[2]))
+        c_new = vb.fma(f, c_old, b.fmul(i, g))
+        zo = vb.fma(pw[2], c_new, z[3]) if variant & PEEP else z[3]
+        o = sigm(vb, bound(zo))
+        h = b.fmul(o, tanh(vb, c_new))
+        results.append((b.block, c_new, h))
+        b.branch(store)
+    b.position_at_end(store)
+    entry = fn.blocks[0]
+    cphi = b.phi(vb.vty)
+    hphi = b.phi(vb.vty)
+    for blk, c_new, h in results:
+        cphi.add_incoming(c_new, blk)
+        hphi.add_incoming(h, blk)
+    cphi.add_incoming(c_old, entry)  # unknown flags: never taken
+    hphi.add_incoming(vb.const(0.0), entry)
+    vb.mstore(cphi, vb.fptr(cout), _c(0), mask)
+    vb.mstore(hphi, vb.fptr(hp), _c(0), mask)
+    has_y = b.icmp_signed("!=", yp, _c(0))
+    with b.if_then(has_y):
+        vb.mstore(hphi, vb.fptr(yp), _c(0), mask)
+    b.ret_void()
+    return fn
 
 
-@njit(**_JIT)
-def _input_projection(x, w_ih, bias):
-    """(T, B, 4H) = x @ W_ih.T + bias for every step, in one GEMM."""
-    steps, batch, in_size = x.shape
-    four_h = w_ih.shape[0]
-    xp = np.dot(x.reshape(steps * batch, in_size), w_ih.T)
-    for r in range(steps * batch):
-        for j in range(four_h):
-            xp[r, j] += bias[j]
-    return xp.reshape(steps, batch, four_h)
+def _define_math64(module):
+    """``void m64(which, src, dst, n)``: dst = tanh64 / sigmoid64 / exp64 (which 0 / 1 / 2) of src."""
+    b, fn = _define(module, "lstmb_math64_apply", 4)
+    if b is None:
+        return fn
+    vb = _Vec(b, 64)
+    which, src, dst, n = fn.args
+    ps, pd = vb.fptr(src), vb.fptr(dst)
+
+    def body(i, carried):
+        mask = vb.lane_mask(b.sub(n, i))
+        x = vb.mload(ps, i, mask)
+        t = _ir_tanh64(vb, x)
+        s = _ir_sigmoid64(vb, x)
+        e = _ir_exp64(vb, x)
+        r = b.select(b.icmp_signed("==", which, _c(0)), t, b.select(b.icmp_signed("==", which, _c(1)), s, e))
+        vb.mstore(r, pd, i, mask)
+        return carried
+
+    _loop(b, _c(0), lambda i: b.icmp_signed("<", i, n), _c(8), [], body)
+    b.ret_void()
+    return fn
 
 
-@njit(**_JIT)
-def _start(x, w_ih, bias, h0, c0, y, h_n, c_n):
-    """Shared opening of the forward kernels: the input projection, and the state set to
-    (h0, c0) in the outputs (which may be h0 and c0 themselves)."""
-    h_n[:, :] = h0
-    c_n[:, :] = c0
-    return _input_projection(x, w_ih, bias)
+# ============================================================================ numba intrinsics
+
+def _i64_args(context, builder, signature, args, start):
+    return [context.cast(builder, v, t, types.int64) for v, t in zip(args[start:], signature.args[start:])]
 
 
-@njit(**_JIT)
-def forward_layer(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, y, h_n, c_n):
-    """One layer, one direction, whole sequence: a GEMM per step for all rows.
+@intrinsic
+def _mk(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
+    """Packed micro-kernel (see ``_define_mk``); ``proto`` a float of the dtype; all else int64."""
+    if not isinstance(proto, types.Float):
+        return None
+    bits = proto.bitwidth
+    sig = types.void(proto, *([types.int64] * 9))
 
-    x : (T, B, I)   w_ih : (4H, I)   w_hh : (4H, H)   bias : (4H,) = b_ih + b_hh
-    h0, c0 : (B, H)   lengths : (B,) int64 in [0, T]   reverse : bool
-    y : (T, B, H) written at valid steps only (the caller zeroes the rest)   h_n, c_n : (B, H) written
+    def codegen(context, builder, signature, args):
+        builder.call(_define_mk_dispatch(builder.module, bits), _i64_args(context, builder, signature, args, 1))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _mkt(typingctx, proto, mr, a, lda, w, ldw, gstride, nval, limit, k0, k1, cin, ldcin, cout, ldcout):
+    """Transposing micro-kernel over row-major weights (see ``_define_mkt``)."""
+    if not isinstance(proto, types.Float):
+        return None
+    bits = proto.bitwidth
+    sig = types.void(proto, *([types.int64] * 14))
+
+    def codegen(context, builder, signature, args):
+        builder.call(_define_mkt_dispatch(builder.module, bits), _i64_args(context, builder, signature, args, 1))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _pack(typingctx, proto, w, ldw, gstride, nval, limit, k0, k1, out):
+    """Pack one panel's rows (see ``_define_pack``)."""
+    if not isinstance(proto, types.Float):
+        return None
+    bits = proto.bitwidth
+    sig = types.void(proto, *([types.int64] * 8))
+
+    def codegen(context, builder, signature, args):
+        builder.call(_define_pack(builder.module, bits), _i64_args(context, builder, signature, args, 1))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _gate(typingctx, proto, flags, tile, cin, cout, h, y, nval, peep, ldpeep, clip):
+    """Fused gate update of one panel row (see ``_define_gate``); clip is a float64."""
+    if not isinstance(proto, types.Float):
+        return None
+    bits = proto.bitwidth
+    sig = types.void(proto, *([types.int64] * 9), types.float64)
+
+    def codegen(context, builder, signature, args):
+        vals = _i64_args(context, builder, signature, args[:10], 1)
+        builder.call(_define_gate(builder.module, bits), vals + [args[10]])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _m64(typingctx, which, src, dst, n):
+    sig = types.void(types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        builder.call(_define_math64(builder.module), list(args))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+def _i64p(builder, addr):
+    return builder.inttoptr(addr, _I64.as_pointer())
+
+
+@intrinsic
+def _ld(typingctx, addr):
+    """int64 at address ``addr``."""
+    def codegen(context, builder, signature, args):
+        return builder.load(_i64p(builder, args[0]), align=8)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _st(typingctx, addr, val):
+    def codegen(context, builder, signature, args):
+        builder.store(args[1], _i64p(builder, args[0]), align=8)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _ldf(typingctx, proto, addr):
+    """A float of ``proto``'s type at address ``addr``."""
+    if not isinstance(proto, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lty = context.get_value_type(signature.return_type)
+        return builder.load(builder.inttoptr(args[1], lty.as_pointer()))
+    return proto(proto, types.int64), codegen
+
+
+@intrinsic
+def _stf(typingctx, proto, addr, val):
+    if not isinstance(proto, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lty = context.get_value_type(signature.args[0])
+        builder.store(args[2], builder.inttoptr(args[1], lty.as_pointer()))
+        return context.get_dummy_value()
+    return types.void(proto, types.int64, proto), codegen
+
+
+@intrinsic
+def _memcpy(typingctx, dst, src, nbytes):
+    """``memcpy(dst, src, nbytes)`` (addresses); nothing when nbytes <= 0."""
+    def codegen(context, builder, signature, args):
+        dst, src, n = args
+        with builder.if_then(builder.icmp_signed(">", n, _c(0))):
+            fn = _decl(builder.module, "llvm.memcpy.p0.p0.i64", ir.VoidType(), [_I8P, _I8P, _I64, _I1])
+            builder.call(fn, [builder.inttoptr(dst, _I8P), builder.inttoptr(src, _I8P), n, ir.Constant(_I1, 0)])
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _memzero(typingctx, dst, nbytes):
+    def codegen(context, builder, signature, args):
+        dst, n = args
+        with builder.if_then(builder.icmp_signed(">", n, _c(0))):
+            fn = _decl(builder.module, "llvm.memset.p0.i64", ir.VoidType(), [_I8P, ir.IntType(8), _I64, _I1])
+            builder.call(fn, [builder.inttoptr(dst, _I8P), ir.Constant(ir.IntType(8), 0), n, ir.Constant(_I1, 0)])
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _addr(typingctx, arr):
+    """Address of an array's first element as int64 (``ctypes.data`` is uintp, and
+    uintp + int64 is float64 in Numba's typing)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(a.data, _I64)
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def _call2(typingctx, fn, a, b):
+    """Call the C function at address ``fn`` as ``void f(int64, int64)`` (a worker)."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [_I64, _I64])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1], args[2]])
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _atomic_add(typingctx, addr, val):
+    """old = *addr; *addr += val (seq_cst)."""
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("add", _i64p(builder, args[0]), args[1], "seq_cst")
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _load_acq(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_i64p(builder, args[0]), "acquire", 8)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _store_rel(typingctx, addr, val):
+    def codegen(context, builder, signature, args):
+        builder.store_atomic(args[1], _i64p(builder, args[0]), "release", 8)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86 PAUSE (spin-wait hint); nothing elsewhere."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            builder.call(_decl(builder.module, "llvm.x86.sse2.pause", ir.VoidType(), []), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _yield(typingctx):
+    """sched_yield() (libc, by symbol name: no address baked into the cached code)."""
+    def codegen(context, builder, signature, args):
+        builder.call(_decl(builder.module, "sched_yield", _I32, []), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _ticks(typingctx):
+    """A cycle / time-stamp counter (rdtsc on x86), for the bounded wait of the handshake."""
+    def codegen(context, builder, signature, args):
+        return builder.call(_decl(builder.module, "llvm.readcyclecounter", _I64, []), [])
+    return types.int64(), codegen
+
+
+@intrinsic
+def _lanes_of(typingctx, proto):
+    """Lanes of a 64-byte vector of ``proto``'s float type (16 float32 / 8 float64), a constant."""
+    if not isinstance(proto, types.Float):
+        return None
+    lanes = 512 // proto.bitwidth
+
+    def codegen(context, builder, signature, args):
+        return _c(lanes)
+    return types.int64(proto), codegen
+
+
+@intrinsic
+def _zero_of(typingctx, arr):
+    """A zero of ``arr``'s float dtype (selects the dtype of the intrinsics)."""
+    if not isinstance(arr, types.Array) or not isinstance(arr.dtype, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(signature.return_type, 0.0)
+    return arr.dtype(arr), codegen
+
+
+def _define_wait(module):
+    """``void wait_ge(addr, target)``: spin until the int64 at addr is >= target (acquire load),
+    PAUSE, and sched_yield every few thousand spins (a partner may be waiting for this core on
+    an oversubscribed machine)."""
+    b, fn = _define(module, "lstmb_wait_ge", 2)
+    if b is None:
+        return fn
+    addr, target = fn.args
+    p = _i64p(b, addr)
+    loop = fn.append_basic_block("spin")
+    body = fn.append_basic_block("body")
+    done = fn.append_basic_block("done")
+    entry = b.block
+    b.branch(loop)
+    b.position_at_end(loop)
+    spins = b.phi(_I64)
+    spins.add_incoming(_c(0), entry)
+    v = b.load_atomic(p, "acquire", 8)
+    b.cbranch(b.icmp_signed(">=", v, target), done, body)
+    b.position_at_end(body)
+    if _X86:
+        b.call(_decl(module, "llvm.x86.sse2.pause", ir.VoidType(), []), [])
+    nxt = b.add(spins, _c(1))
+    many = b.icmp_signed(">=", nxt, _c(SPINS_BEFORE_YIELD))
+    with b.if_then(many):
+        b.call(_decl(module, "sched_yield", _I32, []), [])
+    spins.add_incoming(b.select(many, _c(0), nxt), b.block)
+    b.branch(loop)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+@intrinsic
+def _wait_ge(typingctx, addr, target):
+    def codegen(context, builder, signature, args):
+        builder.call(_define_wait(builder.module), list(args))
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _call_worker(typingctx, fn, proto, p, argp):
+    """Call the worker C callback at address ``fn``: ``void f(float proto, int64 p, int64 argp)``."""
+    if not isinstance(proto, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fty = context.get_value_type(signature.args[1])
+        fnty = ir.FunctionType(ir.VoidType(), [fty, _I64, _I64])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1], args[2], args[3]])
+        return context.get_dummy_value()
+    return types.void(types.int64, proto, types.int64, types.int64), codegen
+
+
+# ============================================================================ the forward worker
+
+# Argument block (int64 words) handed from the entry to the workers.
+(A_T, A_B, A_I, A_H, A_S, A_NSTEPS, A_REV, A_NP, A_NPP, A_KS, A_FLAGS, A_CLIP, A_BULK, A_NLAUNCH, A_WAIT,
+ A_DIRECT, A_SYNC, A_X, A_WIH, A_WHH, A_BIH, A_BHH, A_WHR, A_PEEP, A_PSTEP, A_LDPEEP, A_ORDER, A_LENS, A_Y,
+ A_YS0, A_YS1, A_HN, A_CN, A_WIP, A_WHP, A_WHRP, A_BP, A_XP, A_LD, A_ACC, A_HB, A_LDH, A_C, A_LDC, A_R, A_XA,
+ A_XAROWS, A_TOF, A_ZERO, A_RC, A_LAYOUT) = range(51)
+NARGS = 56
+# Sync words (int64, 8 apart = one cache line each): arrivals, the decided team size, then per
+# worker v the steps it finished (DONE) and, with a projection, the steps whose gate update it
+# finished (RDONE, one line further).
+W_ARRIVED, W_TEAM, W_DONE0 = 0, 8, 16
+MAXTEAM = 64
+SYNC_LEN = W_DONE0 + 16 * MAXTEAM
+WAIT_TICKS = 200_000          # the first worker waits at most this long (~50-80 us) for the team
+SPINS_BEFORE_YIELD = 2000
+
+
+def _worker(proto, p, argp):
+    """Worker ``p`` of a forward call (the only one when serial); ``proto`` is a zero of the dtype.
+
+    The argument block ``argp`` (see ``forward_entry``) holds every size and address.  The
+    worker forms the team (handshake), packs its panels, computes its part of every step and
+    writes y at valid steps and its own units / columns of h_n, c_n.
+
+    Handshake (exactly once per call; never deadlocks): every worker increments ARRIVED; its
+    old value is its index.  The first (index 0) waits until all launched workers arrived or
+    ``wait_ticks`` passed, then publishes TEAM = arrivals so far.  The others wait for TEAM and
+    run if their index is below it: a worker that arrives after the decision (the region ran
+    its iterations one after the other: 1 thread, a nested region, a busy pool) leaves, and
+    the team that formed does all the work.
+
+    Team split: worker w of n owns gate panels [ceil(w NP / n), ceil((w+1) NP / n)) (and the
+    same share of the projection panels).  Per step: wait for the producers of the h range its
+    panels sum first (none with two workers), phase A, wait for all producers of h (step s-1),
+    phase B + gate update, publish.  h alternates between two buffers; a worker writes h_{s+1}
+    only after every worker finished reading h_{s-1} from that buffer (the phase B wait).  With
+    a projection, the gate update writes r = o tanh(c), then a second barrier (all of r is
+    needed), then the worker's columns of h = r W_hr^T.
     """
-    batch = x.shape[1]
-    hidden = h0.shape[1]
-    xp = _start(x, w_ih, bias, h0, c0, y, h_n, c_n)
-    h = h_n  # the running state lives in the outputs
-    c = c_n
-    gates = np.empty((batch, 4 * hidden), dtype=x.dtype)
-    c_tmp = np.empty(hidden, dtype=x.dtype)
-    w_hh_t = w_hh.T  # a transposed view: BLAS reads it in place
-    for s in range(lengths.max()):
-        np.dot(h, w_hh_t, gates)  # (B, 4H) recurrent product for all rows
-        for b in range(batch):
-            if s >= lengths[b]:
-                continue  # a finished row keeps its state
-            t = lengths[b] - 1 - s if reverse else s
-            row = gates[b]
-            row += xp[t, b]
-            _update_row(row, c[b], c_tmp, h[b], hidden)
-            y[t, b, :] = h[b]
-
-
-@njit(**_JIT)
-def forward_layer_rowwise(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, y, h_n, c_n):
-    """Same contract as ``forward_layer``; for few rows: a compiled matrix-vector
-    product per row and step over a transposed copy of W_hh (no BLAS call per step).
-
-    The product accumulates ``gates += W_hh.T[k] * h[k]`` in order of k, four k at a
-    time, so it vectorises over the 4H outputs without reassociating any sum.
-    """
-    batch = x.shape[1]
-    hidden = h0.shape[1]
-    four_h = 4 * hidden
-    xp = _start(x, w_ih, bias, h0, c0, y, h_n, c_n)
-    w_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
-    gates = np.empty(four_h, dtype=x.dtype)
-    c_tmp = np.empty(hidden, dtype=x.dtype)
-    h_tmp = np.empty(hidden, dtype=x.dtype)
-    k_main = hidden - hidden % 4
-    for b in range(batch):
-        h = h_n[b]
-        c = c_n[b]
-        for s in range(lengths[b]):
-            t = lengths[b] - 1 - s if reverse else s
-            gates[:] = xp[t, b]
-            for k in range(0, k_main, 4):
-                h0_, h1_, h2_, h3_ = h[k], h[k + 1], h[k + 2], h[k + 3]
-                w0, w1, w2, w3 = w_t[k], w_t[k + 1], w_t[k + 2], w_t[k + 3]
-                for j in range(four_h):
-                    gates[j] = gates[j] + w0[j] * h0_ + w1[j] * h1_ + w2[j] * h2_ + w3[j] * h3_
-            for k in range(k_main, hidden):
-                hk = h[k]
-                wk = w_t[k]
-                for j in range(four_h):
-                    gates[j] = gates[j] + wk[j] * hk
-            _update_row(gates, c, c_tmp, h_tmp, hidden)
-            h[:] = h_tmp
-            y[t, b, :] = h_tmp
-
-
-@njit(**_JIT)
-def cell_step(x, h, c, w_ih, w_hh, bias, h_out, c_out, gates, xp, c_tmp):
-    """One step.  x : (B, I); h, c : (B, H); h_out, c_out : (B, H) (may be h, c);
-    gates, xp : (B, 4H) and c_tmp : (H,) scratch."""
-    batch = x.shape[0]
-    hidden = h.shape[1]
-    if batch == 1:
-        np.dot(w_ih, x[0], xp[0])
-        np.dot(w_hh, h[0], gates[0])
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    T = _ld(argp + 8 * A_T)
+    B = _ld(argp + 8 * A_B)
+    I = _ld(argp + 8 * A_I)  # noqa: E741
+    H = _ld(argp + 8 * A_H)
+    S = _ld(argp + 8 * A_S)
+    nsteps = _ld(argp + 8 * A_NSTEPS)
+    rev = _ld(argp + 8 * A_REV) != 0
+    NP = _ld(argp + 8 * A_NP)
+    NPP = _ld(argp + 8 * A_NPP)
+    ks = _ld(argp + 8 * A_KS)
+    flags = _ld(argp + 8 * A_FLAGS)
+    clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
+    bulk = _ld(argp + 8 * A_BULK) != 0
+    direct = _ld(argp + 8 * A_DIRECT) != 0
+    sync = _ld(argp + 8 * A_SYNC)
+    # ---- handshake
+    index = _atomic_add(sync + 8 * W_ARRIVED, 1)
+    if index == 0:
+        nlaunch = _ld(argp + 8 * A_NLAUNCH)
+        wait_ticks = _ld(argp + 8 * A_WAIT)
+        t0 = _ticks()
+        while _load_acq(sync + 8 * W_ARRIVED) < nlaunch:
+            dt = _ticks() - t0
+            if dt > wait_ticks:
+                break
+            if dt > (wait_ticks >> 3):
+                _yield()
+            else:
+                _pause()
+        n = _load_acq(sync + 8 * W_ARRIVED)
+        _store_rel(sync + 8 * W_TEAM, n)
     else:
-        np.dot(x, w_ih.T, xp)
-        np.dot(h, w_hh.T, gates)
-    for b in range(batch):
-        row = gates[b]
-        for j in range(4 * hidden):
-            row[j] += xp[b, j] + bias[j]
-        for u in range(hidden):  # c_out may be c: copy element-wise, never through a temporary
-            c_out[b, u] = c[b, u]
-        _update_row(row, c_out[b], c_tmp, xp[b, :hidden], hidden)
-        for u in range(hidden):
-            h_out[b, u] = xp[b, u]
+        _wait_ge(sync + 8 * W_TEAM, 1)
+        n = _load_acq(sync + 8 * W_TEAM)
+        if index >= n:
+            return
+    w = index
+    x = _ld(argp + 8 * A_X)
+    w_ih = _ld(argp + 8 * A_WIH)
+    w_hh = _ld(argp + 8 * A_WHH)
+    b_ih = _ld(argp + 8 * A_BIH)
+    b_hh = _ld(argp + 8 * A_BHH)
+    w_hr = _ld(argp + 8 * A_WHR)
+    peep = _ld(argp + 8 * A_PEEP)
+    pstep = _ld(argp + 8 * A_PSTEP)
+    ldpeep = _ld(argp + 8 * A_LDPEEP)
+    order = _ld(argp + 8 * A_ORDER)
+    lens = _ld(argp + 8 * A_LENS)
+    y = _ld(argp + 8 * A_Y)
+    ys0 = _ld(argp + 8 * A_YS0)
+    ys1 = _ld(argp + 8 * A_YS1)
+    wip = _ld(argp + 8 * A_WIP)
+    whp = _ld(argp + 8 * A_WHP)
+    whrp = _ld(argp + 8 * A_WHRP)
+    bp = _ld(argp + 8 * A_BP)
+    xp = _ld(argp + 8 * A_XP)
+    LD = _ld(argp + 8 * A_LD)
+    acc = _ld(argp + 8 * A_ACC)
+    hb = _ld(argp + 8 * A_HB)
+    LDH = _ld(argp + 8 * A_LDH)
+    c = _ld(argp + 8 * A_C)
+    LDC = _ld(argp + 8 * A_LDC)
+    rbuf = _ld(argp + 8 * A_R)
+    xarows = _ld(argp + 8 * A_XAROWS)
+    xa = _ld(argp + 8 * A_XA) + w * xarows * I * isz
+    tof = _ld(argp + 8 * A_TOF) + w * B * 8
+    zero = _ld(argp + 8 * A_ZERO)
+    RC = _ld(argp + 8 * A_RC)
+    lay = _ld(argp + 8 * A_LAYOUT)   # per panel: offset A, ka0, ka1, offset B, kb0, kb1
+    proj = NPP > 0
+    split = (NP + 1) // 2
+    # this worker's gate panels [g0, g1) (units [u0, u1)) and projection panels [j0, j1)
+    g0 = (w * NP + n - 1) // n
+    g1 = ((w + 1) * NP + n - 1) // n
+    j0 = (w * NPP + n - 1) // n
+    j1 = ((w + 1) * NPP + n - 1) // n
+    u0 = min(g0 * V, H)
+    u1 = min(g1 * V, H)
+    hc0 = u0
+    hc1 = u1
+    total = NP
+    width = V
+    if proj:  # own columns of h, and who produces h
+        hc0 = min(j0 * NB, S)
+        hc1 = min(j1 * NB, S)
+        total = NPP
+        width = NB
+    # producers (worker w' owns panel k iff w' = k n // total) of the h range this worker's
+    # panels sum first [lo, hi), and of all of h
+    lo = 0 if g0 < split else ks
+    hi = S if g1 > split else ks
+    wa_a = 0
+    wb_a = 0
+    if hi > lo:
+        wa_a = (lo // width) * n // total
+        wb_a = ((hi - 1) // width) * n // total + 1
+    wb_all = ((S - 1) // width) * n // total + 1
+
+    # ---- pack this worker's panels (on every call: the weights may have changed in place)
+    for pp in range(g0, g1):
+        nval = min(V, H - pp * V)
+        _pack(proto, w_ih + pp * V * I * isz, I, H, nval, 4 * H, 0, I, wip + pp * I * NB * isz)
+        t6 = lay + pp * 48
+        base = w_hh + pp * V * S * isz
+        _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 8), _ld(t6 + 16), whp + _ld(t6) * isz)
+        _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 32), _ld(t6 + 40), whp + _ld(t6 + 24) * isz)
+        for q in range(4):
+            for u in range(V):
+                dst = bp + (pp * NB + q * V + u) * isz
+                if u < nval:
+                    src = (q * H + pp * V + u) * isz
+                    _stf(proto, dst, _ldf(proto, b_ih + src) + _ldf(proto, b_hh + src))
+                else:
+                    _stf(proto, dst, proto)
+    for jp in range(j0, j1):
+        _pack(proto, w_hr + jp * NB * H * isz, H, V, V, S - jp * NB, 0, H, whrp + jp * H * NB * isz)
+
+    # ---- bulk input projection: xp rows of every step, this worker's panel columns
+    if bulk:
+        nrows = (T if direct else nsteps) * B
+        for r_lo in range(0, nrows, RC):
+            cnt = min(RC, nrows - r_lo)
+            src = x + r_lo * I * isz
+            if not direct:
+                src = xa
+                for q in range(r_lo, r_lo + cnt):
+                    s = q // B
+                    rr = q - s * B
+                    dst = xa + (q - r_lo) * I * isz
+                    ln = _ld(lens + 8 * rr)
+                    if ln > s:
+                        t = s
+                        if rev:
+                            t = ln - 1 - s
+                        _memcpy(dst, x + (t * B + _ld(order + 8 * rr)) * I * isz, I * isz)
+                    else:
+                        _memzero(dst, I * isz)
+            nblk = (cnt + MRMAX - 1) // MRMAX
+            for pp in range(g0, g1):
+                r0 = 0
+                for blk in range(nblk):
+                    mr = cnt // nblk + (1 if blk < cnt % nblk else 0)
+                    _mk(proto, mr, src + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
+                        xp + ((r_lo + r0) * LD + pp * NB) * isz, LD)
+                    r0 += mr
+
+    # ---- the time loop
+    me_done = sync + 8 * (W_DONE0 + 16 * w)
+    m = B
+    prev = B
+    for s in range(nsteps):
+        while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
+            m -= 1
+        cur = s & 1
+        hcur = hb + cur * B * LDH * isz
+        hnxt = hb + (1 - cur) * B * LDH * isz
+        tt = s
+        if rev:
+            tt = T - 1 - s
+        for rr in range(m):
+            if rev:
+                _st(tof + 8 * rr, _ld(lens + 8 * rr) - 1 - s)
+            else:
+                _st(tof + 8 * rr, s)
+        xsrc = x + tt * B * I * isz
+        if not bulk and not direct:
+            xsrc = xa
+            for rr in range(m):
+                _memcpy(xa + rr * I * isz, x + (_ld(tof + 8 * rr) * B + _ld(order + 8 * rr)) * I * isz, I * isz)
+        xrow = s * B
+        if direct:
+            xrow = tt * B
+        nblk = (m + MRMAX - 1) // MRMAX
+        # phase A: the input product (or the bulk rows) + the h range the panel sums first
+        if s > 0:
+            for v in range(wa_a, wb_a):
+                if v != w:
+                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v), s)
+        for pp in range(g0, g1):
+            t6 = lay + pp * 48
+            ka0 = _ld(t6 + 8)
+            whA = whp + _ld(t6) * isz
+            kn = _ld(t6 + 16) - ka0
+            r0 = 0
+            for blk in range(nblk):
+                mr = m // nblk + (1 if blk < m % nblk else 0)
+                dst = acc + (r0 * LD + pp * NB) * isz
+                cin = dst
+                if bulk:
+                    cin = xp + ((xrow + r0) * LD + pp * NB) * isz
+                else:
+                    _mk(proto, mr, xsrc + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, dst,
+                        LD)
+                _mk(proto, mr, hcur + (r0 * LDH + ka0) * isz, LDH, whA, kn, cin, LD, dst, LD)
+                r0 += mr
+        # phase B: the rest of h (written by the team in step s-1), then the gate update
+        if s > 0:
+            for v in range(wb_all):
+                if v != w:
+                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v), s)
+        if not proj:  # rows that just finished keep their state in both h buffers
+            for rr in range(m, prev):
+                _memcpy(hnxt + (rr * LDH + u0) * isz, hcur + (rr * LDH + u0) * isz, (u1 - u0) * isz)
+        for pp in range(g0, g1):
+            t6 = lay + pp * 48
+            kb0 = _ld(t6 + 32)
+            whB = whp + _ld(t6 + 24) * isz
+            kn = _ld(t6 + 40) - kb0
+            r0 = 0
+            for blk in range(nblk):
+                mr = m // nblk + (1 if blk < m % nblk else 0)
+                dst = acc + (r0 * LD + pp * NB) * isz
+                _mk(proto, mr, hcur + (r0 * LDH + kb0) * isz, LDH, whB, kn, dst, LD, dst, LD)
+                r0 += mr
+            nval = min(V, H - pp * V)
+            for rr in range(m):
+                cc = c + (rr * LDC + pp * V) * isz
+                if proj:
+                    hh = rbuf + (rr * LDC + pp * V) * isz
+                    yy = 0
+                else:
+                    hh = hnxt + (rr * LDH + pp * V) * isz
+                    yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
+                _gate(proto, flags, acc + (rr * LD + pp * NB) * isz, cc, cc, hh, yy, nval, peep + pp * pstep * isz,
+                      ldpeep, clip)
+        if proj:
+            # h = r W_hr^T needs all of r: a second barrier, then this worker's columns of h
+            _store_rel(me_done + 64, s + 1)
+            for v in range(n):
+                if v != w:
+                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v) + 64, s + 1)
+            for rr in range(m, prev):
+                _memcpy(hnxt + (rr * LDH + hc0) * isz, hcur + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
+            for jp in range(j0, j1):
+                ncol = min(NB, S - jp * NB)
+                r0 = 0
+                for blk in range(nblk):
+                    mr = m // nblk + (1 if blk < m % nblk else 0)
+                    _mk(proto, mr, rbuf + r0 * LDC * isz, LDC, whrp + jp * H * NB * isz, H, zero, 0,
+                        hnxt + (r0 * LDH + jp * NB) * isz, LDH)
+                    r0 += mr
+                for rr in range(m):
+                    _memcpy(y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + jp * NB) * isz,
+                            hnxt + (rr * LDH + jp * NB) * isz, ncol * isz)
+        _store_rel(me_done, s + 1)
+        prev = m
+    # ---- final state of this worker's units / columns
+    hn = _ld(argp + 8 * A_HN)
+    cn = _ld(argp + 8 * A_CN)
+    fin = hb + (nsteps & 1) * B * LDH * isz
+    for rr in range(B):
+        b = _ld(order + 8 * rr)
+        _memcpy(hn + (b * S + hc0) * isz, fin + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
+        _memcpy(cn + (b * H + u0) * isz, c + (rr * LDC + u0) * isz, (u1 - u0) * isz)
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def run_team(fn, proto, argp, n):
+    """The parallel region of every kind: ``n`` iterations, each calls the worker C callback at
+    address ``fn`` with ``proto`` (a zero of the dtype), its iteration index and the argument
+    block ``argp``.  Nothing else runs in it (Numba's parfor passes analyse the whole function)."""
+    for p in prange(n):
+        _call_worker(fn, proto, np.int64(p), argp)
+
+
+@njit(**_JIT)
+def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n, c_n, y, ys0, ys1, reverse, flags,
+                  clip, bulk, nlaunch, wait_ticks, wsf, wsi, fn, serial):
+    """Prepare a forward call and, when ``serial``, run it.
+
+    Parameters (T steps, B rows, I inputs, H hidden units, S = P or H the width of h)
+    ----------
+    x : (T, B, I); w_ih : (4H, I); w_hh : (4H, S); b_ih, b_hh : (4H,)
+    w_hr : (P, H) or (0, 0) without a projection; w_peep : (3, H) or (0, 0) without peepholes
+    h0 : (B, S), c0 : (B, H) -- may be the very arrays h_n, c_n (copied to the workspace first)
+    lengths : (B,) int64 in [0, T]
+    h_n : (B, S), c_n : (B, H) -- written (each worker its own units)
+    y : int, address of y (T, B, S) with element strides ys0, ys1 along T and B (last axis
+        contiguous; may be a view inside a wider array); written at valid steps only
+    flags : gate feature bits (PEEP | CLIP | IFORGET); clip : float, the bound when CLIP
+    bulk : bool, the input product of every step first; nlaunch : workers launched (1: serial)
+    wait_ticks : how long the first worker waits for the team
+    wsf : float scratch (64-byte aligned), wsi : int64 scratch -- reused across calls, holding
+        nothing between calls (weights are packed on every call)
+    fn : address of the worker C callback; serial : run it here, else the caller launches
+        ``run_team(fn, zero, address of wsi, nlaunch)``
+
+    Every array is C-contiguous.  Returns (floats, ints) of workspace needed: when either is
+    more than given, nothing ran; call again with larger ones.  (0, 0) when prepared / done.
+    """
+    T, B, I = x.shape  # noqa: E741
+    H = c0.shape[1]
+    S = h0.shape[1]
+    proto = _zero_of(x)
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    NP = (H + V - 1) // V
+    NPP = 0
+    if w_hr.shape[0] > 0:
+        NPP = (S + NB - 1) // NB
+    split = (NP + 1) // 2
+    ks = min(split * V, H)
+    if NPP > 0:
+        ks = min((NPP + 1) // 2 * NB, S)
+    nsteps = 0
+    direct = True
+    for r in range(B):  # (lengths.max() would compile numpy's max: slow to compile)
+        nsteps = max(nsteps, lengths[r])
+        if lengths[r] != T:
+            direct = False
+    LD = NP * NB
+    if (LD * isz) % 4096 == 0:
+        LD += V  # the rows of a tile must not all map to the same L1 sets
+    LDH = (S + NB - 1) // NB * NB
+    if (LDH * isz) % 4096 == 0:
+        LDH += NB
+    LDC = (H + V - 1) // V * V
+    RC = max(MRMAX, (262144 // max(1, I * isz)) // MRMAX * MRMAX)
+    xarows = B
+    xprows = 0
+    if bulk:
+        xarows = max(B, RC)
+        xprows = nsteps * B
+        if direct:
+            xprows = T * B
+    # float workspace, every piece 64-byte aligned (sizes rounded up to 16 elements)
+    o_wip = 0
+    o_whp = o_wip + (NP * I * NB + 15) // 16 * 16
+    o_whrp = o_whp + (NP * S * NB + 15) // 16 * 16
+    o_bp = o_whrp + (NPP * H * NB + 15) // 16 * 16
+    o_acc = o_bp + NP * NB
+    o_hb = o_acc + (B * LD + 15) // 16 * 16
+    o_c = o_hb + 2 * B * LDH
+    o_r = o_c + (B * LDC + 15) // 16 * 16
+    o_xa = o_r + ((B * LDC + 15) // 16 * 16 if NPP > 0 else 0)
+    o_zero = o_xa + (nlaunch * xarows * I + 15) // 16 * 16
+    o_xp = o_zero + NB
+    n_f = o_xp + xprows * LD
+    i_sync = NARGS
+    i_order = i_sync + SYNC_LEN
+    i_lens = i_order + B
+    i_tof = i_lens + B
+    i_lay = i_tof + nlaunch * B
+    i_cnt = i_lay + 6 * NP
+    n_i = i_cnt + T + 2
+    if n_f > wsf.shape[0] or n_i > wsi.shape[0]:
+        return n_f, n_i
+    ib = _addr(wsi)
+    fb = _addr(wsf)
+    # rows sorted by length, longest first (a stable counting sort)
+    cnt = ib + 8 * i_cnt
+    order = ib + 8 * i_order
+    lens = ib + 8 * i_lens
+    for k in range(T + 2):
+        _st(cnt + 8 * k, 0)
+    for r in range(B):
+        _st(cnt + 8 * lengths[r], _ld(cnt + 8 * lengths[r]) + 1)
+    run = 0
+    for L in range(T, -1, -1):
+        k = _ld(cnt + 8 * L)
+        _st(cnt + 8 * L, run)
+        run += k
+    for r in range(B):
+        at = cnt + 8 * lengths[r]
+        _st(order + 8 * _ld(at), r)
+        _st(at, _ld(at) + 1)
+    for r in range(B):
+        o = _ld(order + 8 * r)
+        _st(lens + 8 * r, lengths[o])
+        if o != r:
+            direct = False
+    # the canonical k order of each panel (see the module docstring) and its place in whp
+    n0 = ks
+    n1 = S - ks
+    for p in range(NP):
+        t6 = ib + 8 * (i_lay + 6 * p)
+        if p < split:
+            _st(t6, p * n0 * NB)
+            _st(t6 + 8, 0)
+            _st(t6 + 16, ks)
+            _st(t6 + 24, split * n0 * NB + p * n1 * NB)
+            _st(t6 + 32, ks)
+            _st(t6 + 40, S)
+        else:
+            j = p - split
+            base = split * S * NB
+            _st(t6, base + j * n1 * NB)
+            _st(t6 + 8, ks)
+            _st(t6 + 16, S)
+            _st(t6 + 24, base + (NP - split) * n1 * NB + j * n0 * NB)
+            _st(t6 + 32, 0)
+            _st(t6 + 40, ks)
+    zero = fb + o_zero * isz
+    _memzero(zero, NB * isz)
+    hb = fb + o_hb * isz
+    cb = fb + o_c * isz
+    for r in range(B):  # the state, in sorted row order (h0/c0 may be h_n/c_n: copied first)
+        o = _ld(order + 8 * r)
+        _memcpy(hb + r * LDH * isz, _addr(h0) + o * S * isz, S * isz)
+        _memcpy(cb + r * LDC * isz, _addr(c0) + o * H * isz, H * isz)
+    _memzero(ib + 8 * i_sync, 8 * SYNC_LEN)
+    a = ib
+    _st(a + 8 * A_T, T)
+    _st(a + 8 * A_B, B)
+    _st(a + 8 * A_I, I)
+    _st(a + 8 * A_H, H)
+    _st(a + 8 * A_S, S)
+    _st(a + 8 * A_NSTEPS, nsteps)
+    _st(a + 8 * A_REV, 1 if reverse else 0)
+    _st(a + 8 * A_NP, NP)
+    _st(a + 8 * A_NPP, NPP)
+    _st(a + 8 * A_KS, ks)
+    _st(a + 8 * A_FLAGS, flags)
+    _stf(np.float64(0.0), a + 8 * A_CLIP, np.float64(clip))
+    _st(a + 8 * A_BULK, 1 if bulk else 0)
+    _st(a + 8 * A_NLAUNCH, nlaunch)
+    _st(a + 8 * A_WAIT, wait_ticks)
+    _st(a + 8 * A_DIRECT, 1 if direct else 0)
+    _st(a + 8 * A_SYNC, ib + 8 * i_sync)
+    _st(a + 8 * A_X, _addr(x))
+    _st(a + 8 * A_WIH, _addr(w_ih))
+    _st(a + 8 * A_WHH, _addr(w_hh))
+    _st(a + 8 * A_BIH, _addr(b_ih))
+    _st(a + 8 * A_BHH, _addr(b_hh))
+    _st(a + 8 * A_WHR, _addr(w_hr))
+    if w_peep.shape[0] > 0:
+        _st(a + 8 * A_PEEP, _addr(w_peep))
+        _st(a + 8 * A_PSTEP, V)
+        _st(a + 8 * A_LDPEEP, H)
+    else:  # the gate reads zeros (and never uses them: flags has no PEEP)
+        _st(a + 8 * A_PEEP, zero)
+        _st(a + 8 * A_PSTEP, 0)
+        _st(a + 8 * A_LDPEEP, 0)
+    _st(a + 8 * A_ORDER, order)
+    _st(a + 8 * A_LENS, lens)
+    _st(a + 8 * A_Y, y)
+    _st(a + 8 * A_YS0, ys0)
+    _st(a + 8 * A_YS1, ys1)
+    _st(a + 8 * A_HN, _addr(h_n))
+    _st(a + 8 * A_CN, _addr(c_n))
+    _st(a + 8 * A_WIP, fb + o_wip * isz)
+    _st(a + 8 * A_WHP, fb + o_whp * isz)
+    _st(a + 8 * A_WHRP, fb + o_whrp * isz)
+    _st(a + 8 * A_BP, fb + o_bp * isz)
+    _st(a + 8 * A_XP, fb + o_xp * isz)
+    _st(a + 8 * A_LD, LD)
+    _st(a + 8 * A_ACC, fb + o_acc * isz)
+    _st(a + 8 * A_HB, hb)
+    _st(a + 8 * A_LDH, LDH)
+    _st(a + 8 * A_C, cb)
+    _st(a + 8 * A_LDC, LDC)
+    _st(a + 8 * A_R, fb + o_r * isz)
+    _st(a + 8 * A_XA, fb + o_xa * isz)
+    _st(a + 8 * A_XAROWS, xarows)
+    _st(a + 8 * A_TOF, ib + 8 * i_tof)
+    _st(a + 8 * A_ZERO, zero)
+    _st(a + 8 * A_RC, RC)
+    _st(a + 8 * A_LAYOUT, ib + 8 * i_lay)
+    if serial:
+        _call_worker(fn, proto, 0, ib)
+    return 0, 0
+
+
+# ============================================================================ the cell
+
+@njit(**_JIT)
+def cell_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h_out, c_out, flags, clip, scratch):
+    """One step for B rows, from the row-major weights read in place (no packing).
+
+    x : (B, I); h : (B, S); c : (B, H); w_ih : (4H, I); w_hh : (4H, S); b_ih, b_hh : (4H,);
+    w_hr : (P, H) or (0, 0); w_peep : (3, H) or (0, 0); h_out : (B, S), c_out : (B, H) written;
+    ``h_out`` may be ``h`` and ``c_out`` may be ``c`` (every product of a block of rows is done
+    before its state is written).  flags / clip as in ``forward_entry``.  scratch : float
+    array, reused, nothing kept between calls.  The same FMA chains as the forward kernels:
+    bitwise equal to a one-step forward.  Returns the scratch size needed (0: done; else
+    nothing ran).
+    """
+    B, I = x.shape  # noqa: E741
+    H = c.shape[1]
+    S = h.shape[1]
+    proto = _zero_of(x)
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    NP = (H + V - 1) // V
+    NPP = 0
+    if w_hr.shape[0] > 0:
+        NPP = (S + NB - 1) // NB
+    split = (NP + 1) // 2
+    ks = min(split * V, H)
+    if NPP > 0:
+        ks = min((NPP + 1) // 2 * NB, S)
+    LDT = NP * NB
+    LDC = (H + V - 1) // V * V
+    o_bias = (MRCELL * LDT + 15) // 16 * 16
+    o_r = o_bias + LDT
+    o_zero = o_r + (MRCELL * LDC + 15) // 16 * 16
+    need = o_zero + NB
+    if scratch.shape[0] < need:
+        return need
+    tiles = _addr(scratch)
+    bias = tiles + o_bias * isz
+    rbuf = tiles + o_r * isz
+    zero = tiles + o_zero * isz
+    _memzero(zero, NB * isz)
+    for pp in range(NP):
+        nval = min(V, H - pp * V)
+        for q in range(4):
+            for u in range(V):
+                dst = bias + (pp * NB + q * V + u) * isz
+                if u < nval:
+                    src = (q * H + pp * V + u) * isz
+                    _stf(proto, dst, _ldf(proto, _addr(b_ih) + src) + _ldf(proto, _addr(b_hh) + src))
+                else:
+                    _stf(proto, dst, proto)
+    peep = zero
+    pstep = 0
+    ldpeep = 0
+    if w_peep.shape[0] > 0:
+        peep = _addr(w_peep)
+        pstep = V
+        ldpeep = H
+    xa = _addr(x)
+    ha = _addr(h)
+    for r0 in range(0, B, MRCELL):
+        mr = min(MRCELL, B - r0)
+        for pp in range(NP):
+            nval = min(V, H - pp * V)
+            tile = tiles + pp * NB * isz
+            _mkt(proto, mr, xa + r0 * I * isz, I, _addr(w_ih) + pp * V * I * isz, I, H, nval, 4 * H, 0, I,
+                 bias + pp * NB * isz, 0, tile, LDT)
+            ka0, ka1, kb0, kb1 = 0, ks, ks, S
+            if pp >= split:
+                ka0, ka1, kb0, kb1 = ks, S, 0, ks
+            wrow = _addr(w_hh) + pp * V * S * isz
+            _mkt(proto, mr, ha + r0 * S * isz, S, wrow, S, H, nval, 4 * H, ka0, ka1, tile, LDT, tile, LDT)
+            _mkt(proto, mr, ha + r0 * S * isz, S, wrow, S, H, nval, 4 * H, kb0, kb1, tile, LDT, tile, LDT)
+        for m in range(mr):
+            r = r0 + m
+            for pp in range(NP):
+                nval = min(V, H - pp * V)
+                cc = (r * H + pp * V) * isz
+                hh = _addr(h_out) + (r * S + pp * V) * isz
+                if NPP > 0:
+                    hh = rbuf + (m * LDC + pp * V) * isz
+                _gate(proto, flags, tiles + (m * LDT + pp * NB) * isz, _addr(c) + cc, _addr(c_out) + cc, hh, 0, nval,
+                      peep + pp * pstep * isz, ldpeep, clip)
+        for jp in range(NPP):
+            ncol = min(NB, S - jp * NB)
+            _mkt(proto, mr, rbuf, LDC, _addr(w_hr) + jp * NB * H * isz, H, V, V, S - jp * NB, 0, H, zero, 0,
+                 tiles, LDT)
+            for m in range(mr):
+                _memcpy(_addr(h_out) + ((r0 + m) * S + jp * NB) * isz, tiles + m * LDT * isz, ncol * isz)
+    return 0
+
+
+# ============================================================================ math64 (tests)
+
+@njit(**_JIT)
+def math64_apply(which, x, out):
+    """out = tanh64(x) (which 0), sigmoid64(x) (1) or exp64(x) (2): the float64 functions of the
+    gate update, over contiguous float64 arrays (for accuracy tests)."""
+    _m64(which, _addr(x), _addr(out), x.size)
+
+
+# ============================================================================ the MKL path (opt-in)
+# MKL's packed GEMM, reached through symbols registered by ``_mkl.register()`` (which must run
+# before these kernels are compiled or loaded from the cache).  Pointers travel as int64.
+
+_i32, _i64 = types.int32, types.int64
+_x_pack_size = {p: types.ExternalFunction(f"lstmb_{p}pack_get_size", _i64(_i32, _i32, _i32, _i32)) for p in "sd"}
+_x_pack = {p: types.ExternalFunction(f"lstmb_{p}pack", types.void(_i32, _i32, _i32, _i32, _i32, _i32, f, _i64, _i32,
+                                                                   _i64))
+           for p, f in (("s", types.float32), ("d", types.float64))}
+_x_compute = {p: types.ExternalFunction(f"lstmb_{p}compute", types.void(_i32, _i32, _i32, _i32, _i32, _i32, _i64, _i32,
+                                                                         _i64, _i32, f, _i64, _i32))
+              for p, f in (("s", types.float32), ("d", types.float64))}
+_x_spack_size, _x_dpack_size = _x_pack_size["s"], _x_pack_size["d"]
+_x_spack, _x_dpack = _x_pack["s"], _x_pack["d"]
+_x_scompute, _x_dcompute = _x_compute["s"], _x_compute["d"]
+_ROW, _NOTRANS, _TRANS, _PACKED, _BMATRIX = 101, 111, 112, 151, 162
+
+
+def _mkl_packed(proto, rows, m, n, k):  # pragma: no cover - typed through the overload
+    """MKL-packed B = rows^T (rows: address of an (n, k) row-major matrix) for C(m, n) += A(m, k) B."""
+    raise NotImplementedError
+
+
+@overload(_mkl_packed, jit_options=_JIT, inline="always")
+def _ov_mkl_packed(proto, rows, m, n, k):
+    if proto == types.float32:
+        def impl32(proto, rows, m, n, k):
+            size = _x_spack_size(np.int32(_BMATRIX), np.int32(m), np.int32(n), np.int32(k))
+            buf = np.empty(size // 4 + 32, np.float32)
+            dst = _addr(buf) + (-_addr(buf)) % 64
+            _x_spack(np.int32(_ROW), np.int32(_BMATRIX), np.int32(_TRANS), np.int32(m), np.int32(n), np.int32(k),
+                     np.float32(1.0), rows, np.int32(k), dst)
+            return buf, dst
+        return impl32
+
+    def impl64(proto, rows, m, n, k):
+        size = _x_dpack_size(np.int32(_BMATRIX), np.int32(m), np.int32(n), np.int32(k))
+        buf = np.empty(size // 8 + 16, np.float64)
+        dst = _addr(buf) + (-_addr(buf)) % 64
+        _x_dpack(np.int32(_ROW), np.int32(_BMATRIX), np.int32(_TRANS), np.int32(m), np.int32(n), np.int32(k), 1.0,
+                 rows, np.int32(k), dst)
+        return buf, dst
+    return impl64
+
+
+def _mkl_gemm(proto, m, n, k, a, lda, packed, c, ldc):  # pragma: no cover - typed through the overload
+    """C(m, n) (row stride ldc) += A(m, k) (row stride lda) @ packed."""
+    raise NotImplementedError
+
+
+@overload(_mkl_gemm, jit_options=_JIT, inline="always")
+def _ov_mkl_gemm(proto, m, n, k, a, lda, packed, c, ldc):
+    if proto == types.float32:
+        def impl32(proto, m, n, k, a, lda, packed, c, ldc):
+            _x_scompute(np.int32(_ROW), np.int32(_NOTRANS), np.int32(_PACKED), np.int32(m), np.int32(n),
+                        np.int32(k), a, np.int32(lda), packed, np.int32(k), np.float32(1.0), c, np.int32(ldc))
+        return impl32
+
+    def impl64(proto, m, n, k, a, lda, packed, c, ldc):
+        _x_dcompute(np.int32(_ROW), np.int32(_NOTRANS), np.int32(_PACKED), np.int32(m), np.int32(n), np.int32(k), a,
+                    np.int32(lda), packed, np.int32(k), 1.0, c, np.int32(ldc))
+    return impl64
+
+
+def _mkl_worker(proto, p, argp):
+    """The team worker on MKL's packed GEMM: same argument block, team split, gate update and
+    projection as ``_worker_body``; per step a full barrier, then the bias, ``x W_ih^T`` and
+    ``h W_hh^T`` of the worker's panel columns by two packed computes (MKL's summation order:
+    not bitwise equal to the own kernel).  The input product is always inside the step."""
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    T = _ld(argp + 8 * A_T)
+    B = _ld(argp + 8 * A_B)
+    I = _ld(argp + 8 * A_I)  # noqa: E741
+    H = _ld(argp + 8 * A_H)
+    S = _ld(argp + 8 * A_S)
+    nsteps = _ld(argp + 8 * A_NSTEPS)
+    rev = _ld(argp + 8 * A_REV) != 0
+    NP = _ld(argp + 8 * A_NP)
+    NPP = _ld(argp + 8 * A_NPP)
+    flags = _ld(argp + 8 * A_FLAGS)
+    clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
+    direct = _ld(argp + 8 * A_DIRECT) != 0
+    sync = _ld(argp + 8 * A_SYNC)
+    index = _atomic_add(sync + 8 * W_ARRIVED, 1)   # the handshake of _worker
+    if index == 0:
+        nlaunch = _ld(argp + 8 * A_NLAUNCH)
+        wait_ticks = _ld(argp + 8 * A_WAIT)
+        t0 = _ticks()
+        while _load_acq(sync + 8 * W_ARRIVED) < nlaunch:
+            dt = _ticks() - t0
+            if dt > wait_ticks:
+                break
+            if dt > (wait_ticks >> 3):
+                _yield()
+            else:
+                _pause()
+        n = _load_acq(sync + 8 * W_ARRIVED)
+        _store_rel(sync + 8 * W_TEAM, n)
+    else:
+        _wait_ge(sync + 8 * W_TEAM, 1)
+        n = _load_acq(sync + 8 * W_TEAM)
+        if index >= n:
+            return
+    w = index
+    x = _ld(argp + 8 * A_X)
+    w_ih = _ld(argp + 8 * A_WIH)
+    w_hh = _ld(argp + 8 * A_WHH)
+    b_ih = _ld(argp + 8 * A_BIH)
+    b_hh = _ld(argp + 8 * A_BHH)
+    w_hr = _ld(argp + 8 * A_WHR)
+    peep = _ld(argp + 8 * A_PEEP)
+    pstep = _ld(argp + 8 * A_PSTEP)
+    ldpeep = _ld(argp + 8 * A_LDPEEP)
+    order = _ld(argp + 8 * A_ORDER)
+    lens = _ld(argp + 8 * A_LENS)
+    y = _ld(argp + 8 * A_Y)
+    ys0 = _ld(argp + 8 * A_YS0)
+    ys1 = _ld(argp + 8 * A_YS1)
+    whrp = _ld(argp + 8 * A_WHRP)
+    bp = _ld(argp + 8 * A_BP)
+    LD = _ld(argp + 8 * A_LD)
+    acc = _ld(argp + 8 * A_ACC)
+    hb = _ld(argp + 8 * A_HB)
+    LDH = _ld(argp + 8 * A_LDH)
+    c = _ld(argp + 8 * A_C)
+    LDC = _ld(argp + 8 * A_LDC)
+    rbuf = _ld(argp + 8 * A_R)
+    xarows = _ld(argp + 8 * A_XAROWS)
+    xa = _ld(argp + 8 * A_XA) + w * xarows * I * isz
+    tof = _ld(argp + 8 * A_TOF) + w * B * 8
+    zero = _ld(argp + 8 * A_ZERO)
+    proj = NPP > 0
+    g0 = (w * NP + n - 1) // n
+    g1 = ((w + 1) * NP + n - 1) // n
+    j0 = (w * NPP + n - 1) // n
+    j1 = ((w + 1) * NPP + n - 1) // n
+    u0 = min(g0 * V, H)
+    u1 = min(g1 * V, H)
+    hc0 = min(j0 * NB, S) if proj else u0
+    hc1 = min(j1 * NB, S) if proj else u1
+    wb_all = ((S - 1) // V) * n // NP + 1
+    if proj:
+        wb_all = ((S - 1) // NB) * n // NPP + 1
+    ncols = (g1 - g0) * NB
+    # this worker's rows of W_ih / W_hh in the panel order, then MKL-packed
+    rows_ih = np.empty(ncols * max(I, 1) * isz // 8 + 8, np.float64)  # (by address, in the dtype of proto)
+    rows_hh = np.empty(ncols * S * isz // 8 + 8, np.float64)
+    for pp in range(g0, g1):
+        nval = min(V, H - pp * V)
+        for q in range(4):
+            for u in range(V):
+                rr = (pp - g0) * NB + q * V + u
+                src = q * H + pp * V + u
+                if u < nval:
+                    _memcpy(_addr(rows_ih) + rr * I * isz, w_ih + src * I * isz, I * isz)
+                    _memcpy(_addr(rows_hh) + rr * S * isz, w_hh + src * S * isz, S * isz)
+                    _stf(proto, bp + (pp * NB + q * V + u) * isz,
+                         _ldf(proto, b_ih + src * isz) + _ldf(proto, b_hh + src * isz))
+                else:
+                    _memzero(_addr(rows_ih) + rr * I * isz, I * isz)
+                    _memzero(_addr(rows_hh) + rr * S * isz, S * isz)
+                    _stf(proto, bp + (pp * NB + q * V + u) * isz, proto)
+    keep_ih, packed_ih = _mkl_packed(proto, _addr(rows_ih), B, ncols, max(I, 1))
+    keep_hh, packed_hh = _mkl_packed(proto, _addr(rows_hh), B, ncols, S)
+    for jp in range(j0, j1):
+        _pack(proto, w_hr + jp * NB * H * isz, H, V, V, S - jp * NB, 0, H, whrp + jp * H * NB * isz)
+    me_done = sync + 8 * (W_DONE0 + 16 * w)
+    me_rdone = me_done + 64
+    m = B
+    prev = B
+    for s in range(nsteps):
+        while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
+            m -= 1
+        cur = s & 1
+        hcur = hb + cur * B * LDH * isz
+        hnxt = hb + (1 - cur) * B * LDH * isz
+        tt = T - 1 - s if rev else s
+        for rr in range(m):
+            _st(tof + 8 * rr, _ld(lens + 8 * rr) - 1 - s if rev else s)
+        xsrc = x + tt * B * I * isz
+        if not direct:
+            xsrc = xa
+            for rr in range(m):
+                _memcpy(xa + rr * I * isz, x + (_ld(tof + 8 * rr) * B + _ld(order + 8 * rr)) * I * isz, I * isz)
+        for rr in range(m):
+            _memcpy(acc + (rr * LD + g0 * NB) * isz, bp + g0 * NB * isz, ncols * isz)
+        if I > 0 and m > 0:
+            _mkl_gemm(proto, m, ncols, I, xsrc, I, packed_ih, acc + g0 * NB * isz, LD)
+        if s > 0:
+            for v in range(wb_all):
+                if v != w:
+                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v), s)
+        if not proj:
+            for rr in range(m, prev):
+                _memcpy(hnxt + (rr * LDH + u0) * isz, hcur + (rr * LDH + u0) * isz, (u1 - u0) * isz)
+        if m > 0:
+            _mkl_gemm(proto, m, ncols, S, hcur, LDH, packed_hh, acc + g0 * NB * isz, LD)
+        for pp in range(g0, g1):
+            nval = min(V, H - pp * V)
+            for rr in range(m):
+                cc = c + (rr * LDC + pp * V) * isz
+                if proj:
+                    hh = rbuf + (rr * LDC + pp * V) * isz
+                    yy = 0
+                else:
+                    hh = hnxt + (rr * LDH + pp * V) * isz
+                    yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
+                _gate(proto, flags, acc + (rr * LD + pp * NB) * isz, cc, cc, hh, yy, nval, peep + pp * pstep * isz,
+                      ldpeep, clip)
+        if proj:
+            _store_rel(me_rdone, s + 1)
+            for v in range(n):
+                if v != w:
+                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v) + 64, s + 1)
+            for rr in range(m, prev):
+                _memcpy(hnxt + (rr * LDH + hc0) * isz, hcur + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
+            nblk = (m + MRMAX - 1) // MRMAX
+            for jp in range(j0, j1):
+                ncol = min(NB, S - jp * NB)
+                r0 = 0
+                for blk in range(nblk):
+                    mr = m // nblk + (1 if blk < m % nblk else 0)
+                    _mk(proto, mr, rbuf + r0 * LDC * isz, LDC, whrp + jp * H * NB * isz, H, zero, 0,
+                        hnxt + (r0 * LDH + jp * NB) * isz, LDH)
+                    r0 += mr
+                for rr in range(m):
+                    _memcpy(y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + jp * NB) * isz,
+                            hnxt + (rr * LDH + jp * NB) * isz, ncol * isz)
+        _store_rel(me_done, s + 1)
+        prev = m
+    hn = _ld(argp + 8 * A_HN)
+    cn = _ld(argp + 8 * A_CN)
+    fin = hb + (nsteps & 1) * B * LDH * isz
+    for rr in range(B):
+        b = _ld(order + 8 * rr)
+        _memcpy(hn + (b * S + hc0) * isz, fin + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
+        _memcpy(cn + (b * H + u0) * isz, c + (rr * LDC + u0) * isz, (u1 - u0) * isz)
+    keep_ih[0:0] = 0  # buffers used by address: keep them alive until here
+    keep_hh[0:0] = 0
+    rows_ih[0:0] = 0
+    rows_hh[0:0] = 0
+
+
+# ============================================================================ loading
+
+_WORKERS: dict = {}
+
+
+def worker(dtype, gemm="own"):
+    """The forward worker C callback of ``dtype`` (``gemm="mkl"``: on MKL's packed GEMM; MKL must
+    be registered first), compiled or loaded from Numba's cache on first use.  Its signature is
+    ``void(dtype zero, int64 p, int64 argp)``."""
+    key = (np.dtype(dtype).name, gemm)
+    cf = _WORKERS.get(key)
+    if cf is None:
+        ft = types.float32 if key[0] == "float32" else types.float64
+        fn = _mkl_worker if gemm == "mkl" else _worker
+        cf = cfunc(types.void(ft, types.int64, types.int64), cache=True, error_model="numpy")(fn)
+        _WORKERS[key] = cf
+    return cf

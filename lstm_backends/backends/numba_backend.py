@@ -1,23 +1,44 @@
-"""The ``numba`` backend: compiled CPU kernels, BLAS for the matrix products.
+"""The ``numba`` backend: compiled CPU kernels with their own AVX-512 / AVX2 micro-kernel.
 
 This module imports only NumPy; Numba and the kernels
-(:mod:`lstm_backends.backends._numba_kernels`) load on first use, so listing
-backends stays cheap and importing the package compiles nothing.
+(:mod:`lstm_backends.backends._numba_kernels`) load on first use, so listing backends stays
+cheap and importing the package compiles nothing.
 
-Threads: the matrix products run in BLAS (OpenBLAS via SciPy, through Numba's
-``np.dot``) with ``num_threads`` threads; the compiled time loop and the fused
-gate update run on the calling thread.  No Numba parallel region is used, so
-Numba's threads and BLAS's never spin against each other and no threading layer
-(``workqueue`` aborts on concurrent use) is ever involved: calls from many
-Python threads at once are safe, and each releases the GIL.
+Paths (``describe_path`` says which one a call takes; ``kind=`` forces one, for tests):
+
+``serial``
+    one thread: pack the weights, then per step the input product, the recurrent product and
+    the fused gate update.
+``team``
+    hidden split over a team of up to ``num_threads`` workers in one Numba parallel region per
+    call, a spin barrier per step (hidden behind the part of the step that needs no partner
+    data), the input product inside each step.
+``serial+bulk`` / ``team+bulk``
+    the same with the input product of every step done first, as one compute-bound GEMM:
+    better at small batches, where it would otherwise stream W_ih once per step.
+
+Every path sums every gate pre-activation in one canonical order, so all of them (and the
+cell) give bitwise the same results, for any team size and thread count.
+
+Threads: ``num_threads`` (or ``LSTM_BACKENDS_NUM_THREADS``; default Numba's
+``NUMBA_NUM_THREADS``) is the budget of a backend instance; a call never keeps more threads
+busy (no BLAS runs inside the kernels).  The team forms by a handshake inside the region: the
+first worker waits a bounded time for the others, then the team is whoever arrived, so a call
+never deadlocks, whatever the threading layer, nesting or load.  Under the ``workqueue``
+layer, which aborts the process when two threads launch parallel regions at once, parallel
+calls are serialised by a lock.
+
+GEMM: the own micro-kernel by default (``gemm="auto"`` / ``"own"``); ``gemm="mkl"`` (or
+``LSTM_BACKENDS_GEMM=mkl``) runs the products on MKL's packed GEMM with the sequential MKL
+(extra ``mkl``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import threading
+import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Any, ClassVar
@@ -27,16 +48,13 @@ import numpy as np
 from .._args import CellArgs, ForwardArgs
 from ._base import Availability, Backend
 
-__all__ = ["NumbaBackend", "warmup"]
+__all__ = ["KINDS", "NumbaBackend", "auto_kind", "describe_threads", "last_team_size", "warmup"]
 
+#: kinds that ``NumbaBackend(kind=...)`` / ``LSTM_BACKENDS_NUMBA_KIND`` may force
+KINDS = ("auto", "serial", "serial+bulk", "team", "team+bulk")
+GEMMS = ("auto", "own", "mkl")
 
-def _use_rowwise(batch: int, hidden: int) -> bool:
-    """Few rows: a compiled matrix-vector product per row beats a BLAS GEMM call per step
-    (whose thread wake-up costs ~60 us).  Crossover measured on a 2-core EPYC (Zen 3)."""
-    return batch <= 2 or batch * hidden <= 1536
-
-
-_state = threading.local()
+_PEEP, _CLIP, _IFORGET = 1, 2, 4  # gate feature bits of the kernels
 
 
 def _kernels() -> Any:
@@ -45,51 +63,168 @@ def _kernels() -> Any:
     return _numba_kernels
 
 
-_controller_lock = threading.Lock()
-_controller: Any = None
+def _lanes(dtype: np.dtype) -> int:
+    return 64 // np.dtype(dtype).itemsize
 
 
-def _blas_limit(threads: int | None) -> Any:
-    """Context manager limiting BLAS to ``threads`` (a no-op context when None)."""
-    global _controller
-    if threads is None:
-        return contextlib.nullcontext()
-    with _controller_lock:
-        if _controller is None:
-            import scipy.linalg  # noqa: F401 - make sure SciPy's BLAS (used by numba) is loaded
-            from threadpoolctl import ThreadpoolController
+def auto_kind(batch: int, hidden: int, budget: int, dtype: Any = np.float32) -> str:
+    """The dispatch rule (measured on a 2-vCPU AMD EPYC Zen 5, float32, see docs/performance).
 
-            _controller = ThreadpoolController()
-    return _controller.limit(limits=threads, user_api="blas")
+    * one thread, or ``H <= 64`` (at most 4 panels: exchanging h every step costs more than the
+      halved weight stream): ``serial``;
+    * otherwise a team: with the bulk input projection at ``B <= 8`` (W_ih is streamed once
+      instead of once per step) and at ``B <= 16, H >= 1024``; the input product inside the
+      step elsewhere (the projection buffer would go to DRAM and back).
+    """
+    bulk = batch <= 8 or (batch <= 16 and hidden >= 1024)
+    if budget < 2 or hidden <= 64:
+        return "serial+bulk" if bulk else "serial"
+    return "team+bulk" if bulk else "team"
+
+
+_tls = threading.local()
+_HUGE = 2 << 20
+
+
+def _aligned_empty(n: int, dtype: Any) -> np.ndarray:
+    """``n`` elements, 64-byte aligned; from 2 MiB on, 2 MiB aligned and ``madvise(MADV_HUGEPAGE)``d
+    before the first touch (Linux, THP in "madvise" mode; harmless elsewhere): the packed weights
+    fill most of a core's L2, which is physically indexed, and with 4 KiB pages some processes
+    got conflict misses (the same kernel 0.78 ms in one process, 1.3 ms in others)."""
+    dtype = np.dtype(dtype)
+    nbytes = max(n, 1) * dtype.itemsize
+    if nbytes < _HUGE:
+        raw = np.empty(nbytes + 64, np.uint8)
+        shift = -raw.ctypes.data % 64
+        return raw[shift:shift + nbytes].view(dtype)
+    raw = np.empty(nbytes + _HUGE, np.uint8)
+    shift = -raw.ctypes.data % _HUGE
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        size = (nbytes + _HUGE - 1) // _HUGE * _HUGE
+        libc.madvise(ctypes.c_void_p(raw.ctypes.data + shift), ctypes.c_size_t(size), 14)  # MADV_HUGEPAGE
+    except Exception:  # pragma: no cover - not Linux
+        pass
+    return raw[shift:shift + nbytes].view(dtype)
+
+
+def _workspace(dtype: np.dtype, n_float: int = 0, n_int: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's scratch for ``dtype``, grown to at least the given sizes (scratch only:
+    nothing survives between calls; weights are packed on every call)."""
+    cache = getattr(_tls, "ws", None)
+    if cache is None:
+        cache = _tls.ws = {}
+    ws = cache.get(dtype.name)
+    if ws is None or ws[0].shape[0] < n_float or ws[1].shape[0] < n_int:
+        old_f, old_i = ws if ws is not None else (np.empty(0, dtype), np.empty(0, np.int64))
+        nf = max(n_float, old_f.shape[0], 4096)
+        ni = max(n_int, old_i.shape[0], 4096)
+        ws = (_aligned_empty(nf, dtype), np.zeros(ni, np.int64))
+        cache[dtype.name] = ws
+    return ws
+
+
+class _Threads:
+    """Numba's threading layer, found on first use; parallel launches go through here."""
+
+    lock = threading.Lock()
+    layer: str | None = None
+    get_n: Any = None
+    set_n: Any = None
+
+    @classmethod
+    def start(cls) -> str:
+        if cls.layer is None:
+            with cls.lock:
+                if cls.layer is None:
+                    import numba
+                    from numba.np.ufunc import parallel
+
+                    parallel._launch_threads()
+                    # the raw setters (the public ones validate and re-check the pool: ~2 us each)
+                    cls.get_n = getattr(parallel, "_get_num_threads", None) or numba.get_num_threads
+                    cls.set_n = getattr(parallel, "_set_num_threads", None) or numba.set_num_threads
+                    cls.layer = numba.threading_layer()
+        return cls.layer
+
+    @classmethod
+    def launch(cls, kernels: Any, fn: int, zero: Any, argp: int, n: int) -> None:
+        """Run ``n`` workers in one parallel region with exactly ``n`` of Numba's threads."""
+        layer = cls.start()
+        old = cls.get_n()
+        cls.set_n(n)
+        try:
+            if layer == "workqueue":  # aborts the process on concurrent regions: one at a time
+                with cls.lock:
+                    kernels.run_team(fn, zero, argp, n)
+            else:
+                kernels.run_team(fn, zero, argp, n)
+        finally:
+            cls.set_n(old)
+
+
+def _default_budget() -> int:
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 class NumbaBackend(Backend):
-    """Numba ``@njit`` kernels: the time loop compiled, BLAS for the products, fused gate math.
+    """Numba kernels on their own register-blocked micro-kernel, fused gate update, a thread team.
 
     Parameters
     ----------
     num_threads : int, optional
-        BLAS threads used for the matrix products during ``forward`` (the calling
-        thread runs the rest; ``cell`` leaves BLAS's setting alone).  Default: leave
-        BLAS's setting as it is (``OPENBLAS_NUM_THREADS``, or all cores).  Change later
-        with :meth:`set_num_threads`.
+        Thread budget of this instance: a call keeps at most this many threads busy.  Default:
+        ``LSTM_BACKENDS_NUM_THREADS``, else Numba's ``NUMBA_NUM_THREADS``.  Change it later with
+        :meth:`set_num_threads`.
+    kind : {"auto", "serial", "serial+bulk", "team", "team+bulk"}, optional
+        Force a kernel path (tests, experiments); default ``LSTM_BACKENDS_NUMBA_KIND``, else
+        ``"auto"`` (:meth:`describe_path` says what ``auto`` picks).  Every kind gives bitwise
+        the same results.
+    gemm : {"auto", "own", "mkl"}, optional
+        Matrix products: the own micro-kernel (``auto``, ``own``) or MKL's packed GEMM
+        (``mkl``: needs the ``mkl`` extra; opt-in because on AMD CPUs MKL runs its generic code
+        path and was measured 2.3-5x slower than the own kernel).  Default
+        ``LSTM_BACKENDS_GEMM``, else ``auto``.
     """
 
     name: ClassVar[str] = "numba"
-    description: ClassVar[str] = "Numba-compiled CPU kernels: compiled time loop, BLAS products, fused gate update"
+    description: ClassVar[str] = ("Numba-compiled CPU kernels: own AVX-512/AVX2 micro-kernel, fused gate update, "
+                                  "hidden-split thread team")
     install_hint: ClassVar[str] = 'pip install "lstm-backends" (numba is a dependency; reinstall it)'
-    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 10
 
-    def __init__(self, num_threads: int | None = None) -> None:
+    def __init__(self, num_threads: int | None = None, *, kind: str | None = None, gemm: str | None = None) -> None:
         self.num_threads: int | None = None
         if num_threads is None and os.environ.get("LSTM_BACKENDS_NUM_THREADS"):
             num_threads = int(os.environ["LSTM_BACKENDS_NUM_THREADS"])
-        if num_threads is not None:
-            self.set_num_threads(num_threads)
+        self.set_num_threads(num_threads)
+        kind = kind or os.environ.get("LSTM_BACKENDS_NUMBA_KIND") or "auto"
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        gemm = gemm or os.environ.get("LSTM_BACKENDS_GEMM") or "auto"
+        if gemm not in GEMMS:
+            raise ValueError(f"gemm must be one of {', '.join(GEMMS)}; got {gemm!r}")
+        if gemm == "mkl":
+            from . import _mkl
+
+            if not _mkl.register():
+                from .._errors import BackendUnavailableError
+
+                raise BackendUnavailableError(
+                    f"numba backend with gemm='mkl': MKL cannot be used ({_mkl.info()}); install it with "
+                    'pip install "lstm-backends[mkl]" (x86-64), or use gemm="own" (the default)')
+        self.kind = kind
+        self.gemm = gemm
+        self._solo_until = 0.0
+        self._misses = 0
 
     def set_num_threads(self, num_threads: int | None) -> None:
-        """Set the BLAS threads used inside calls (``None``: leave BLAS's own setting).
+        """Set the thread budget (``None``: Numba's ``NUMBA_NUM_THREADS``).
 
         Parameters
         ----------
@@ -98,6 +233,22 @@ class NumbaBackend(Backend):
         if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
         self.num_threads = None if num_threads is None else int(num_threads)
+
+    @property
+    def budget(self) -> int:
+        """Threads a call may keep busy (``num_threads``, or Numba's thread count)."""
+        limit = _default_budget()
+        return max(1, min(self.num_threads or limit, limit))
+
+    @classmethod
+    def test_variants(cls) -> dict[str, dict[str, Any]]:
+        """Every kernel path forced (each kind; MKL's GEMM where MKL can be loaded)."""
+        variants: dict[str, dict[str, Any]] = {k: {"kind": k} for k in KINDS[1:]}
+        from . import _mkl
+
+        if _mkl.available():
+            variants["mkl"] = {"gemm": "mkl"}
+        return variants
 
     @classmethod
     def is_available(cls) -> Availability:
@@ -112,55 +263,164 @@ class NumbaBackend(Backend):
         except PackageNotFoundError:
             return ""
 
+    # ------------------------------------------------------------------ dispatch
+    def _plan(self, batch: int, hidden: int, dtype: Any) -> tuple[str, int]:
+        """(kind, workers launched) of a forward call."""
+        budget = self.budget
+        kind = self.kind if self.kind != "auto" else auto_kind(batch, hidden, budget, dtype)
+        if kind.startswith("serial") or time.monotonic() < self._solo_until:
+            return kind.replace("team", "serial"), 1
+        panels = -(-hidden // _lanes(dtype))
+        return kind, max(1, min(budget, panels, 64))
+
+    def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32) -> str:
+        """Which kernel path a forward call of this size takes, in words.
+
+        Parameters
+        ----------
+        batch, hidden : int
+            ``B`` and ``H``.
+        dtype : numpy dtype
+
+        Returns
+        -------
+        str
+            e.g. ``"team+bulk x2, own micro-kernel"``.
+        """
+        kind, workers = self._plan(batch, hidden, np.dtype(dtype))
+        return f"{kind} x{workers}, {'MKL packed GEMM' if self.gemm == 'mkl' else 'own micro-kernel'}"
+
+    # ------------------------------------------------------------------ kernels
     def _forward(self, args: ForwardArgs) -> None:
         k = _kernels()
-        bias = args.b_ih + args.b_hh
-        kernel = k.forward_layer_rowwise if _use_rowwise(args.batch, args.hidden_size) else k.forward_layer
-        with _blas_limit(self.num_threads):
-            kernel(args.x, args.w_ih, args.w_hh, bias, args.h0, args.c0, args.lengths, args.reverse,
-                   args.y, args.h_n, args.c_n)
+        dtype = args.dtype
+        kind, workers = self._plan(args.batch, args.hidden_size, dtype)
+        flags, clip = _features(args)
+        dummy = _dummy(dtype)
+        y = args.y
+        isz = dtype.itemsize
+        fn = k.worker(dtype, "mkl" if self.gemm == "mkl" else "own").address
+        serial = workers == 1
+        wsf, wsi = _workspace(dtype)
+        for _ in range(2):
+            need_f, need_i = k.forward_entry(
+                args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
+                dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
+                args.h0, args.c0, args.lengths, args.h_n, args.c_n, y.ctypes.data, y.strides[0] // isz,
+                y.strides[1] // isz, args.reverse, flags, clip, kind.endswith("bulk"), workers, k.WAIT_TICKS, wsf, wsi,
+                fn, serial)
+            if not need_f:
+                break
+            wsf, wsi = _workspace(dtype, need_f, need_i)
+        if not serial:
+            _Threads.launch(k, fn, dtype.type(0), wsi.ctypes.data, workers)
+            team = int(wsi[k.NARGS + k.W_TEAM])
+            _tls.last_team = team
+            if team < workers:
+                # The team did not form in time (a busy machine, a nested region): the first
+                # worker did everything, after waiting for the others.  Run serial for a while
+                # rather than pay that wait on every call: 20 ms after one miss, doubling up to
+                # 1 s while misses repeat.
+                self._misses += 1
+                self._solo_until = time.monotonic() + min(0.01 * 2 ** self._misses, 1.0)
+            else:
+                self._misses = 0
+        else:
+            _tls.last_team = 1
 
     def _cell(self, args: CellArgs) -> None:
         k = _kernels()
-        shape = (args.batch, 4 * args.hidden_size)
-        scratch = getattr(_state, "scratch", {})
-        key = (shape, args.dtype)
-        buffers = scratch.get(key)
-        if buffers is None:  # per-thread scratch, reused by later calls of the same shape
-            buffers = (np.empty(shape, args.dtype), np.empty(shape, args.dtype),
-                       np.empty(4 * args.hidden_size, args.dtype), np.empty(args.hidden_size, args.dtype))
-            scratch = {key: buffers}  # keep one shape per thread: bounded memory
-            _state.scratch = scratch
-        gates, xp, bias, c_tmp = buffers
-        np.add(args.b_ih, args.b_hh, out=bias)
-        # No thread limit here: a step is two small products, and setting BLAS's thread
-        # count through threadpoolctl costs more than the step itself.
-        k.cell_step(args.x, args.h, args.c, args.w_ih, args.w_hh, bias, args.h_out, args.c_out, gates, xp, c_tmp)
+        dtype = args.dtype
+        flags, clip = _features(args)
+        dummy = _dummy(dtype)
+        scratch = _cell_scratch(dtype)
+        need = k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
+                            dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
+                            args.h_out, args.c_out, flags, clip, scratch)
+        if need:
+            scratch = _cell_scratch(dtype, need)
+            k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
+                         dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
+                         args.h_out, args.c_out, flags, clip, scratch)
+
+
+_LAYER_COST = {
+    "omp": "concurrent calls from several Python threads run side by side; a parallel launch costs ~1.5 us",
+    "tbb": "concurrent calls from several Python threads run side by side (one task arena)",
+    "workqueue": "parallel calls are serialised by a lock (concurrent calls would abort the process); "
+                 "a parallel launch costs ~125 us: install tbb or use omp for concurrent callers",
+}
+
+
+def describe_threads() -> list[str]:
+    """Lines for ``lstm-backends info``: threading layer, thread budget, GEMM path and their costs.
+
+    Starts Numba's thread pool (that is what selects the threading layer)."""
+    import numba
+
+    from . import _mkl
+
+    layer = _Threads.start()
+    be = NumbaBackend()
+    isa = "AVX-512" if _kernels()._AVX512 else "AVX2/SSE (no AVX-512 on this CPU)"
+    lines = [
+        f"threading layer: {layer} -- {_LAYER_COST.get(layer, 'unknown layer')}",
+        f"thread budget: {be.budget} per backend instance (NumbaBackend(num_threads=n) or "
+        f"LSTM_BACKENDS_NUM_THREADS; Numba has {numba.config.NUMBA_NUM_THREADS} threads); no BLAS threads run "
+        "inside the kernels",
+        f"GEMM path: {'MKL packed GEMM (LSTM_BACKENDS_GEMM=mkl)' if be.gemm == 'mkl' else 'own micro-kernel'} "
+        f"({isa}); MKL, opt-in with gemm='mkl' / LSTM_BACKENDS_GEMM=mkl (2.3-5x slower than the own kernel on "
+        f"AMD Zen 5): {_mkl.info() if _mkl.available() else 'not usable: ' + _mkl.info()}",
+        f"paths: B=1 H=256 -> {be.describe_path(1, 256)}; B=16 H=256 -> {be.describe_path(16, 256)}; "
+        f"B=64 H=512 -> {be.describe_path(64, 512)}",
+    ]
+    return lines
+
+
+def last_team_size() -> int:
+    """Workers that ran the last forward call of this thread (1: serial, or a team that did not
+    form); diagnostics for tests and benchmarks."""
+    return int(getattr(_tls, "last_team", 0))
+
+
+def _features(args: ForwardArgs | CellArgs) -> tuple[int, float]:
+    flags = (_PEEP if args.w_peep is not None else 0) | (_CLIP if args.clip is not None else 0) \
+        | (_IFORGET if args.input_forget else 0)
+    return flags, float(args.clip) if args.clip is not None else 0.0
+
+
+_DUMMIES = {np.dtype(np.float32): np.zeros((0, 0), np.float32), np.dtype(np.float64): np.zeros((0, 0), np.float64)}
+
+
+def _dummy(dtype: np.dtype) -> np.ndarray:
+    """A (0, 0) array standing for an absent w_hr / w_peep (one compiled signature per dtype)."""
+    return _DUMMIES[dtype]
+
+
+def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:
+    cache = getattr(_tls, "cell", None)
+    if cache is None:
+        cache = _tls.cell = {}
+    s = cache.get(dtype.name)
+    if s is None or s.shape[0] < n:
+        s = cache[dtype.name] = _aligned_empty(max(n, 4096), dtype)
+    return s
 
 
 def warmup(dtypes: tuple[Any, ...] = (np.float32, np.float64)) -> None:
     """Compile (or load from Numba's on-disk cache) every kernel for the given dtypes.
 
-    Call once at start-up to take compilation out of the first real call; with a
-    warm cache this only loads machine code.
+    Call once at start-up to take compilation out of the first real call; with a warm cache
+    this only loads machine code.
 
     Parameters
     ----------
     dtypes : tuple of numpy dtypes
     """
-    k = _kernels()
-    rng = np.random.default_rng(0)
+    from ..testing import random_problem
+
     for dtype in dtypes:
-        steps, batch, in_size, hidden = 2, 2, 3, 2
-        x = rng.standard_normal((steps, batch, in_size)).astype(dtype)
-        w_ih = rng.standard_normal((4 * hidden, in_size)).astype(dtype)
-        w_hh = rng.standard_normal((4 * hidden, hidden)).astype(dtype)
-        bias = np.zeros(4 * hidden, dtype)
-        state = np.zeros((batch, hidden), dtype)
-        lengths = np.full(batch, steps, np.int64)
-        outs = (np.empty((steps, batch, hidden), dtype), np.empty_like(state), np.empty_like(state))
-        for kernel in (k.forward_layer, k.forward_layer_rowwise):
-            kernel(x, w_ih, w_hh, bias, state, state, lengths, False, *outs)
-        scratch = np.empty((batch, 4 * hidden), dtype)
-        k.cell_step(x[0], state, state, w_ih, w_hh, bias, outs[1], outs[2], scratch, scratch.copy(),
-                    np.empty(hidden, dtype))
+        p = random_problem(2, 2, 3, 20, dtype=np.dtype(dtype), seed=0)
+        for kind in ("serial", "team"):
+            p.forward(NumbaBackend(kind=kind))
+        NumbaBackend().cell(p.x[0], p.h0, p.c0, p.params)

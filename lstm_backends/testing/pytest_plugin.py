@@ -3,8 +3,10 @@
 ``--lstm-backend NAME`` (repeatable) or the environment variable
 ``LSTM_BACKENDS_TEST_BACKEND=NAME[,NAME]`` narrows the run; by default every
 known backend is parametrized and unavailable ones are reported as skipped with
-their reason.  Tests ask for the ``lstm_backend_name`` and ``conformance_check``
-parameters.  This module imports nothing heavy.
+their reason.  A backend whose ``test_variants()`` names internal paths it can force is
+also run as ``NAME[label]`` for each (the parameter is then a backend instance, which
+``get_backend`` and ``LSTM(backend=...)`` accept).  Tests ask for the ``lstm_backend_name``
+and ``conformance_check`` parameters.  This module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -40,12 +42,27 @@ def selected_backends(config: pytest.Config) -> list[tuple[str, str | None]]:
     return [(b.name, None if b.available else f"{b.name} unavailable: {b.reason}") for b in lb.list_backends()]
 
 
+def _variants(name: str) -> list:
+    """``(label, instance)`` for each path the backend's ``test_variants()`` can force."""
+    import lstm_backends as lb
+
+    backend = lb.get_backend(name)
+    cls = type(backend)
+    return [(label, cls(**kwargs)) for label, kwargs in cls.test_variants().items()]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "lstm_backend_name" in metafunc.fixturenames:
-        params = [
-            pytest.param(name, id=name, marks=[pytest.mark.skip(reason=reason)] if reason else [])
-            for name, reason in selected_backends(metafunc.config)
-        ]
+        params = []
+        for name, reason in selected_backends(metafunc.config):
+            params.append(pytest.param(name, id=name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
+            if reason is None:
+                try:
+                    variants = _variants(name)
+                except Exception:  # noqa: BLE001 - unavailable: the plain parameter fails loudly
+                    variants = []
+                # a variant is a backend instance: get_backend() and LSTM(backend=...) take it as is
+                params += [pytest.param(inst, id=f"{name}[{label}]") for label, inst in variants]
         metafunc.parametrize("lstm_backend_name", params)
     if "conformance_check" in metafunc.fixturenames:
         from lstm_backends.testing.conformance import CHECKS
