@@ -362,7 +362,7 @@ class CudaBackend(Backend):
         else:
             h_src = m_all
         h_prev = scratch((steps, batch, width))
-        threads = 256
+        threads = min(256, h_prev.size)
         k.h_prev[min(1024, (h_prev.size + threads - 1) // threads), threads, stream](tape.reverse, d_lens, h_src,
                                                                                       tape.h0, h_prev)
         _matmul_tn(k, flat, h_prev.reshape(rows, width), args.dw_hh, stream)
@@ -375,7 +375,7 @@ class CudaBackend(Backend):
     def _accumulate(self, dst: Any, src: Any, ctx: _Call) -> None:
         if dst.size == 0:
             return
-        threads = 256
+        threads = min(256, dst.size)
         flat_dst, flat_src = dst.reshape(dst.size), src.reshape(src.size)
         _k(np.dtype(dst.dtype)).add[min(1024, (dst.size + threads - 1) // threads), threads, ctx.stream](
             flat_dst, flat_src, flat_dst)
@@ -479,6 +479,6 @@ def _fill(arr: Any, value: float, stream: Any) -> None:
     if arr.size == 0:
         return
     k = _k(np.dtype(arr.dtype))
-    threads = 256
+    threads = min(256, arr.size)  # no idle threads for tiny arrays (the simulator pays for each)
     blocks = min(1024, (arr.size + threads - 1) // threads)
     k.fill[blocks, threads, stream](arr.reshape(arr.size), arr.dtype.type(value))
