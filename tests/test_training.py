@@ -422,3 +422,15 @@ def test_twenty_training_steps_match_torch_autograd():
         optimizer.step()
     np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=0)
     assert ours[-1] < 0.8 * ours[0]  # it learns
+
+
+def test_numpy_training_example_runs_and_learns():
+    """examples/train_numpy.py (the docs' figure): the loss falls by 10x within 200 Adam steps."""
+    import os
+    import runpy
+
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "train_numpy.py")
+    result = runpy.run_path(path, run_name="__main__")
+    assert result["losses"][-1] < 0.1 * result["losses"][0]

@@ -26,6 +26,26 @@ Versions, llm.c style:
    epilogue — computes ``h = m @ W_hr.T`` and writes ``h`` and ``y`` for the rows still
    running at that step: one more GEMM launch per step.
 
+5. Training (capability ``backward``), haste style — the forward written knowing the backward
+   will need its activations:
+
+   * ``lstm_gates_train``: version 4 (every compile-time variant, :func:`train_variants`)
+     also writing the tape at [t, b]: the activations i, f, g, o, the new c and, with clip,
+     which pre-activations were clipped;
+   * ``lstm_bwd``: the fused pointwise backward of one step (one thread per row and unit): dz
+     of the four gates from dh, dc and the saved activations, dc carried in place, dz written
+     per step (input of the recurrent product) and at [t, b] (for the weight gradients);
+     ``bwd_dh_total`` adds dy to dh before the projection's ``dm = dh @ W_hr``;
+   * ``matmul_nn`` (out = a @ w) and ``matmul_nn_rows`` (the same with an epilogue that
+     writes only the rows that ran the step: ``dh = dz @ W_hh`` per step);
+   * ``matmul_tn`` (out = a.T @ b): each weight gradient as ONE product over all T*B rows
+     after the time loop, each output element summed by one thread in a fixed order;
+   * ``h_prev``: h_{t-1} at every [t, b] from the recomputed h_t (o * tanh(c), projected by
+     one ``matmul_nt`` with a projection) and h0; ``col_sum_partial``/``col_sum_final``: the
+     bias (and peephole) gradients, a two-stage column sum in chunks fixed by the shape.
+
+   No atomics anywhere (the PTX test checks): bitwise repeatable gradients.
+
 Kernels are built per dtype by :func:`kernels` (shared-memory arrays need a concrete
 type) from plain Python functions, so :func:`ptx` can compile the very same code for
 ``sm_90`` without a GPU (``numba.cuda.compile_ptx``).

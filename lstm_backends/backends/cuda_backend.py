@@ -22,7 +22,12 @@ Peepholes, ``clip`` and ``input_forget`` run in compile-time variants of the fus
 kernel (capabilities ``peephole`` and ``clip``; a plain call runs the plain kernel); a
 projection (``projection``) adds one tiled-GEMM launch per step, ``h = m @ W_hr.T``, whose
 epilogue writes ``h`` and ``y`` for the rows still running.  Non-default ONNX activations
-are not implemented here (no ``activations`` capability): such calls are refused.  A streaming ``cell`` call
+are not implemented here (no ``activations`` capability): such calls are refused.  Training
+(``backward``, with every feature above): ``forward_train`` runs the training variant of the
+gate kernel, which also writes the tape (it stays on the device); ``backward`` runs per step
+one fused pointwise kernel and one tiled GEMM (two more with a projection), then ``dx`` and
+every weight gradient as one GEMM over all steps, and fixed-order reductions for the biases
+— no atomics.  A streaming ``cell`` call
 reuses per-thread device scratch (keyed by shape, dtype and stream), so a warm call with
 device arrays and ``out=`` allocates nothing on the device.
 """
