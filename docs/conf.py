@@ -15,7 +15,13 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "numpydoc",
+    "matplotlib.sphinxext.plot_directive",
 ]
+# training.rst runs examples/train_numpy.py to draw its figure: one small PNG, source shown
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 90)]
 autosummary_generate = True
 autodoc_typehints = "none"
 numpydoc_show_class_members = False

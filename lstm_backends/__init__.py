@@ -14,7 +14,9 @@ Importing this package imports NumPy only; Numba and numba.cuda load when a
 backend that needs them is first used, and the ``onnx`` package when
 :mod:`lstm_backends.onnx` (ONNX models) is.  A backend plugin needs only the names
 exported here: :class:`Backend`, :class:`Availability`, :class:`ForwardArgs`,
-:class:`CellArgs` and :data:`CAPABILITIES`.
+:class:`CellArgs`, :data:`CAPABILITIES` and, for training, :class:`TrainArgs`,
+:class:`BackwardArgs`, :class:`Tape`, :class:`StackTape`, :class:`LSTMGrads` and
+:data:`BACKWARD_FEATURES`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from . import layouts
-from ._args import CAPABILITIES, CellArgs, ForwardArgs
+from ._args import BACKWARD_FEATURES, CAPABILITIES, BackwardArgs, CellArgs, ForwardArgs, StackTape, Tape, TrainArgs
 from ._errors import BackendUnavailableError, UnknownBackendError, UnsupportedFeatureError
-from ._params import LSTMParams
+from ._params import LSTMGrads, LSTMParams
 from ._registry import (
     ENTRY_POINT_GROUP,
     BackendInfo,
@@ -45,6 +47,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "BACKWARD_FEATURES",
     "CAPABILITIES",
     "ENTRY_POINT_GROUP",
     "LSTM",
@@ -52,9 +55,14 @@ __all__ = [
     "Backend",
     "BackendInfo",
     "BackendUnavailableError",
+    "BackwardArgs",
     "CellArgs",
     "ForwardArgs",
+    "LSTMGrads",
     "LSTMParams",
+    "StackTape",
+    "Tape",
+    "TrainArgs",
     "UnknownBackendError",
     "UnsupportedFeatureError",
     "__version__",

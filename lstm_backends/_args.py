@@ -33,7 +33,7 @@ when ``clip`` is ``None``::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,8 @@ import numpy as np
 from ._activations import Activation
 from ._params import LSTMParams
 
-__all__ = ["CAPABILITIES", "CellArgs", "ForwardArgs"]
+__all__ = ["BACKWARD_FEATURES", "CAPABILITIES", "BackwardArgs", "CellArgs", "ForwardArgs", "StackTape", "Tape",
+           "TrainArgs"]
 
 #: Every capability a backend may declare in ``Backend.capabilities``:
 #:
@@ -237,3 +238,277 @@ class CellArgs:
     def params(self) -> LSTMParams:
         """``(w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)`` as an :class:`~lstm_backends.LSTMParams`."""
         return LSTMParams(self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.w_hr, self.w_peep)
+
+
+# ---------------------------------------------------------------------------- training
+#: The optional features a backend's training pass (``forward_train``/``backward``) may
+#: support, declared in ``Backend.backward_features``: a subset of the capabilities
+#: ``projection``, ``peephole``, ``clip`` (with ``input_forget``) and ``activations``.
+BACKWARD_FEATURES: frozenset[str] = frozenset({"projection", "peephole", "clip", "activations"})
+
+
+@dataclass
+class TrainArgs(ForwardArgs):
+    """What a training forward kernel (``_forward_train``) gets: :class:`ForwardArgs` plus the
+    tape's arrays to fill.
+
+    The kernel writes everything a forward kernel writes (``y`` at valid steps, ``h_n``,
+    ``c_n``) and, at each valid step ``t < lengths[b]`` of each row ``b``, what the backward
+    pass needs.  Entries at steps past a row's length are never read: leave them as they are.
+    ``h0``/``c0`` are never ``h_n``/``c_n`` here (no ``out=``).
+
+    Attributes
+    ----------
+    gates : array, shape (T, B, 4H)
+        The gate activations ``i, f, g, o`` (after their nonlinearities, and for ``f`` after
+        ``input_forget``'s ``1 - i``), stacked like the weights.
+    cells : array, shape (T, B, H)
+        The cell state ``c_t`` after the step.
+    clipped : array of bool, shape (T, B, 4H), or None
+        With ``clip``: whether each gate's pre-activation (bias and peephole term included)
+        lay outside ``[-clip, clip]``, i.e. was clipped (its gradient is then 0).  ``None``
+        without ``clip``.
+    extras : dict
+        Anything else a backend's own backward kernel wants to keep (backend-specific; the
+        base class only carries it to :attr:`Tape.extras`).  Empty by default.
+    """
+
+    gates: Any = None
+    cells: Any = None
+    clipped: Any = None
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False, repr=False)
+class Tape:
+    """What ``forward_train`` records for ``backward``: opaque to users, documented for kernels.
+
+    A tape belongs to the backend that recorded it (``backend``) and to its call's shapes;
+    ``backward`` refuses any other.  ``backward`` only reads it, so one tape may be used for
+    any number of ``backward`` calls.
+
+    It **references** the call's inputs — ``x``, ``h0``, ``c0`` and the weights, as the
+    arrays the kernels read (for host backends the caller's own arrays when they were
+    C-contiguous; for ``cuda`` with host inputs, their device copies) — and **owns** the saved
+    activations: ``gates`` (``4H`` numbers per row and step), ``cells`` (``H``) and, with
+    ``clip``, the ``clipped`` mask (``4H`` bytes), allocated for all ``T`` steps (entries past
+    a row's length are unused).  So :attr:`nbytes` is ``T * B * 5H * itemsize`` (plus
+    ``T * B * 4H`` with ``clip``), whatever the projection.  ``h_{t-1}``, which the weight
+    gradient of ``w_hh`` needs, is not stored: it is recomputed from the saved ``o`` and
+    ``c`` (``h = o ⊙ tanh(c)``, times ``W_hr.T`` with a projection).  The returned ``y``,
+    ``h_n``, ``c_n`` are not referenced and may be modified freely; the referenced inputs
+    must not be modified until the last ``backward`` that uses the tape.
+
+    Attributes
+    ----------
+    backend : str
+        Name of the backend that recorded it.
+    x : array, shape (T, B, I)
+    h0 : array, shape (B, S)
+    c0 : array, shape (B, H)
+    w_ih, w_hh : arrays, shapes (4H, I), (4H, S)
+    w_hr : array, shape (P, H), or None
+    w_peep : array, shape (3, H), or None
+        References to the inputs, as the kernels read them (``h0``/``c0`` zeros when the
+        caller passed ``None``).
+    gates : array, shape (T, B, 4H)
+    cells : array, shape (T, B, H)
+    clipped : array of bool, shape (T, B, 4H), or None
+        Saved by the training forward kernel at valid steps (see :class:`TrainArgs`).
+    lengths : numpy.ndarray of int64, shape (B,)
+    reverse : bool
+    full : bool
+        Every row runs all ``T`` steps.
+    steps, batch, input_size, hidden_size, proj_size : int
+        ``T, B, I, H, P`` (``P = 0`` without a projection).
+    dtype : numpy.dtype
+    clip : float or None
+    input_forget : bool
+        The cell options of the call.
+    has_bias : tuple of 2 bool
+        Whether ``b_ih``/``b_hh`` were given (a bias passed as ``None`` gets no gradient).
+    device_inputs : bool
+        ``x`` was a device array: ``backward`` then returns device arrays.
+    extras : dict
+        Backend-specific saved values (see :class:`TrainArgs`).
+    """
+
+    backend: str
+    x: Any
+    h0: Any
+    c0: Any
+    w_ih: Any
+    w_hh: Any
+    w_hr: Any
+    w_peep: Any
+    gates: Any
+    cells: Any
+    clipped: Any
+    lengths: np.ndarray
+    reverse: bool
+    full: bool
+    steps: int
+    batch: int
+    input_size: int
+    hidden_size: int
+    proj_size: int
+    dtype: np.dtype
+    clip: float | None = None
+    input_forget: bool = False
+    has_bias: tuple[bool, bool] = (True, True)
+    device_inputs: bool = False
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def state_size(self) -> int:
+        """``S``, the width of ``h`` and ``y``: ``proj_size`` or ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tape owns (the saved activations and extras), not counting the inputs it references."""
+        owned = [self.gates, self.cells, self.clipped, *self.extras.values()]
+        return sum(int(getattr(a, "nbytes", 0)) for a in owned if a is not None)
+
+    def __repr__(self) -> str:
+        t, b, i, h = self.steps, self.batch, self.input_size, self.hidden_size
+        proj = f" P={self.proj_size}" if self.proj_size else ""
+        return (f"<Tape of {self.backend!r}: T={t} B={b} I={i} H={h}{proj} {self.dtype.name}"
+                f"{' reverse' if self.reverse else ''}, {self.nbytes} bytes>")
+
+
+@dataclass(eq=False, repr=False)
+class StackTape:
+    """The tape of a stacked, optionally bidirectional LSTM (``forward_layers_train``,
+    :meth:`lstm_backends.LSTM.forward_train`): one :class:`Tape` per layer and direction.
+
+    Attributes
+    ----------
+    backend : str
+    tapes : list of list of Tape
+        ``tapes[layer][direction]``; layer ``l > 0``'s tapes reference layer ``l - 1``'s
+        output (kept alive by the tape, never handed to the caller).
+    steps, batch, input_size, hidden_size, state_size : int
+        ``T, B, I`` (of the first layer), ``H``, ``S``.
+    num_layers, num_directions : int
+    dtype : numpy.dtype
+    lengths : numpy.ndarray of int64, shape (B,)
+    device_inputs : bool
+    layout : str
+        How :class:`~lstm_backends.LSTM` received ``x``: ``"TBI"``, ``"BTI"`` (``batch_first``)
+        or ``"TI"`` (unbatched); ``backward`` takes and returns arrays in the same layout.
+    """
+
+    backend: str
+    tapes: list
+    steps: int
+    batch: int
+    input_size: int
+    hidden_size: int
+    state_size: int
+    num_layers: int
+    num_directions: int
+    dtype: np.dtype
+    lengths: np.ndarray
+    device_inputs: bool = False
+    layout: str = "TBI"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tapes own (see :attr:`Tape.nbytes`), plus the inner layers' outputs they keep."""
+        inner = sum(int(getattr(layer[0].x, "nbytes", 0)) for layer in self.tapes[1:])
+        return sum(t.nbytes for layer in self.tapes for t in layer) + inner
+
+    def __repr__(self) -> str:
+        return (f"<StackTape of {self.backend!r}: {self.num_layers} layers x {self.num_directions} directions, "
+                f"T={self.steps} B={self.batch}, {self.nbytes} bytes>")
+
+
+@dataclass
+class BackwardArgs:
+    """What a backward kernel (``_backward``) gets: one layer, one direction.
+
+    Inputs are read-only; outputs are to be written, each completely except ``dx`` (valid
+    steps only: the base class zeroes ``dx[t, b]`` for ``t >= lengths[b]`` after the kernel).
+    Outputs are fresh C-contiguous arrays that overlap nothing.  ``T, B >= 1``.
+
+    The gradients are those of a scalar loss ``L`` given ``dy = ∂L/∂y``, ``dh_n = ∂L/∂h_n``,
+    ``dc_n = ∂L/∂c_n`` (zeros where the caller passed ``None``), with PyTorch's packed-sequence
+    semantics: ``dy[t, b]`` for ``t >= lengths[b]`` is ignored, and ``dh_n[b]``/``dc_n[b]``
+    flow into row ``b``'s last valid step (straight to ``dh0``/``dc0`` for length 0).
+
+    Attributes
+    ----------
+    tape : Tape
+        What ``forward_train`` saved (see :class:`Tape`): inputs, weights, ``gates``, ``cells``,
+        ``clipped``, ``lengths``, ``reverse``, the cell options.
+    dy : array, shape (T, B, S)
+        May be a strided view whose last axis is contiguous (a direction's part of a
+        bidirectional layer's output gradient).
+    dh_n : array, shape (B, S)
+    dc_n : array, shape (B, H)
+    dx : array, shape (T, B, I)
+    dh0 : array, shape (B, S)
+    dc0 : array, shape (B, H)
+        Gradients of the input and of the initial state.
+    dw_ih : array, shape (4H, I)
+    dw_hh : array, shape (4H, S)
+    db : array, shape (4H,)
+        Gradient of ``b_ih``, which is also that of ``b_hh`` (the base class copies it).
+    dw_hr : array, shape (P, H), or None
+        With a projection.
+    dw_peep : array, shape (3, H), or None
+        With peepholes.
+    context : object
+        What the backend's ``_call_context`` hook returned for this call.
+    """
+
+    tape: Tape
+    dy: Any
+    dh_n: Any
+    dc_n: Any
+    dx: Any
+    dh0: Any
+    dc0: Any
+    dw_ih: Any
+    dw_hh: Any
+    db: Any
+    dw_hr: Any = None
+    dw_peep: Any = None
+    context: Any = None
+
+    @property
+    def steps(self) -> int:
+        return self.tape.steps
+
+    @property
+    def batch(self) -> int:
+        return self.tape.batch
+
+    @property
+    def input_size(self) -> int:
+        return self.tape.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.tape.hidden_size
+
+    @property
+    def proj_size(self) -> int:
+        return self.tape.proj_size
+
+    @property
+    def state_size(self) -> int:
+        return self.tape.state_size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.tape.dtype
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.tape.lengths
+
+    @property
+    def reverse(self) -> bool:
+        return self.tape.reverse

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["LSTMParams"]
+__all__ = ["LSTMGrads", "LSTMParams"]
 
 
 class LSTMParams(NamedTuple):
@@ -44,3 +44,27 @@ class LSTMParams(NamedTuple):
     b_hh: Any
     w_hr: Any = None
     w_peep: Any = None
+
+
+class LSTMGrads(NamedTuple):
+    """Gradients from ``Backend.backward``: of the input, of the initial state, and of the weights.
+
+    ``S`` is the width of ``h``: ``P`` with a projection, else ``H``.
+
+    Attributes
+    ----------
+    dx : array, shape (T, B, I)
+        Zero at steps past a row's length.
+    dh0 : array, shape (B, S)
+    dc0 : array, shape (B, H)
+        Also when the caller passed ``h0``/``c0 = None`` (zeros): the gradient of the initial state.
+    dparams : LSTMParams
+        The gradient of every field of the call's params, ``None`` for a field that was
+        ``None`` (an absent bias, projection or peephole).  From ``Backend.backward_layers``:
+        a list over layers of lists over directions of ``LSTMParams``.
+    """
+
+    dx: Any
+    dh0: Any
+    dc0: Any
+    dparams: Any

@@ -226,7 +226,7 @@ def _install_hint(entry: _Entry) -> str:
     return entry.install_hint or (getattr(cls, "install_hint", "") if cls is not None else "")
 
 
-def backends_with(feature: str) -> list[str]:
+def backends_with(feature: str, *, training: bool = False) -> list[str]:
     """Names of the registered backends that declare ``feature`` in their capabilities.
 
     Plugins that fail to load are left out silently (listing them warns elsewhere).
@@ -235,6 +235,9 @@ def backends_with(feature: str) -> list[str]:
     ----------
     feature : str
         One of :data:`lstm_backends.CAPABILITIES`.
+    training : bool
+        Only backends that can also train with it: capability ``backward`` and ``feature``
+        in their ``backward_features`` (see :attr:`lstm_backends.Backend.backward_features`).
 
     Returns
     -------
@@ -248,8 +251,11 @@ def backends_with(feature: str) -> list[str]:
         warnings.simplefilter("ignore")
         for e in entries:
             cls = _load(e)
-            if cls is not None and feature in getattr(cls, "capabilities", ()):
-                names.append(e.name)
+            if cls is None or feature not in getattr(cls, "capabilities", ()):
+                continue
+            if training and not ("backward" in cls.capabilities and feature in getattr(cls, "backward_features", ())):
+                continue
+            names.append(e.name)
     return names
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "ForwardSpec",
     "check_cell_out",
     "check_forward_out",
+    "check_output_grads",
     "describe",
     "is_device_array",
     "validate_cell",
@@ -723,3 +724,40 @@ def fast_cell(x: Any, h: Any, c: Any, params: Any, out: Any, dtypes: Sequence[np
                 or share(o, b_hh):
             return None
     return x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out
+
+
+# ---------------------------------------------------------------------------- backward
+def check_output_grads(
+    named: dict[str, tuple[Any, tuple[int, ...], str]], dtype: np.dtype, device_ok: bool, source: str
+) -> None:
+    """Check the output gradients of a ``backward`` call against the call that recorded the tape.
+
+    Parameters
+    ----------
+    named : dict of str to (array or None, expected shape, meaning)
+        E.g. ``{"dy": (dy, (T, B, S), "(T, B, S)")}``; ``None`` arrays (zeros) are skipped.
+    dtype : numpy.dtype
+        The dtype of the recorded call.
+    device_ok : bool
+        Whether device arrays are acceptable.
+    source : str
+        What recorded the tape, for messages (e.g. ``"forward_train"``).
+
+    Raises
+    ------
+    ValueError
+        A wrong shape (named, with both shapes).
+    TypeError
+        A wrong dtype, or a device array on a host backend.
+    """
+    _check_placement({k: v[0] for k, v in named.items()}, device_ok)
+    for name, (a, shape, meaning) in named.items():
+        if a is None:
+            continue
+        got_shape, got_dtype = describe(a)
+        if tuple(got_shape) != tuple(shape):
+            raise ValueError(f"{name} must have shape {meaning} = {tuple(shape)} (that of the {source} call's "
+                             f"output); got shape {tuple(got_shape)}")
+        if got_dtype != dtype:
+            raise TypeError(f"{name} has dtype {got_dtype.name} but the {source} call computed in {dtype.name}; "
+                            f"pass {name}.astype(np.{dtype.name})")

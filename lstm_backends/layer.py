@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ._args import StackTape
 from ._params import LSTMParams
 from ._registry import get_backend
 
@@ -228,6 +229,10 @@ class LSTM:
         y : array, shape (T, B, D * S) (or (B, T, D * S) with ``batch_first``)
         (h_n, c_n) : arrays, shapes (L * D, B, S) and (L * D, B, H)
         """
+        y, state, _ = self._run(x, hx, lengths, train=False)
+        return y, state
+
+    def _run(self, x: Any, hx: tuple[Any, Any] | None, lengths: Any, *, train: bool) -> tuple[Any, Any, Any]:
         x_shape = getattr(x, "shape", None) or np.shape(x)
         unbatched = len(x_shape) == 2
         if unbatched:
@@ -257,12 +262,115 @@ class LSTM:
                 shape = tuple(getattr(s, "shape", None) or np.shape(s))
                 if shape != expected:
                     raise ValueError(f"{name} must have shape (L * D, B, {w_name}) = {expected}; got shape {shape}")
-        y, h_n, c_n = self.backend.forward_layers(x, self.params, h0, c0, lengths=lengths)
+        if train:
+            y, h_n, c_n, tape = self.backend.forward_layers_train(x, self.params, h0, c0, lengths=lengths)
+            tape.layout = "TI" if unbatched else "BTI" if self.batch_first else "TBI"
+        else:
+            y, h_n, c_n = self.backend.forward_layers(x, self.params, h0, c0, lengths=lengths)
+            tape = None
         if unbatched:
-            return y[:, 0], (h_n[:, 0], c_n[:, 0])
+            return y[:, 0], (h_n[:, 0], c_n[:, 0]), tape
         if self.batch_first:
             y = y.swapaxes(0, 1)
-        return y, (h_n, c_n)
+        return y, (h_n, c_n), tape
+
+    # ------------------------------------------------------------------ training
+    def forward_train(
+        self,
+        x: Any,
+        hx: tuple[Any, Any] | None = None,
+        lengths: Any = None,
+    ) -> tuple[Any, tuple[Any, Any], StackTape]:
+        """Run the stack like :meth:`__call__`, also recording the tape :meth:`backward` needs.
+
+        Needs a backend with the ``backward`` capability (and, with ``proj_size``, whose
+        ``backward_features`` include ``projection``).
+
+        Parameters
+        ----------
+        x, hx, lengths
+            As for :meth:`__call__`.
+
+        Returns
+        -------
+        y : array, shape (T, B, D * S) (or (B, T, D * S) with ``batch_first``, (T, D * S) unbatched)
+        (h_n, c_n) : arrays, shapes (L * D, B, S) and (L * D, B, H)
+        tape : StackTape
+            References ``x``, ``hx`` and the weights (do not modify them before the last
+            :meth:`backward` with it; an optimizer step after ``backward`` is fine) and owns the
+            saved activations: ``T * B * 5H`` numbers per layer and direction, plus the inner
+            layers' outputs.
+
+        Examples
+        --------
+        >>> import numpy as np, lstm_backends as lb
+        >>> lstm = lb.LSTM(3, 4, num_layers=2, backend="numpy", dtype=np.float64, seed=0)
+        >>> x = np.random.default_rng(1).standard_normal((5, 2, 3))
+        >>> y, (h_n, c_n), tape = lstm.forward_train(x)
+        >>> dx, (dh0, dc0), grads = lstm.backward(tape, dy=np.ones_like(y))   # d(sum y)/d(...)
+        >>> dx.shape, grads["weight_hh_l1"].shape
+        ((5, 2, 3), (16, 4))
+        """
+        y, state, tape = self._run(x, hx, lengths, train=True)
+        return y, state, tape
+
+    def backward(
+        self,
+        tape: StackTape,
+        dy: Any = None,
+        dhx: tuple[Any, Any] | None = None,
+    ) -> tuple[Any, tuple[Any, Any], dict[str, Any]]:
+        """Gradients of a loss through the call that recorded ``tape`` (PyTorch autograd's values).
+
+        Parameters
+        ----------
+        tape : StackTape
+            From :meth:`forward_train` of this layer (same configuration); reusable.
+        dy : array, shape like ``y`` from :meth:`forward_train`, optional
+            ``∂L/∂y``; ``None``: zeros.  Entries past a row's length are ignored.
+        dhx : tuple (dh_n, dc_n), optional
+            ``∂L/∂h_n`` (L * D, B, S) and ``∂L/∂c_n`` (L * D, B, H) (without the batch axis when
+            unbatched); the tuple or either entry may be ``None``: zeros.
+
+        Returns
+        -------
+        dx : array, shape like ``x``
+            Zero at steps past a row's length.
+        (dh0, dc0) : arrays, shapes like ``h0``, ``c0``
+        grads : dict of str to array
+            The gradient of every weight under its PyTorch name (the keys of :meth:`state_dict`:
+            ``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``, …).
+
+        Raises
+        ------
+        TypeError
+            ``tape`` is not a :class:`~lstm_backends.StackTape`.
+        ValueError
+            ``tape`` does not match this layer's configuration or backend; a gradient of the
+            wrong shape.
+        """
+        if not isinstance(tape, StackTape):
+            raise TypeError(f"tape must be the StackTape returned by LSTM.forward_train; got {type(tape).__name__}")
+        expected = (self.num_layers, self.num_directions, self.hidden_size, self.state_size, self.input_size,
+                    self.dtype)
+        got = (tape.num_layers, tape.num_directions, tape.hidden_size, tape.state_size, tape.input_size, tape.dtype)
+        if got != expected:
+            raise ValueError(f"tape was recorded by another configuration (layers, directions, H, S, I, dtype) = "
+                             f"{got}; this LSTM is {expected}")
+        dh_n, dc_n = (None, None) if dhx is None else dhx
+        if tape.layout == "TI":
+            dy, dh_n, dc_n = (None if a is None else a[:, None] for a in (dy, dh_n, dc_n))
+        elif tape.layout == "BTI" and dy is not None:
+            if not hasattr(dy, "swapaxes"):
+                raise ValueError("batch_first=True needs dy with swapaxes (NumPy)")
+            dy = dy.swapaxes(0, 1)
+        dx, dh0, dc0, dparams = self.backend.backward_layers(tape, dy, dh_n, dc_n)
+        grads = {key: getattr(dparams[layer][d], _FIELDS[kind]) for key, layer, d, kind in self._keys()}
+        if tape.layout == "TI":
+            return dx[:, 0], (dh0[:, 0], dc0[:, 0]), grads
+        if tape.layout == "BTI":
+            dx = dx.swapaxes(0, 1)
+        return dx, (dh0, dc0), grads
 
     def __repr__(self) -> str:
         return (

@@ -24,6 +24,14 @@ One command on a machine with an NVIDIA GPU (finishes in a few minutes on an H20
    the plain kernel (same sizes, interleaved medians; the requirement is <= 10 % for
    peephole + clip), with ``torch.nn.LSTM(proj_size=P)`` (cuDNN) beside the projection.
 
+6. training (issue 11): ``forward_train`` + ``backward`` against the float64 reference's
+   gradients (dx, dh0, dc0 and every weight) at real and odd sizes, float32 and float64, with
+   lengths, both directions, plain and with every feature at once and a projection; bitwise
+   determinism of repeated backward calls on the real GPU (concurrent blocks, which the
+   simulator cannot show); a stacked bidirectional layer trained on device input; and the time
+   of our ``forward_train + backward`` against ``torch.nn.LSTM`` (cuDNN) forward + backward
+   (autograd, all weight gradients), device-resident, CUDA events, interleaved medians.
+
 Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``; exits non-zero when any
 correctness check fails.  ``--smoke`` runs tiny sizes (CUDA simulator friendly, torch
 optional) to prove the script itself works without a GPU.
@@ -59,6 +67,15 @@ FEATURE_FULL = [(64, 50, 256, 256, 128), (3, 37, 37, 77, 20)]
 FEATURE_SMOKE = [(3, 3, 4, 5, 2)]
 FEATURE_TIMING_FULL = [(16, 100, 512, 512, 256), (256, 100, 512, 512, 256)]
 FEATURE_TIMING_SMOKE = [(2, 2, 3, 3, 2)]
+# (B, T, I, H, P, variant): training checked against the float64 reference; timed against cuDNN
+BACKWARD_FULL = [(16, 100, 256, 256, 0, "plain"), (64, 50, 512, 512, 0, "plain"), (3, 37, 37, 77, 0, "plain"),
+                 (32, 40, 128, 256, 128, "all"), (5, 21, 19, 45, 13, "projection")]
+BACKWARD_SMOKE = [(3, 3, 4, 5, 0, "plain"), (2, 3, 3, 4, 2, "all")]
+BACKWARD_TIMING_FULL = [(16, 100, 512, 512), (64, 100, 512, 512), (256, 100, 512, 512), (64, 100, 1024, 1024)]
+BACKWARD_TIMING_SMOKE = [(2, 3, 4, 4)]
+#: max |got - ref| / max |ref| per gradient (elementwise tolerances are too strict for sums over
+#: thousands of rows in float32; the elementwise figure is reported too)
+GRAD_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 #: name -> (problem keywords, proj?) of every variant the script checks and times
 VARIANTS = {
     "plain": {},
@@ -444,6 +461,144 @@ def time_features(be, sizes, repeat, results, smoke=False):
             + (f"; cuDNN LSTM(proj_size) {med['cudnn projection']:.3f} ms" if "cudnn projection" in med else ""))
 
 
+def _grad_errors(got, ref, dtype):
+    """Per gradient: (max |got - ref| / max |ref|, elementwise worst / tolerance)."""
+    names = ("dx", "dh0", "dc0", *(f"d{n}" for n in lb.LSTMParams._fields))
+    out = {}
+    for name, g, r in zip(names, (*got[:3], *got.dparams), (*ref[:3], *ref.dparams)):
+        if r is None:
+            continue
+        g = g.copy_to_host() if hasattr(g, "copy_to_host") else np.asarray(g)
+        scale = max(float(np.abs(r).max()), 1e-30)
+        out[name] = (float(np.abs(g - r).max()) / scale, worst_error(g, r, dtype))
+    return out
+
+
+def check_backward(be, sizes, dtypes, results, smoke):
+    """forward_train + backward on device arrays against the float64 reference; bitwise
+    determinism of repeated calls; a stacked bidirectional layer trained on the device."""
+    from numba import cuda
+
+    from lstm_backends.testing import reference_backward
+
+    ok = True
+    for b, t, i, h, p, variant in sizes:
+        for dtype in dtypes:
+            for reverse in ((False,) if smoke else (False, True)):
+                prob = _feature_problem(b, t, i, h, p, variant, dtype, seed=b + t + 3 * len(variant), reverse=reverse)
+                dy, dh_n, dc_n = prob.output_grads()
+                stream = cuda.stream()
+                y, h_n, c_n, tape = be.forward_train(cuda.to_device(prob.x), be.to_device(prob.params),
+                                                     cuda.to_device(prob.h0), cuda.to_device(prob.c0),
+                                                     lengths=prob.lengths, reverse=reverse, stream=stream,
+                                                     **prob.options)
+                d_grads = [cuda.to_device(a) for a in (dy, dh_n, dc_n)]
+                got = be.backward(tape, *d_grads, stream=stream)
+                again = be.backward(tape, *d_grads, stream=stream)
+                stream.synchronize()
+                same = all(np.array_equal(a.copy_to_host(), c.copy_to_host())
+                           for a, c in zip((*got[:3], *got.dparams), (*again[:3], *again.dparams)) if a is not None)
+                errs = _grad_errors(got, reference_backward(prob, dy, dh_n, dc_n), dtype)
+                dt = np.dtype(dtype).name
+                worst = max(e[0] for e in errs.values())
+                passed = worst <= GRAD_TOLERANCE[dt] and same
+                ok &= passed
+                results["backward"].append({"size": [b, t, i, h, p], "variant": variant, "dtype": dt,
+                                            "reverse": reverse, "max_rel": worst,
+                                            "per_gradient": {k: v[0] for k, v in errs.items()},
+                                            "elementwise_over_tol": max(e[1] for e in errs.values()),
+                                            "deterministic": same, "passed": passed})
+                log(f"  {variant:<10} B={b:<4} T={t:<4} I={i:<4} H={h:<4} P={p:<4} {dt} reverse={reverse!s:<5} "
+                    f"max|err|/max|ref|={worst:.2e} (worst: {max(errs, key=lambda k: errs[k][0])}) "
+                    f"bitwise repeatable={same} {'PASS' if passed else 'FAIL'}")
+    # a stacked bidirectional layer trained on device input
+    t, b, i, h = (3, 2, 3, 4) if smoke else (50, 16, 256, 256)
+    lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend=be, seed=7)
+    ref = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend="numpy", dtype=np.float64)
+    ref.load_state_dict(lstm.state_dict())
+    prob = random_problem(t, b, i, h, seed=15, lengths="random")
+    dy = np.random.default_rng(16).standard_normal((t, b, 2 * h)).astype(np.float32)
+    y, _, tape = lstm.forward_train(cuda.to_device(prob.x), lengths=prob.lengths)
+    dx, (dh0, dc0), grads = lstm.backward(tape, cuda.to_device(dy))
+    rdx, (rdh0, rdc0), rgrads = ref.backward(ref.forward_train(prob.x.astype(np.float64), lengths=prob.lengths)[2],
+                                             dy.astype(np.float64))
+    pairs = [(dx, rdx), (dh0, rdh0), (dc0, rdc0), *((grads[k], rgrads[k]) for k in rgrads)]
+    worst = max(float(np.abs(g.copy_to_host() - r).max()) / max(float(np.abs(r).max()), 1e-30) for g, r in pairs)
+    passed = worst <= GRAD_TOLERANCE["float32"] and not isinstance(dx, np.ndarray)
+    ok &= passed
+    results["backward_stack"] = {"size": [b, t, i, h], "max_rel": worst, "passed": passed}
+    log(f"  stacked bidirectional LSTM trained on device, B={b} T={t} I={i} H={h}: max|err|/max|ref|={worst:.2e} "
+        f"{'PASS' if passed else 'FAIL'}")
+    return ok
+
+
+def time_backward(be, sizes, repeat, results):
+    """Our forward_train + backward against cuDNN's forward + backward (torch autograd: dx, dh0,
+    dc0 and every weight gradient), float32, device-resident, CUDA events, interleaved medians."""
+    from numba import cuda
+
+    try:
+        import torch
+
+        have_torch = torch.cuda.is_available()
+    except ImportError:
+        have_torch = False
+    stream = cuda.stream()
+    for b, t, i, h in sizes:
+        p = random_problem(t, b, i, h, seed=17)
+        dy_host = np.random.default_rng(18).standard_normal((t, b, h)).astype(np.float32)
+        dx, dh, dc, dy = (cuda.to_device(a, stream=stream) for a in (p.x, p.h0, p.c0, dy_host))
+        dparams = be.to_device(p.params, stream=stream)
+
+        def ours(dx=dx, dparams=dparams, dh=dh, dc=dc, dy=dy):
+            start, end = cuda.event(), cuda.event()
+            start.record(stream)
+            tape = be.forward_train(dx, dparams, dh, dc, stream=stream)[3]
+            be.backward(tape, dy, stream=stream)
+            end.record(stream)
+            end.synchronize()
+            return start.elapsed_time(end)
+
+        runners = {"ours": ours}
+        if have_torch:
+            lstm = torch.nn.LSTM(i, h).cuda()
+            with torch.no_grad():
+                for name, v in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), p.params):
+                    getattr(lstm, name).copy_(torch.from_numpy(v))
+            tx = torch.from_numpy(p.x).cuda().requires_grad_()
+            th = torch.from_numpy(p.h0).cuda()[None].requires_grad_()
+            tc = torch.from_numpy(p.c0).cuda()[None].requires_grad_()
+            tdy = torch.from_numpy(dy_host).cuda()
+
+            def cudnn(lstm=lstm, tx=tx, th=th, tc=tc, tdy=tdy):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                out, _ = lstm(tx, (th, tc))
+                out.backward(tdy)
+                end.record()
+                end.synchronize()
+                lstm.zero_grad(set_to_none=True)
+                tx.grad = th.grad = tc.grad = None
+                return start.elapsed_time(end)
+
+            runners["cudnn"] = cudnn
+        for fn in runners.values():
+            fn()
+        times = {k: [] for k in runners}
+        for _ in range(repeat):
+            for k, fn in runners.items():
+                times[k].append(fn())
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row = {"size": [b, t, i, h], "ours_ms": med["ours"], "cudnn_ms": med.get("cudnn"),
+               "ratio": med["ours"] / med["cudnn"] if "cudnn" in med else None,
+               "ours_tflops": 3 * flops(b, t, i, h) / med["ours"] / 1e9}
+        results["backward_timing"].append(row)
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
+        cud = f"{row['cudnn_ms']:.3f}" if row["cudnn_ms"] else "-"
+        log(f"  B={b:<4} T={t:<4} I={i:<5} H={h:<5} forward_train+backward: ours {row['ours_ms']:.3f} ms  "
+            f"cuDNN {cud} ms  ours/cuDNN {ratio}  (~{row['ours_tflops']:.2f} TFLOP/s at 3x the forward's FLOPs)")
+
+
 def write_markdown(results, path):
     lines = [f"# GPU check ({results['device']})", "", f"{results['versions']}", "",
              "## Correctness (worst error / tolerance; <= 1 passes)", "",
@@ -473,7 +628,21 @@ def write_markdown(results, path):
         b, t, i, h, p = r["size"]
         lines.append(f"| {b} | {t} | {i} | {h} | {p} | {r['ms']['plain']:.3f} | "
                      + " | ".join(f"{100 * v:+.1f}%" for v in r["cost_over_plain"].values()) + " |")
-    for key in ("stack", "streaming", "cell_timing", "lstmp_stack", "lstmp_streaming"):
+    lines += ["", "## Training: gradients against the float64 reference (max |err| / max |ref|)", "",
+              "| variant | B | T | I | H | P | dtype | reverse | max rel | bitwise repeatable | result |",
+              "|---" * 11 + "|"]
+    for r in results["backward"]:
+        b, t, i, h, p = r["size"]
+        lines.append(f"| {r['variant']} | {b} | {t} | {i} | {h} | {p} | {r['dtype']} | {r['reverse']} | "
+                     f"{r['max_rel']:.2e} | {r['deterministic']} | {'PASS' if r['passed'] else 'FAIL'} |")
+    lines += ["", "## Training time: forward_train + backward vs cuDNN forward + backward (float32, medians)", "",
+              "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |", "|---|---|---|---|---|---|---|"]
+    for r in results["backward_timing"]:
+        b, t, i, h = r["size"]
+        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+    for key in ("stack", "streaming", "cell_timing", "lstmp_stack", "lstmp_streaming", "backward_stack"):
         if results.get(key):
             lines += ["", f"## {key}", "", f"{results[key]}"]
     with open(path, "w") as fh:
@@ -506,12 +675,14 @@ def main() -> int:
     log(f"device: {device}\n{versions}")
     results = {"device": device, "versions": versions, "conformance": [], "correctness": [], "interop": {},
                "timing": [], "stack": None, "streaming": None, "cell_timing": None, "features": [],
-               "feature_timing": [], "lstmp_stack": None, "lstmp_streaming": None}
+               "feature_timing": [], "lstmp_stack": None, "lstmp_streaming": None, "backward": [],
+               "backward_stack": None, "backward_timing": []}
     ok = True
     try:
         log("conformance suite:")
         for r in run_conformance(be, raise_on_failure=False) if not args.smoke else \
-                run_conformance(be, ["forward", "cell", "refuses_missing_features"], raise_on_failure=False):
+                run_conformance(be, ["forward", "cell", "refuses_missing_features", "backward_errors"],
+                            raise_on_failure=False):
             results["conformance"].append(r._asdict())
             ok &= r.passed or r.skipped
             log(f"  {'PASS' if r.passed else 'FAIL'} {r.name} {r.message[:300]}")
@@ -526,6 +697,9 @@ def main() -> int:
         log("full cell: peepholes, clip, input_forget, projection:")
         ok &= check_features(be, FEATURE_SMOKE if args.smoke else FEATURE_FULL,
                              (np.float32,) if args.smoke else (np.float32, np.float64), results, args.smoke)
+        log("training: forward_train + backward against the float64 reference:")
+        ok &= check_backward(be, BACKWARD_SMOKE if args.smoke else BACKWARD_FULL,
+                             (np.float32,) if args.smoke else (np.float32, np.float64), results, args.smoke)
         log("timing (float32):")
         time_against_cudnn(be, TIMING_SMOKE if args.smoke else TIMING_FULL, 2 if args.smoke else args.repeat,
                            results)
@@ -533,6 +707,9 @@ def main() -> int:
         log("cost of each feature over the plain kernel (float32):")
         time_features(be, FEATURE_TIMING_SMOKE if args.smoke else FEATURE_TIMING_FULL, 1 if args.smoke else args.repeat,
                       results, smoke=args.smoke)
+        log("training time, forward_train + backward vs cuDNN forward + backward (float32):")
+        time_backward(be, BACKWARD_TIMING_SMOKE if args.smoke else BACKWARD_TIMING_FULL,
+                      1 if args.smoke else args.repeat, results)
     except Exception:  # report, keep what was measured
         traceback.print_exc()
         ok = False

@@ -5,7 +5,7 @@ import pytest
 
 import lstm_backends as lb
 from lstm_backends.backends.numpy_backend import NumpyBackend
-from lstm_backends.testing import ConformanceError, run_conformance
+from lstm_backends.testing import CHECKS, ConformanceError, run_conformance
 
 
 class SwappedGates(NumpyBackend):
@@ -117,11 +117,11 @@ def test_cell_only_mutants_fail_cell_checks(mutant):
 
 # Plugins written against public names only, with one dtype each: the kit must not assume two.
 
-def _single_dtype_plugin(dtype):
+def _single_dtype_plugin(dtype, train=False):
     class SingleDtype(lb.Backend):
-        name = f"only-{np.dtype(dtype).name}"
+        name = f"only-{np.dtype(dtype).name}{'-training' if train else ''}"
         dtypes = (np.dtype(dtype),)
-        capabilities = frozenset({"forward", "cell"})
+        capabilities = frozenset({"forward", "cell", "backward"} if train else {"forward", "cell"})
 
         def _forward(self, args: lb.ForwardArgs) -> None:
             h, c = args.h0.copy(), args.c0.copy()
@@ -138,22 +138,71 @@ def _single_dtype_plugin(dtype):
             args.h_out[...] = h
             args.c_out[...] = c
 
+        def _forward_train(self, args: lb.TrainArgs) -> None:
+            h, c = args.h0.copy(), args.c0.copy()
+            for b in range(args.batch):
+                steps = range(args.lengths[b])
+                for t in (reversed(steps) if args.reverse else steps):
+                    h[b], c[b], args.gates[t, b] = _step(args.x[t, b][None], h[b][None], c[b][None], args.params,
+                                                         save=True)
+                    args.cells[t, b] = c[b]
+                    args.y[t, b] = h[b]
+            args.h_n[...] = h
+            args.c_n[...] = c
+
+        def _backward(self, args: lb.BackwardArgs) -> None:
+            """BPTT row by row, from the tape alone."""
+            tape = args.tape
+            args.dw_ih[...], args.dw_hh[...], args.db[...] = 0, 0, 0
+            for b in range(args.batch):
+                order = list(range(tape.lengths[b]))  # time indices in the order they ran
+                order = order[::-1] if tape.reverse else order
+                dh, dc = args.dh_n[b].copy(), args.dc_n[b].copy()
+                for k in reversed(range(len(order))):
+                    t = order[k]
+                    i, f, g, o = np.split(tape.gates[t, b], 4)
+                    c_prev = tape.c0[b] if k == 0 else tape.cells[order[k - 1], b]
+                    h_prev = tape.h0[b] if k == 0 else \
+                        np.split(tape.gates[order[k - 1], b], 4)[3] * np.tanh(tape.cells[order[k - 1], b])
+                    tanh_c = np.tanh(tape.cells[t, b])
+                    dh = dh + args.dy[t, b]
+                    dc = dc + dh * o * (1 - tanh_c**2)
+                    dz = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g**2),
+                                         dh * tanh_c * o * (1 - o)])
+                    args.dx[t, b] = dz @ tape.w_ih
+                    args.dw_ih += np.outer(dz, tape.x[t, b])
+                    args.dw_hh += np.outer(dz, h_prev)
+                    args.db += dz
+                    dh, dc = dz @ tape.w_hh, dc * f
+                args.dh0[b], args.dc0[b] = dh, dc
+
+    if not train:
+        del SingleDtype._forward_train, SingleDtype._backward
     return SingleDtype()
 
 
-def _step(x, h, c, p):
+def _step(x, h, c, p, save=False):
     gates = x @ p.w_ih.T + h @ p.w_hh.T + p.b_ih + p.b_hh
     i, f, g, o = np.split(gates, 4, axis=1)
     sig = lambda z: 0.5 * (1 + np.tanh(0.5 * z))  # noqa: E731
-    c_new = sig(f) * c + sig(i) * np.tanh(g)
-    return sig(o) * np.tanh(c_new), c_new
+    i, f, g, o = sig(i), sig(f), np.tanh(g), sig(o)
+    c_new = f * c + i * g
+    if save:
+        return o * np.tanh(c_new), c_new, np.concatenate([i, f, g, o], axis=1)[0]
+    return o * np.tanh(c_new), c_new
 
 
+@pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_single_dtype_public_plugin_passes_the_kit(dtype):
-    results = run_conformance(_single_dtype_plugin(dtype))
+def test_single_dtype_public_plugin_passes_the_kit(dtype, train):
+    """Plugins written against public names only pass the kit, training included (the plain cell:
+    ``backward_features`` empty, so the features are refused by the base class)."""
+    results = run_conformance(_single_dtype_plugin(dtype, train))
     assert all(r.passed for r in results if not r.skipped), [r for r in results if not r.passed and not r.skipped]
-    assert {r.name for r in results if r.skipped} == {"projection", "peephole", "clip", "activations"}
+    skipped = {"projection", "peephole", "clip", "activations"}
+    if not train:
+        skipped |= {c for c in CHECKS if c.startswith("backward")}
+    assert {r.name for r in results if r.skipped} == skipped
 
 
 def test_checks_that_do_not_apply_are_skipped_not_passed():
@@ -268,3 +317,51 @@ class SilentlyIgnoresClip(NumpyBackend):
 def test_silent_fallback_fails_the_refusal_check():
     result = run_conformance(SilentlyIgnoresClip(), ["refuses_missing_features"], raise_on_failure=False)[0]
     assert not result.passed and "silent" in result.message
+
+
+# Mutants of the training pass: the backward checks of the kit must catch them.
+
+def _backward_mutant(bug):
+    from unittest import mock
+
+    from lstm_backends.backends import numpy_backend
+
+    right = numpy_backend.lstm_step_backward
+
+    def buggy(dm, dc, gates, c, c_prev, *, clipped=None, w_peep=None, input_forget=False):
+        dz, dc_prev = right(dm, dc, gates, c, c_prev, clipped=clipped, w_peep=w_peep, input_forget=input_forget)
+        if bug == "drops-forget-term":  # dc_{t-1} = dc_t * f forgotten: only the peephole terms remain
+            hidden = c.shape[1]
+            dc_prev = dc_prev - (dc + dm * gates[:, 3 * hidden:] * (1 - np.tanh(c) ** 2)) * gates[:, hidden: 2 * hidden]
+        return dz, dc_prev
+
+    class Mutant(NumpyBackend):
+        name = f"mutant-{bug}"
+
+        def _backward(self, args):
+            if bug == "final-state-at-T":  # dh_n, dc_n enter at step T-1: lost for the rows that end earlier
+                ended = (args.lengths < args.steps)[:, None]
+                args.dh_n, args.dc_n = np.where(ended, 0, args.dh_n), np.where(ended, 0, args.dc_n)
+            if bug == "noisy":  # a last-bit change on every call, like an atomic reduction's order
+                super()._backward(args)
+                self.calls = getattr(self, "calls", 0) + 1
+                args.dw_hh[0, 0] = np.nextafter(args.dw_hh[0, 0], np.inf if self.calls % 2 else -np.inf)
+                return
+            with mock.patch.object(numpy_backend, "lstm_step_backward", buggy):
+                super()._backward(args)
+
+    return Mutant()
+
+
+@pytest.mark.parametrize("bug, check", [("drops-forget-term", "backward"), ("drops-forget-term", "backward_layer"),
+                                        ("drops-forget-term", "backward_gradcheck"),
+                                        ("final-state-at-T", "backward"), ("noisy", "backward_deterministic")])
+def test_backward_mutant_fails_its_check(bug, check):
+    result = run_conformance(_backward_mutant(bug), [check], raise_on_failure=False)[0]
+    assert not result.passed and not result.skipped, result
+    assert "seed=" in result.message or "changed" in result.message, result.message
+
+
+def test_unmutated_backward_passes_the_backward_checks():
+    results = run_conformance(_backward_mutant("none"), [c for c in CHECKS if c.startswith("backward")])
+    assert all(r.passed for r in results)

@@ -215,8 +215,11 @@ def test_kernels_compile_to_ptx_for_sm90_without_spills():
 
     rows = assemble_report((np.float32, np.float64), cc=(9, 0))
     variants = {variant_name(k, f) for f in PTX_VARIANTS for k in ("lstm_gates_ext", "cell_gates_ext")}
+    training = {variant_name(k, f) for f in (frozenset(), *PTX_VARIANTS) for k in ("lstm_gates_train", "lstm_bwd")}
     assert {r["kernel"] for r in rows} == {"matmul_nt_bias", "matmul_nt", "matmul_nt_proj", "lstm_gates", "cell_gates",
-                                           "add", "zero_past_lengths", "fill"} | variants
+                                           "add", "zero_past_lengths", "fill", "bwd_dh_total", "matmul_nn",
+                                           "matmul_nn_rows", "matmul_tn", "h_prev", "col_sum_partial",
+                                           "col_sum_final"} | variants | training
     assert {r["dtype"] for r in rows} == {"float32", "float64"}
     assert all(r["ptx_bytes"] > 1000 for r in rows)
     if shutil.which("ptxas"):
@@ -224,9 +227,11 @@ def test_kernels_compile_to_ptx_for_sm90_without_spills():
             print(f"{r['kernel']:>10} {r['dtype']}: {r['registers']} registers, {r['smem_bytes']} B smem, "
                   f"{r['spill_bytes']} B spills")
             assert r["spill_bytes"] == 0 and r["registers"] is not None
-        for name in ("matmul_nt", "matmul_nt_bias", "matmul_nt_proj"):
+        for name in ("matmul_nt", "matmul_nt_bias", "matmul_nt_proj", "matmul_nn", "matmul_nn_rows"):
             matmul32 = next(r for r in rows if r["kernel"] == name and r["dtype"] == "float32")
             assert matmul32["smem_bytes"] == 4 * (16 * 16 + 16 * 17)  # the two shared-memory tiles
+        tn32 = next(r for r in rows if r["kernel"] == "matmul_tn" and r["dtype"] == "float32")
+        assert tn32["smem_bytes"] == 4 * 2 * 16 * 17
 
 
 def test_feature_variants_are_compiled_in_not_branched_on():
@@ -312,4 +317,104 @@ print("OK")
 @pytest.mark.cudasim
 def test_projection_peephole_clip_variants_under_simulator():
     out = _run(FEATURE_CODE)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def test_backward_kernels_use_no_atomics():
+    """Deterministic by construction: no atomic instruction in any training kernel's PTX."""
+    import re
+
+    from numba import cuda
+
+    from lstm_backends.backends._cuda_kernels import signatures
+
+    for name, (fn, sig) in signatures(np.float32).items():
+        if any(part in name for part in ("train", "bwd", "matmul_nn", "matmul_tn", "h_prev", "col_sum")):
+            text = cuda.compile_ptx(fn, sig, cc=(9, 0))[0]
+            assert re.search(r"ld\.", text) and not re.search(r"^\s*(@%p\d+\s+)?(atom|red)\.", text, re.M), name
+
+
+TRAIN_CODE = """
+import numpy as np
+from numba import cuda
+import lstm_backends as lb
+from lstm_backends.testing import assert_close, random_problem, reference_backward, reference_forward
+
+def check(got, ref, dtype, ctx):
+    for n, g, r in zip(("dx", "dh0", "dc0"), got[:3], ref[:3]):
+        assert_close(g.copy_to_host() if hasattr(g, "copy_to_host") else g, r, dtype=dtype, name=n, context=ctx)
+    for n, g, r in zip(lb.LSTMParams._fields, got.dparams, ref.dparams):
+        assert (g is None) == (r is None), n
+        if r is not None:
+            assert_close(g.copy_to_host() if hasattr(g, "copy_to_host") else g, r, dtype=dtype, name=n, context=ctx)
+
+be = lb.get_backend("cuda")
+# the compile-time variants of the training kernels (peephole x clip x input_forget x projection)
+# that the conformance kit's backward checks do not run: none, one feature and all are run there
+for k in range(16):
+    peephole, clip, coupled, proj = (bool(k >> j & 1) for j in range(4))
+    if sum((peephole, clip, coupled, proj)) in (0, 1, 4):
+        continue
+    p = random_problem(2, 2, 2, 3, seed=k, lengths=[2, 1] if k % 3 else None, reverse=k % 2 == 1,
+                       peephole=peephole, proj_size=2 if proj else 0, clip=0.4 if clip else None,
+                       input_forget=coupled, scale=2.0)
+    grads = p.output_grads()
+    check(be.backward(p.forward_train(be)[3], *grads), reference_backward(p, *grads), np.float32, p.describe())
+# device arrays in, device arrays out, on a stream; the tape stays on the device
+p = random_problem(3, 3, 4, 5, seed=30, lengths=[3, 0, 2], proj_size=2)
+stream = cuda.stream()
+dparams = be.to_device(p.params, stream=stream)
+dx, dh, dc = (cuda.to_device(a, stream=stream) for a in (p.x, p.h0, p.c0))
+y, h_n, c_n, tape = be.forward_train(dx, dparams, dh, dc, lengths=p.lengths, stream=stream)
+assert all(hasattr(a, "copy_to_host") for a in (y, h_n, c_n, tape.gates, tape.cells, tape.x))
+grads = p.output_grads()
+g = be.backward(tape, *(cuda.to_device(a, stream=stream) for a in grads), stream=stream)
+assert all(hasattr(a, "copy_to_host") for a in (*g[:3], *(d for d in g.dparams if d is not None)))
+stream.synchronize()
+check(g, reference_backward(p, *grads), np.float32, "device arrays")
+g_host = be.backward(tape)  # no output gradients: zeros; a device-input tape still gives device arrays
+assert hasattr(g_host.dx, "copy_to_host") and not g_host.dx.copy_to_host().any()
+# host in, host out
+tape = be.forward_train(p.x, p.params, p.h0, p.c0, lengths=p.lengths)[3]
+g = be.backward(tape, *grads)
+assert isinstance(g.dx, np.ndarray) and isinstance(g.dparams.w_hr, np.ndarray)
+# a stacked bidirectional layer on device input: everything stays on the device
+lstm = lb.LSTM(3, 4, num_layers=2, bidirectional=True, backend="cuda", seed=0)
+ref = lb.LSTM(3, 4, num_layers=2, bidirectional=True, backend="numpy", dtype=np.float64)
+ref.load_state_dict(lstm.state_dict())
+x = np.random.default_rng(31).standard_normal((3, 2, 3)).astype(np.float32)
+dy = np.random.default_rng(32).standard_normal((3, 2, 8)).astype(np.float32)
+y, _, tape = lstm.forward_train(cuda.to_device(x), lengths=[3, 1])
+dx, (dh0, dc0), grads = lstm.backward(tape, cuda.to_device(dy))
+assert hasattr(dx, "copy_to_host") and hasattr(grads["weight_ih_l1_reverse"], "copy_to_host")
+rdx, (rdh0, _), rgrads = ref.backward(ref.forward_train(x.astype(np.float64), lengths=[3, 1])[2], dy.astype(np.float64))
+assert_close(dx.copy_to_host(), rdx, dtype=np.float32, name="stacked dx")
+assert_close(dh0.copy_to_host(), rdh0, dtype=np.float32, name="stacked dh0")
+for key in rgrads:
+    assert_close(grads[key].copy_to_host(), rgrads[key], dtype=np.float32, name=key)
+# allocation: the same number of device allocations in backward for 2 steps as for 5
+count = [0]
+real = cuda.device_array
+def counting(*a, **k):
+    count[0] += 1
+    return real(*a, **k)
+cuda.device_array = counting
+counts = []
+for steps in (2, 5):
+    q = random_problem(steps, 2, 2, 3, seed=33, lengths=[steps, 1], peephole=True)
+    tape = q.forward_train(be)[3]
+    count[0] = 0
+    be.backward(tape, *q.output_grads())
+    counts.append(count[0])
+assert counts[0] == counts[1], counts
+print("OK", counts)
+"""
+
+
+@pytest.mark.cudasim
+def test_training_under_simulator():
+    """Every variant of the training kernels against the reference; device arrays in, device arrays
+    out (the tape on the device); host in, host out; a stacked bidirectional layer on the device;
+    device allocations in backward independent of the number of steps."""
+    out = _run(TRAIN_CODE)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

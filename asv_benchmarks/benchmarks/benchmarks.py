@@ -4,6 +4,8 @@
   ``peakmem_forward`` the peak memory of a forward call.
 * ``Features``: the full cell (peepholes + clip, projection) next to the plain kernel, on
   every backend that has the capabilities: the cost of each feature over the plain call.
+* ``Training``: ``forward_train`` + ``backward`` on every backend with the ``backward``
+  capability, time and peak memory.
 * ``ColdStart``: import time and first-call time, each measured in a fresh
   subprocess (``track_``; the first call includes JIT compilation or cache loading).
 
@@ -115,6 +117,37 @@ class Features:
 
     def time_forward_feature(self, backend, size, feature):
         self.problem.forward(self.be)
+
+
+#: T,B,I,H of the training benchmark: the CPU-speed issue's two training sizes and a small one
+TRAIN_SIZES = ["20,4,32,64", "100,16,128,256", "100,64,256,512"]
+
+
+class Training:
+    """``forward_train`` + ``backward`` (one layer, one direction, random output gradients), on every
+    backend with the ``backward`` capability (read from the registry: a backend that gains it is
+    benchmarked without a change here).  ``peakmem_`` includes the tape."""
+
+    params = (BACKENDS, TRAIN_SIZES, ["float32", "float64"])
+    param_names = ["backend", "size", "dtype"]
+    timeout = 600
+
+    def setup(self, backend, size, dtype):
+        size = parse_size(size)
+        self.be = _backend(backend, "backward", 3 * size.flops)  # backward costs about twice the forward
+        t, b, i, h = size
+        self.problem = random_problem(t, b, i, h, dtype=np.dtype(dtype), seed=0, lengths="random")
+        self.grads = self.problem.output_grads()
+        self._step()  # compile / warm up outside the timing
+
+    def _step(self):
+        self.be.backward(self.problem.forward_train(self.be)[3], *self.grads)
+
+    def time_forward_train_backward(self, backend, size, dtype):
+        self._step()
+
+    def peakmem_forward_train_backward(self, backend, size, dtype):
+        self._step()
 
 
 # Seconds of ``import lstm_backends`` (what=import) or of the first forward call.

@@ -6,7 +6,10 @@ kernel, finish — and a backend fills in small pieces:
 Kernels (over validated, converted, preallocated arrays; see :mod:`lstm_backends._args`)
     ``_forward(args: ForwardArgs)`` writes ``args.y`` (valid steps only), ``args.h_n``,
     ``args.c_n`` for one layer and direction; ``_cell(args: CellArgs)`` writes
-    ``args.h_out``, ``args.c_out``.
+    ``args.h_out``, ``args.c_out``.  Training (capability ``backward``):
+    ``_forward_train(args: TrainArgs)`` writes what ``_forward`` writes plus the tape's
+    ``args.gates``/``args.cells``/``args.clipped``; ``_backward(args: BackwardArgs)`` writes
+    ``args.dx``, ``args.dh0``, ``args.dc0`` and the weight gradients.
 
 Hooks (host defaults here; a device backend overrides them, never the public methods)
     ``_call_context(kind, x, options)``: per-call state, e.g. a stream, from
@@ -14,8 +17,8 @@ Hooks (host defaults here; a device backend overrides them, never the public met
     ``_input(a, ctx)``: an input as the array a kernel reads;
     ``_empty``/``_zeros(shape, dtype, ctx)``: allocation; ``_output(a, ctx)``: a caller's
     ``out=`` array as the array a kernel writes; ``_copy(dst, src, ctx)``;
-    ``_zero_past_lengths(y, lengths, ctx)``; ``_hand_back(results, out, ctx)``: the
-    kernel's outputs as the caller receives them.
+    ``_zero_past_lengths(y, lengths, ctx)``; ``_accumulate(dst, src, ctx)``: ``dst += src``;
+    ``_hand_back(results, out, ctx)``: the kernel's outputs as the caller receives them.
 
 The base class does, once and in one place: validation (which never allocates), the
 aliasing rule for ``out=``, the capability check of every optional feature (projection,
@@ -23,20 +26,26 @@ peepholes, clip / input_forget, activations: refused with
 :class:`~lstm_backends.UnsupportedFeatureError` when the backend lacks it), empty problems
 (``T = 0`` or ``B = 0``), zeroing ``y`` past each row's length, and the stacked /
 bidirectional composition (:meth:`Backend.forward_layers`), in which each direction writes
-straight into its part of the layer's output.
+straight into its part of the layer's output.  The same for training: ``forward_train``
+and ``backward`` validate once, allocate the tape and every gradient array once per call
+(never per step), turn ``None`` output gradients into zeros, handle empty problems, zero
+``dx`` past each row's length, refuse the features the backend's backward pass lacks
+(:attr:`Backend.backward_features`), and compose stacked / bidirectional training
+(:meth:`Backend.forward_layers_train`, :meth:`Backend.backward_layers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from .._activations import describe_activations
-from .._args import CAPABILITIES, CellArgs, ForwardArgs
+from .._args import BACKWARD_FEATURES, CAPABILITIES, BackwardArgs, CellArgs, ForwardArgs, StackTape, Tape, TrainArgs
 from .._errors import UnsupportedFeatureError
-from .._params import LSTMParams
+from .._params import LSTMGrads, LSTMParams
 from .._validation import (
     DEFAULT_DTYPES,
     PLAIN,
@@ -46,8 +55,10 @@ from .._validation import (
     _check_placement,
     check_cell_out,
     check_forward_out,
+    check_output_grads,
     describe,
     fast_cell,
+    is_device_array,
     validate_cell,
     validate_forward,
     validate_options,
@@ -89,6 +100,12 @@ class Backend:
         Where to read more (shown by ``lstm-backends info``).
     auto_priority : int or None
         Rank for ``get_backend("auto")`` (higher wins); ``None``: never picked by ``auto``.
+    backward_features : frozenset of str
+        The optional features (from :data:`lstm_backends.BACKWARD_FEATURES`: ``projection``,
+        ``peephole``, ``clip`` — which covers ``input_forget`` —, ``activations``) that the
+        training pass (``forward_train``/``backward``, capability ``backward``) supports; a
+        training call with any other is refused with
+        :class:`~lstm_backends.UnsupportedFeatureError` naming it.  Empty by default: the plain cell.
     """
 
     name: ClassVar[str] = ""
@@ -98,6 +115,7 @@ class Backend:
     install_hint: ClassVar[str] = ""
     url: ClassVar[str] = ""
     auto_priority: ClassVar[int | None] = None
+    backward_features: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,6 +128,15 @@ class Backend:
                     f"known: {', '.join(sorted(CAPABILITIES))}"
                 )
             cls.capabilities = frozenset(caps)
+        features = cls.__dict__.get("backward_features")
+        if features is not None:
+            unknown = set(features) - BACKWARD_FEATURES
+            if unknown:
+                raise TypeError(
+                    f"{cls.__qualname__}.backward_features has unknown entries {sorted(unknown)}; "
+                    f"known: {', '.join(sorted(BACKWARD_FEATURES))}"
+                )
+            cls.backward_features = frozenset(features)
 
     # ------------------------------------------------------------------ metadata
     @classmethod
@@ -386,41 +413,219 @@ class Backend:
         c_n : array, shape (L * D, B, H)
         """
         self._require("forward")
-        num_layers, num_dirs = _stack_shape(layers)
-        per_dir = _split_activations(activations, num_dirs)
-        dir_opts = [validate_options(clip, input_forget, a) for a in per_dir]
+        dir_opts = _stack_options(layers, clip, input_forget, activations)
         ctx = self._call_context("forward_layers", x, options)
-        layer_input = x
-        y_layer = h_all = c_all = None
-        for layer_index, layer in enumerate(layers):
-            for d, p in enumerate(layer):
-                k = layer_index * num_dirs + d
-                spec = self._validate_forward(layer_input, p, None, None, lengths, d == 1)
-                self._require_features(spec.params, dir_opts[d])
-                hidden, width, dtype = spec.hidden_size, spec.state_size, spec.dtype
-                if h_all is None:
-                    h_shape = (num_layers * num_dirs, spec.batch, width)
-                    c_shape = (num_layers * num_dirs, spec.batch, hidden)
-                    states = _check_stack_states(h0, c0, h_shape, c_shape, self._device_ok)
-                    h0_all, c0_all = (None if s is None else self._input(s, ctx) for s in states)
-                    h_all, c_all = self._empty(h_shape, dtype, ctx), self._empty(c_shape, dtype, ctx)
-                elif c_all.shape[2] != hidden or h_all.shape[2] != width:
-                    raise ValueError(f"every layer and direction must have the same hidden size (and projection); "
-                                     f"layers[0][0] has H={c_all.shape[2]}, S={h_all.shape[2]}, "
-                                     f"layers[{layer_index}][{d}] has H={hidden}, S={width}")
-                if d == 0:
-                    x_kernel = self._input(layer_input, ctx)
-                    y_layer = self._empty((spec.steps, spec.batch, num_dirs * width), dtype, ctx)
-                y = y_layer if num_dirs == 1 else y_layer[:, :, d * width:(d + 1) * width]
-                for name, s in (("h0", h0_all), ("c0", c0_all)):
-                    if s is not None:
-                        _check_state_dtype(name, describe(s)[1], dtype)
-                args = self._forward_args(spec, ctx, x_kernel, y, h_all[k], c_all[k],
-                                          None if h0_all is None else h0_all[k],
-                                          None if c0_all is None else c0_all[k], opts=dir_opts[d])
-                self._run_forward(args, ctx)
-            layer_input = y_layer
-        return self._hand_back((y_layer, h_all, c_all), None, ctx)
+        y, h_n, c_n, _ = self._run_stack(x, layers, h0, c0, lengths, dir_opts, ctx, train=False)
+        return self._hand_back((y, h_n, c_n), None, ctx)
+
+    # ------------------------------------------------------------------ training
+    def forward_train(
+        self,
+        x: Any,
+        params: LSTMParams | Sequence[Any],
+        h0: Any = None,
+        c0: Any = None,
+        *,
+        lengths: Any = None,
+        reverse: bool = False,
+        clip: float | None = None,
+        input_forget: bool = False,
+        activations: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> tuple[Any, Any, Any, Tape]:
+        """:meth:`forward`, also recording the :class:`~lstm_backends.Tape` that :meth:`backward` needs.
+
+        Parameters
+        ----------
+        x, params, h0, c0, lengths, reverse, clip, input_forget, activations, **options
+            As for :meth:`forward` (there is no ``out=``).  The optional features must be
+            in :attr:`backward_features`.
+
+        Returns
+        -------
+        y : array, shape (T, B, S)
+        h_n : array, shape (B, S)
+        c_n : array, shape (B, H)
+            As from :meth:`forward`; the tape does not reference them (modify them freely).
+        tape : Tape
+            References ``x``, ``h0``, ``c0`` and the weights — do not modify them before the
+            last :meth:`backward` with this tape — and owns the saved activations,
+            ``T * B * 5H`` numbers (see :class:`~lstm_backends.Tape`).
+
+        Raises
+        ------
+        UnsupportedFeatureError
+            The backend cannot train (no ``backward`` capability), or not with a feature of
+            the call.
+        """
+        self._require("backward", "forward_train (training)")
+        opts = validate_options(clip, input_forget, activations)
+        ctx = self._call_context("forward_train", x, options)
+        spec = self._validate_forward(x, params, h0, c0, lengths, reverse)
+        self._require_features(spec.params, opts)
+        self._require_training_features(spec.params, opts)
+        y = self._empty((spec.steps, spec.batch, spec.state_size), spec.dtype, ctx)
+        h_n = self._empty((spec.batch, spec.state_size), spec.dtype, ctx)
+        c_n = self._empty((spec.batch, spec.hidden_size), spec.dtype, ctx)
+        args = self._train_args(spec, ctx, self._input(x, ctx), y, h_n, c_n, opts=opts)
+        self._run_forward_train(args, ctx)
+        tape = self._tape(args, spec.params, is_device_array(x))
+        return (*self._hand_back((args.y, args.h_n, args.c_n), None, ctx), tape)
+
+    def backward(self, tape: Tape, dy: Any = None, dh_n: Any = None, dc_n: Any = None,
+                 **options: Any) -> LSTMGrads:
+        """Back-propagate through the call that recorded ``tape`` (BPTT): deterministic, and
+        equal to PyTorch autograd's gradients (packed-sequence semantics for lengths).
+
+        ``S`` is the width of ``h``: ``P`` with a projection, else ``H``.
+
+        Parameters
+        ----------
+        tape : Tape
+            From this backend's :meth:`forward_train`; only read, so it may be used again.
+        dy : array, shape (T, B, S), optional
+            Gradient of the loss with respect to ``y``; ``dy[t, b]`` past ``lengths[b]`` is
+            ignored.
+        dh_n : array, shape (B, S), optional
+        dc_n : array, shape (B, H), optional
+            Gradients with respect to the final state; each flows to its row's last valid step.
+            Any of the three may be ``None``: zeros.
+        **options
+            Backend-specific keyword options (e.g. ``stream=`` for ``cuda``).
+
+        Returns
+        -------
+        LSTMGrads
+            ``(dx, dh0, dc0, dparams)``: ``dx`` (T, B, I), zero past each row's length;
+            ``dh0`` (B, S), ``dc0`` (B, H); ``dparams`` an :class:`~lstm_backends.LSTMParams`
+            of the gradients of the call's params, ``None`` where a field was ``None``.
+            Host arrays, or device arrays when ``forward_train`` was given device arrays.
+
+        Raises
+        ------
+        TypeError
+            ``tape`` is not a :class:`~lstm_backends.Tape`; an output gradient of the wrong dtype.
+        ValueError
+            ``tape`` was recorded by another backend; an output gradient of the wrong shape.
+        """
+        self._require("backward")
+        _check_tape(tape, Tape, self.name, "forward_train", "backward")
+        ctx = self._call_context("backward", tape.x if tape.device_inputs else tape.lengths, options)
+        t, b, s, h = tape.steps, tape.batch, tape.state_size, tape.hidden_size
+        letter = "P" if tape.proj_size else "H"
+        grads = {"dy": (dy, (t, b, s), f"(T, B, {letter})"), "dh_n": (dh_n, (b, s), f"(B, {letter})"),
+                 "dc_n": (dc_n, (b, h), "(B, H)")}
+        check_output_grads(grads, tape.dtype, self._device_ok, "forward_train")
+        dy, dh_n, dc_n = (self._input(a, ctx) if a is not None else self._zeros(shape, tape.dtype, ctx)
+                          for a, shape, _ in grads.values())
+        args = self._backward_args(tape, ctx, dy, dh_n, dc_n)
+        self._run_backward(args, ctx)
+        dparams = self._dparams(args, ctx)
+        back = iter(self._hand_back(tuple(a for a in (args.dx, args.dh0, args.dc0, *dparams) if a is not None),
+                                    None, ctx))
+        dx, dh0, dc0 = next(back), next(back), next(back)
+        return LSTMGrads(dx, dh0, dc0, LSTMParams(*(None if a is None else next(back) for a in dparams)))
+
+    def forward_layers_train(
+        self,
+        x: Any,
+        layers: Sequence[Sequence[LSTMParams]],
+        h0: Any = None,
+        c0: Any = None,
+        *,
+        lengths: Any = None,
+        clip: float | None = None,
+        input_forget: bool = False,
+        activations: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> tuple[Any, Any, Any, StackTape]:
+        """:meth:`forward_layers`, also recording a :class:`~lstm_backends.StackTape` for
+        :meth:`backward_layers` (the training pass of :class:`~lstm_backends.LSTM`).
+
+        Parameters
+        ----------
+        x, layers, h0, c0, lengths, clip, input_forget, activations, **options
+            As for :meth:`forward_layers`.
+
+        Returns
+        -------
+        y : array, shape (T, B, D * S)
+        h_n : array, shape (L * D, B, S)
+        c_n : array, shape (L * D, B, H)
+        tape : StackTape
+            One :class:`~lstm_backends.Tape` per layer and direction.
+        """
+        self._require("backward", "forward_layers_train (training)")
+        dir_opts = _stack_options(layers, clip, input_forget, activations)
+        ctx = self._call_context("forward_layers_train", x, options)
+        y, h_n, c_n, tapes = self._run_stack(x, layers, h0, c0, lengths, dir_opts, ctx, train=True)
+        first = tapes[0][0]
+        tape = StackTape(self.name, tapes, first.steps, first.batch, first.input_size, first.hidden_size,
+                         first.state_size, len(tapes), len(tapes[0]), first.dtype, first.lengths,
+                         is_device_array(x))
+        return (*self._hand_back((y, h_n, c_n), None, ctx), tape)
+
+    def backward_layers(self, tape: StackTape, dy: Any = None, dh_n: Any = None, dc_n: Any = None,
+                        **options: Any) -> LSTMGrads:
+        """Back-propagate through a stacked, optionally bidirectional LSTM (:meth:`forward_layers_train`).
+
+        Layers run from the top down, each layer's directions in reverse order; the gradient of
+        a layer's input is the sum of its directions' (a direction's ``dy`` is its part of the
+        layer's output gradient).  For a device backend everything stays on the device.
+
+        Parameters
+        ----------
+        tape : StackTape
+            From this backend's :meth:`forward_layers_train`.
+        dy : array, shape (T, B, D * S), optional
+        dh_n : array, shape (L * D, B, S), optional
+        dc_n : array, shape (L * D, B, H), optional
+            Gradients of the outputs; ``None``: zeros.
+        **options
+            Backend-specific keyword options.
+
+        Returns
+        -------
+        LSTMGrads
+            ``dx`` (T, B, I), ``dh0`` (L * D, B, S), ``dc0`` (L * D, B, H), and ``dparams`` a
+            list over layers of lists over directions of :class:`~lstm_backends.LSTMParams`.
+        """
+        self._require("backward")
+        _check_tape(tape, StackTape, self.name, "forward_layers_train", "backward_layers")
+        ctx = self._call_context("backward_layers", tape.tapes[0][0].x if tape.device_inputs else tape.lengths,
+                                 options)
+        layers, dirs, t, b = tape.num_layers, tape.num_directions, tape.steps, tape.batch
+        s, h, dtype = tape.state_size, tape.hidden_size, tape.dtype
+        letter = "P" if s != h else "H"
+        grads = {"dy": (dy, (t, b, dirs * s), f"(T, B, D * {letter})"),
+                 "dh_n": (dh_n, (layers * dirs, b, s), f"(L * D, B, {letter})"),
+                 "dc_n": (dc_n, (layers * dirs, b, h), "(L * D, B, H)")}
+        check_output_grads(grads, dtype, self._device_ok, "forward_layers_train")
+        dy_layer, dh_all, dc_all = (self._input(a, ctx) if a is not None else self._zeros(shape, dtype, ctx)
+                                    for a, shape, _ in grads.values())
+        dh0_all = self._empty((layers * dirs, b, s), dtype, ctx)
+        dc0_all = self._empty((layers * dirs, b, h), dtype, ctx)
+        dparams: list[list[Any]] = [[None] * dirs for _ in range(layers)]
+        for layer in reversed(range(layers)):
+            in_size = tape.tapes[layer][0].input_size
+            dx_layer = self._empty((t, b, in_size), dtype, ctx)
+            dx_other = self._empty((t, b, in_size), dtype, ctx) if dirs == 2 else None
+            for d in reversed(range(dirs)):
+                k = layer * dirs + d
+                dy_d = dy_layer if dirs == 1 else dy_layer[:, :, d * s:(d + 1) * s]
+                dx_d = dx_layer if d == dirs - 1 else dx_other
+                args = self._backward_args(tape.tapes[layer][d], ctx, dy_d, dh_all[k], dc_all[k], dx=dx_d,
+                                           dh0=dh0_all[k], dc0=dc0_all[k])
+                self._run_backward(args, ctx)
+                if dx_d is not dx_layer:
+                    self._accumulate(dx_layer, dx_d, ctx)
+                dparams[layer][d] = self._dparams(args, ctx)
+            dy_layer = dx_layer
+        flat = [p for layer in dparams for direction in layer for p in direction]
+        back = iter(self._hand_back((dy_layer, dh0_all, dc0_all, *(a for a in flat if a is not None)), None, ctx))
+        dx, dh0, dc0 = next(back), next(back), next(back)
+        out = [[LSTMParams(*(None if a is None else next(back) for a in p)) for p in layer] for layer in dparams]
+        return LSTMGrads(dx, dh0, dc0, out)
 
     # ------------------------------------------------------------------ the flow
     @property
@@ -462,6 +667,150 @@ class Backend:
         if not args.full:
             self._zero_past_lengths(args.y, args.lengths, ctx)
 
+    def _run_stack(self, x: Any, layers: Sequence[Sequence[LSTMParams]], h0: Any, c0: Any, lengths: Any,
+                   dir_opts: list[CellOptions], ctx: Any, *, train: bool) -> tuple[Any, Any, Any, list[list[Tape]]]:
+        """The stacked / bidirectional composition of :meth:`forward_layers` (and, with ``train``,
+        of :meth:`forward_layers_train`, recording one tape per layer and direction)."""
+        num_layers, num_dirs = len(layers), len(dir_opts)
+        layer_input = x
+        y_layer = h_all = c_all = None
+        tapes: list[list[Tape]] = []
+        for layer_index, layer in enumerate(layers):
+            tapes.append([])
+            for d, p in enumerate(layer):
+                k = layer_index * num_dirs + d
+                spec = self._validate_forward(layer_input, p, None, None, lengths, d == 1)
+                self._require_features(spec.params, dir_opts[d])
+                if train:
+                    self._require_training_features(spec.params, dir_opts[d])
+                hidden, width, dtype = spec.hidden_size, spec.state_size, spec.dtype
+                if h_all is None:
+                    h_shape = (num_layers * num_dirs, spec.batch, width)
+                    c_shape = (num_layers * num_dirs, spec.batch, hidden)
+                    states = _check_stack_states(h0, c0, h_shape, c_shape, self._device_ok)
+                    h0_all, c0_all = (None if s is None else self._input(s, ctx) for s in states)
+                    h_all, c_all = self._empty(h_shape, dtype, ctx), self._empty(c_shape, dtype, ctx)
+                elif c_all.shape[2] != hidden or h_all.shape[2] != width:
+                    raise ValueError(f"every layer and direction must have the same hidden size (and projection); "
+                                     f"layers[0][0] has H={c_all.shape[2]}, S={h_all.shape[2]}, "
+                                     f"layers[{layer_index}][{d}] has H={hidden}, S={width}")
+                if d == 0:
+                    x_kernel = self._input(layer_input, ctx)
+                    y_layer = self._empty((spec.steps, spec.batch, num_dirs * width), dtype, ctx)
+                y = y_layer if num_dirs == 1 else y_layer[:, :, d * width:(d + 1) * width]
+                for name, s in (("h0", h0_all), ("c0", c0_all)):
+                    if s is not None:
+                        _check_state_dtype(name, describe(s)[1], dtype)
+                state = (None if h0_all is None else h0_all[k], None if c0_all is None else c0_all[k])
+                if train:
+                    args = self._train_args(spec, ctx, x_kernel, y, h_all[k], c_all[k], *state, opts=dir_opts[d])
+                    self._run_forward_train(args, ctx)
+                    tapes[-1].append(self._tape(args, spec.params, is_device_array(x)))
+                else:
+                    args = self._forward_args(spec, ctx, x_kernel, y, h_all[k], c_all[k], *state, opts=dir_opts[d])
+                    self._run_forward(args, ctx)
+            layer_input = y_layer
+        return y_layer, h_all, c_all, tapes
+
+    def _require_training_features(self, p: ParamsSpec, opts: CellOptions) -> None:
+        """Refuse every optional feature of a training call that this backend's backward pass lacks."""
+        asks = []
+        if p.w_hr is not None:
+            asks.append(("projection", f"params.w_hr (a projection to P={p.proj_size}, LSTMP)"))
+        if p.w_peep is not None:
+            asks.append(("peephole", "params.w_peep (peepholes)"))
+        if opts.clip is not None:
+            asks.append(("clip", f"clip={opts.clip:g}"))
+        if opts.input_forget:
+            asks.append(("clip", "input_forget=True"))
+        if opts.activations is not None:
+            asks.append(("activations", f"the activations {describe_activations(opts.activations)}"))
+        for feature, what in asks:
+            if feature not in self.backward_features:
+                from .._registry import backends_with
+
+                others = [n for n in backends_with(feature, training=True) if n != self.name]
+                supported = ", ".join(sorted(self.backward_features)) or "none"
+                raise UnsupportedFeatureError(
+                    f"backend {self.name!r} cannot train (forward_train / backward) with {what}: its backward pass "
+                    f"lacks the feature {feature!r} (it supports: {supported})"
+                    + (f"; backends that train with it: {', '.join(others)}" if others
+                       else "; no registered backend trains with it")
+                )
+
+    def _train_args(self, spec: ForwardSpec, ctx: Any, x: Any, y: Any, h_n: Any, c_n: Any, h0: Any = None,
+                    c0: Any = None, *, opts: CellOptions = PLAIN) -> TrainArgs:
+        """:meth:`_forward_args` plus the tape's arrays, allocated once for all ``T`` steps."""
+        base = self._forward_args(spec, ctx, x, y, h_n, c_n, h0, c0, opts=opts)
+        shape = (spec.steps, spec.batch)
+        hidden, dtype = spec.hidden_size, spec.dtype
+        return TrainArgs(
+            **{f.name: getattr(base, f.name) for f in fields(ForwardArgs)},
+            gates=self._empty((*shape, 4 * hidden), dtype, ctx),
+            cells=self._empty((*shape, hidden), dtype, ctx),
+            clipped=None if opts.clip is None else self._empty((*shape, 4 * hidden), np.dtype(np.bool_), ctx),
+        )
+
+    def _run_forward_train(self, args: TrainArgs, ctx: Any) -> None:
+        """Empty problems, the training kernel, and zeros past each row's length."""
+        if args.steps == 0 or args.batch == 0:
+            self._copy(args.h_n, args.h0, ctx)
+            self._copy(args.c_n, args.c0, ctx)
+            return
+        self._forward_train(args)
+        if not args.full:
+            self._zero_past_lengths(args.y, args.lengths, ctx)
+
+    def _tape(self, args: TrainArgs, p: ParamsSpec, device_inputs: bool) -> Tape:
+        return Tape(
+            backend=self.name, x=args.x, h0=args.h0, c0=args.c0, w_ih=args.w_ih, w_hh=args.w_hh, w_hr=args.w_hr,
+            w_peep=args.w_peep, gates=args.gates, cells=args.cells, clipped=args.clipped, lengths=args.lengths,
+            reverse=args.reverse, full=args.full, steps=args.steps, batch=args.batch, input_size=args.input_size,
+            hidden_size=args.hidden_size, proj_size=args.proj_size, dtype=args.dtype, clip=args.clip,
+            input_forget=args.input_forget, has_bias=(p.b_ih is not None, p.b_hh is not None),
+            device_inputs=device_inputs, extras=args.extras,
+        )
+
+    def _backward_args(self, tape: Tape, ctx: Any, dy: Any, dh_n: Any, dc_n: Any, *, dx: Any = None,
+                       dh0: Any = None, dc0: Any = None) -> BackwardArgs:
+        """The kernel's arguments, every gradient array allocated once (zeros for empty problems)."""
+        t, b, i, h, s, p = (tape.steps, tape.batch, tape.input_size, tape.hidden_size, tape.state_size,
+                            tape.proj_size)
+        dtype = tape.dtype
+        alloc = self._zeros if t == 0 or b == 0 else self._empty
+        return BackwardArgs(
+            tape=tape, dy=dy, dh_n=dh_n, dc_n=dc_n,
+            dx=dx if dx is not None else self._empty((t, b, i), dtype, ctx),
+            dh0=dh0 if dh0 is not None else self._empty((b, s), dtype, ctx),
+            dc0=dc0 if dc0 is not None else self._empty((b, h), dtype, ctx),
+            dw_ih=alloc((4 * h, i), dtype, ctx), dw_hh=alloc((4 * h, s), dtype, ctx), db=alloc((4 * h,), dtype, ctx),
+            dw_hr=None if tape.w_hr is None else alloc((p, h), dtype, ctx),
+            dw_peep=None if tape.w_peep is None else alloc((3, h), dtype, ctx),
+            context=ctx,
+        )
+
+    def _run_backward(self, args: BackwardArgs, ctx: Any) -> None:
+        """Empty problems, the backward kernel, and zeros in ``dx`` past each row's length."""
+        if args.steps == 0 or args.batch == 0:
+            self._copy(args.dh0, args.dh_n, ctx)
+            self._copy(args.dc0, args.dc_n, ctx)
+            return
+        self._backward(args)
+        if not args.tape.full:
+            self._zero_past_lengths(args.dx, args.lengths, ctx)
+
+    def _dparams(self, args: BackwardArgs, ctx: Any) -> LSTMParams:
+        """The weight gradients as an LSTMParams: ``None`` for the fields the call did not have; the
+        kernel's one bias gradient serves ``b_ih`` and, as a copy, ``b_hh``."""
+        has_ih, has_hh = args.tape.has_bias
+        db_hh = None
+        if has_hh:
+            db_hh = args.db
+            if has_ih:
+                db_hh = self._empty(args.db.shape, args.dtype, ctx)
+                self._copy(db_hh, args.db, ctx)
+        return LSTMParams(args.dw_ih, args.dw_hh, args.db if has_ih else None, db_hh, args.dw_hr, args.dw_peep)
+
     # ------------------------------------------------------------------ kernels
     def _forward(self, args: ForwardArgs) -> None:
         """Write ``args.y`` (valid steps), ``args.h_n``, ``args.c_n``; see :class:`~lstm_backends.ForwardArgs`."""
@@ -471,10 +820,26 @@ class Backend:
         """Write ``args.h_out``, ``args.c_out``; see :class:`~lstm_backends.CellArgs`."""
         raise NotImplementedError(f"backend {self.name!r} declares 'cell' but does not implement _cell")
 
+    def _forward_train(self, args: TrainArgs) -> None:
+        """Write what ``_forward`` writes plus ``args.gates``, ``args.cells`` (and ``args.clipped``)
+        at valid steps; see :class:`~lstm_backends.TrainArgs`."""
+        raise NotImplementedError(f"backend {self.name!r} declares 'backward' but does not implement _forward_train")
+
+    def _backward(self, args: BackwardArgs) -> None:
+        """Write ``args.dx`` (valid steps), ``args.dh0``, ``args.dc0`` and the weight gradients
+        ``args.dw_ih``, ``args.dw_hh``, ``args.db`` (and ``args.dw_hr``, ``args.dw_peep``); see
+        :class:`~lstm_backends.BackwardArgs`."""
+        raise NotImplementedError(f"backend {self.name!r} declares 'backward' but does not implement _backward")
+
     # ------------------------------------------------------------------ hooks (host defaults)
     def _call_context(self, kind: str, x: Any, options: dict[str, Any]) -> Any:
-        """Per-call state (``kind``: ``"forward"``, ``"cell"`` or ``"forward_layers"``) from
-        backend-specific keyword options; host backends take none."""
+        """Per-call state from backend-specific keyword options; host backends take none.
+
+        ``kind`` is the public method (``"forward"``, ``"cell"``, ``"forward_layers"``,
+        ``"forward_train"``, ``"backward"``, ``"forward_layers_train"``, ``"backward_layers"``);
+        ``x`` is its input, or for the two backward methods an array placed like the recorded
+        call's ``x`` (a device array exactly when that ``x`` was one).
+        """
         if options:
             raise TypeError(
                 f"backend {self.name!r} takes no option {', '.join(map(repr, options))} "
@@ -506,6 +871,10 @@ class Backend:
         """``y[t, b] = 0`` for ``t >= lengths[b]``."""
         y[np.arange(y.shape[0])[:, None] >= lengths[None, :]] = 0
 
+    def _accumulate(self, dst: Any, src: Any, ctx: Any) -> None:
+        """``dst += src`` (the input gradient of a bidirectional layer: the sum of its directions')."""
+        dst += src
+
     def _hand_back(self, results: tuple[Any, ...], out: tuple[Any, ...] | None, ctx: Any) -> tuple[Any, ...]:
         """The kernel's outputs as the caller receives them (the ``out=`` arrays when given)."""
         return results
@@ -536,6 +905,25 @@ def _check_stack_states(h0: Any, c0: Any, h_shape: tuple[int, int, int], c_shape
             if got != shape:
                 raise ValueError(f"{name} must have shape (L * D, B, {letter}) = {shape}; got shape {got}")
     return h0, c0
+
+
+def _stack_options(layers: Any, clip: Any, input_forget: Any, activations: Any) -> list[CellOptions]:
+    """The checked cell options of a stack, one per direction (``layers`` checked too)."""
+    _, num_dirs = _stack_shape(layers)
+    return [validate_options(clip, input_forget, a) for a in _split_activations(activations, num_dirs)]
+
+
+def _check_tape(tape: Any, kind: type, backend: str, recorder: str, method: str) -> None:
+    """``tape`` must be a ``kind`` recorded by ``backend``."""
+    if not isinstance(tape, kind):
+        hint = ""
+        if isinstance(tape, (Tape, StackTape)):
+            other = "backward" if isinstance(tape, Tape) else "backward_layers (or LSTM.backward)"
+            hint = f"; a {type(tape).__name__} goes to {other}"
+        raise TypeError(f"tape must be the {kind.__name__} returned by {recorder}; got {type(tape).__name__}{hint}")
+    if tape.backend != backend:
+        raise ValueError(f"tape was recorded by backend {tape.backend!r}, not {backend!r}: pass it to that backend's "
+                         f"{method} (a tape holds that backend's arrays)")
 
 
 def _split_activations(activations: Any, num_dirs: int) -> list[Any]:

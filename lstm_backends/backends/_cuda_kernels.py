@@ -26,6 +26,26 @@ Versions, llm.c style:
    epilogue — computes ``h = m @ W_hr.T`` and writes ``h`` and ``y`` for the rows still
    running at that step: one more GEMM launch per step.
 
+5. Training (capability ``backward``), haste style — the forward written knowing the backward
+   will need its activations:
+
+   * ``lstm_gates_train``: version 4 (every compile-time variant, :func:`train_variants`)
+     also writing the tape at [t, b]: the activations i, f, g, o, the new c and, with clip,
+     which pre-activations were clipped;
+   * ``lstm_bwd``: the fused pointwise backward of one step (one thread per row and unit): dz
+     of the four gates from dh, dc and the saved activations, dc carried in place, dz written
+     per step (input of the recurrent product) and at [t, b] (for the weight gradients);
+     ``bwd_dh_total`` adds dy to dh before the projection's ``dm = dh @ W_hr``;
+   * ``matmul_nn`` (out = a @ w) and ``matmul_nn_rows`` (the same with an epilogue that
+     writes only the rows that ran the step: ``dh = dz @ W_hh`` per step);
+   * ``matmul_tn`` (out = a.T @ b): each weight gradient as ONE product over all T*B rows
+     after the time loop, each output element summed by one thread in a fixed order;
+   * ``h_prev``: h_{t-1} at every [t, b] from the recomputed h_t (o * tanh(c), projected by
+     one ``matmul_nt`` with a projection) and h0; ``col_sum_partial``/``col_sum_final``: the
+     bias (and peephole) gradients, a two-stage column sum in chunks fixed by the shape.
+
+   No atomics anywhere (the PTX test checks): bitwise repeatable gradients.
+
 Kernels are built per dtype by :func:`kernels` (shared-memory arrays need a concrete
 type) from plain Python functions, so :func:`ptx` can compile the very same code for
 ``sm_90`` without a GPU (``numba.cuda.compile_ptx``).
@@ -316,6 +336,372 @@ def _matmul_nt_proj_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time c
     return matmul_nt_proj
 
 
+# ---------------------------------------------------------------------------- training
+def _gate_math_train_factory(nb_dtype, peephole, clip, input_forget):
+    half = nb_dtype(0.5)
+    one = nb_dtype(1)
+    bound = _bound_factory(nb_dtype)
+    PEEPHOLE, CLIP, COUPLED = bool(peephole), bool(clip), bool(input_forget)  # noqa: N806
+
+    def gate_math_train(gi, gf, gg, go, c_prev, p_i, p_f, p_o, limit):
+        """``gate_math_ext``, also returning the activations i, f, g, o and, with clip, whether
+        each pre-activation lay outside [-limit, limit] (its gradient is then 0)."""
+        ci = cf = cg = co = False
+        if PEEPHOLE:
+            gi += p_i * c_prev
+            gf += p_f * c_prev
+        if CLIP:
+            ci = abs(gi) > limit
+            cg = abs(gg) > limit
+            gi = bound(gi, limit)
+            gg = bound(gg, limit)
+        i = half + half * math.tanh(half * gi)
+        if COUPLED:
+            f = one - i
+        else:
+            if CLIP:
+                cf = abs(gf) > limit
+                gf = bound(gf, limit)
+            f = half + half * math.tanh(half * gf)
+        g = math.tanh(gg)
+        c_new = f * c_prev + i * g
+        if PEEPHOLE:
+            go += p_o * c_new
+        if CLIP:
+            co = abs(go) > limit
+            go = bound(go, limit)
+        o = half + half * math.tanh(half * go)
+        return o * math.tanh(c_new), c_new, i, f, g, o, ci, cf, cg, co
+
+    return cuda.jit(device=True, inline="always")(gate_math_train)
+
+
+def _lstm_gates_train_factory(nb_dtype, peephole=False, clip=False, input_forget=False, project=False):
+    gate_math = _gate_math_train_factory(nb_dtype, peephole, clip, input_forget)
+    PEEPHOLE, CLIP, PROJECT = bool(peephole), bool(clip), bool(project)  # noqa: N806
+    zero = nb_dtype(0)
+
+    def lstm_gates_train(step, reverse, xp, rec, lengths, h, c, y, peep, limit, m, gates, cells, clipped):
+        """One time step of the training forward for every (row, unit): thread x = unit, y = row.
+
+        As ``lstm_gates_ext``, plus the tape at [t, b]: gates (T, B, 4H) receives i, f, g, o;
+        cells (T, B, H) the new c; clipped (T, B, 4H) bool (with clip) whether each gate's
+        pre-activation was clipped.  Rows past their length write nothing.
+        """
+        u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, hidden = c.shape
+        if u >= hidden or b >= batch:
+            return
+        n = lengths[b]
+        if step >= n:
+            return  # a finished row keeps its state
+        t = n - 1 - step if reverse else step
+        p_i = p_f = p_o = zero
+        if PEEPHOLE:
+            p_i, p_f, p_o = peep[0, u], peep[1, u], peep[2, u]
+        out, c_new, i, f, g, o, ci, cf, cg, co = gate_math(
+            xp[t, b, u] + rec[b, u], xp[t, b, hidden + u] + rec[b, hidden + u],
+            xp[t, b, 2 * hidden + u] + rec[b, 2 * hidden + u], xp[t, b, 3 * hidden + u] + rec[b, 3 * hidden + u],
+            c[b, u], p_i, p_f, p_o, limit)
+        c[b, u] = c_new
+        gates[t, b, u] = i
+        gates[t, b, hidden + u] = f
+        gates[t, b, 2 * hidden + u] = g
+        gates[t, b, 3 * hidden + u] = o
+        cells[t, b, u] = c_new
+        if CLIP:
+            clipped[t, b, u] = ci
+            clipped[t, b, hidden + u] = cf
+            clipped[t, b, 2 * hidden + u] = cg
+            clipped[t, b, 3 * hidden + u] = co
+        if PROJECT:
+            m[b, u] = out
+        else:
+            h[b, u] = out
+            y[t, b, u] = out
+
+    return lstm_gates_train
+
+
+def _lstm_bwd_factory(nb_dtype, peephole=False, clip=False, input_forget=False, project=False):
+    PEEPHOLE, CLIP, COUPLED, PROJECT = bool(peephole), bool(clip), bool(input_forget), bool(project)  # noqa: N806
+    zero = nb_dtype(0)
+    one = nb_dtype(1)
+
+    def lstm_bwd(step, reverse, lengths, gates, cells, clipped, c0, dy, dh, dc, peep, dg_step, dgates, m_all, dpeep):
+        """The fused pointwise backward of one step for every (row, unit): thread x = unit, y = row.
+
+        Undoes step ``step`` (t as in ``lstm_gates``) of the rows that ran it, with the saved
+        activations (the recursions of ``lstm_step_backward`` in the numpy backend):
+
+        gates (T, B, 4H), cells (T, B, H), clipped (T, B, 4H) bool (read with clip): the tape
+        c0 (B, H): the cell state before each row's first step
+        dy (T, B, H): output gradient (may be a strided view; read without a projection)
+        dh (B, H): without a projection, dL/dh from the later steps (dh_n until the row's last
+            step; the masked ``matmul_nn_rows`` after this kernel replaces it by dz @ W_hh); with
+            one, dm = (dy[t] + dh) @ W_hr of this step
+        dc (B, H): dL/dc from the later steps (dc_n until the row's last step), replaced in place
+            by dL/dc_{t-1}
+        peep (3, H): peepholes (read with peepholes)
+        dg_step (B, 4H): dz of this step per row, 0 for the rows that did not run it (the input of
+            the recurrent product); dgates (T, B, 4H): dz at [t, b] for the weight gradients
+        m_all (T, B, H): o * tanh(c) at [t, b] (h_t without a projection), for dW_hh and dW_hr
+        dpeep (T, B, 3H): with peepholes, dz_i * c_{t-1}, dz_f * c_{t-1}, dz_o * c_t at [t, b]
+        """
+        u = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, hidden = dc.shape
+        if u >= hidden or b >= batch:
+            return
+        n = lengths[b]
+        if step >= n:
+            dg_step[b, u] = zero
+            dg_step[b, hidden + u] = zero
+            dg_step[b, 2 * hidden + u] = zero
+            dg_step[b, 3 * hidden + u] = zero
+            return
+        t = n - 1 - step if reverse else step
+        if step == 0:
+            c_prev = c0[b, u]
+        else:
+            c_prev = cells[t + 1 if reverse else t - 1, b, u]
+        i = gates[t, b, u]
+        f = gates[t, b, hidden + u]
+        g = gates[t, b, 2 * hidden + u]
+        o = gates[t, b, 3 * hidden + u]
+        c = cells[t, b, u]
+        tanh_c = math.tanh(c)
+        m_all[t, b, u] = o * tanh_c
+        if PROJECT:
+            dm = dh[b, u]
+        else:
+            dm = dy[t, b, u] + dh[b, u]
+        dcc = dc[b, u] + dm * o * (one - tanh_c * tanh_c)
+        dz_o = dm * tanh_c * o * (one - o)
+        if CLIP:
+            if clipped[t, b, 3 * hidden + u]:
+                dz_o = zero
+        if PEEPHOLE:
+            dcc += dz_o * peep[2, u]
+        di = dcc * g
+        df = dcc * c_prev
+        if COUPLED:
+            di -= df
+            dz_f = zero
+        else:
+            dz_f = df * f * (one - f)
+        dz_i = di * i * (one - i)
+        dz_g = dcc * i * (one - g * g)
+        if CLIP:
+            if clipped[t, b, u]:
+                dz_i = zero
+            if clipped[t, b, hidden + u]:
+                dz_f = zero
+            if clipped[t, b, 2 * hidden + u]:
+                dz_g = zero
+        dc_prev = dcc * f
+        if PEEPHOLE:
+            dc_prev += dz_i * peep[0, u] + dz_f * peep[1, u]
+            dpeep[t, b, u] = dz_i * c_prev
+            dpeep[t, b, hidden + u] = dz_f * c_prev
+            dpeep[t, b, 2 * hidden + u] = dz_o * c
+        dc[b, u] = dc_prev
+        dg_step[b, u] = dz_i
+        dg_step[b, hidden + u] = dz_f
+        dg_step[b, 2 * hidden + u] = dz_g
+        dg_step[b, 3 * hidden + u] = dz_o
+        dgates[t, b, u] = dz_i
+        dgates[t, b, hidden + u] = dz_f
+        dgates[t, b, 2 * hidden + u] = dz_g
+        dgates[t, b, 3 * hidden + u] = dz_o
+
+    return lstm_bwd
+
+
+def _bwd_dh_total_factory(nb_dtype):
+    zero = nb_dtype(0)
+
+    def bwd_dh_total(step, reverse, lengths, dy, dh, dh_step, dh_all):
+        """With a projection, dL/dh of step ``step``: dy[t, b] + dh[b] for the rows that ran it,
+        written to dh_step (B, P) (0 for the other rows; the input of dm = dh_step @ W_hr) and to
+        dh_all (T, B, P) at [t, b] (for dW_hr).  Thread x = column, y = row."""
+        n_ = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        b = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+        batch, width = dh.shape
+        if n_ >= width or b >= batch:
+            return
+        n = lengths[b]
+        if step >= n:
+            dh_step[b, n_] = zero
+            return
+        t = n - 1 - step if reverse else step
+        v = dy[t, b, n_] + dh[b, n_]
+        dh_step[b, n_] = v
+        dh_all[t, b, n_] = v
+
+    return bwd_dh_total
+
+
+def _matmul_nn_factory(nb_dtype, TILE=TILE, masked=False):  # noqa: N803 - compile-time constants
+    PADDED = TILE + 1  # noqa: N806
+
+    def tiles_nn(a, w):
+        """acc = sum_k a[m, k] * w[k, n] for this thread's (m, n)."""
+        a_tile = cuda.shared.array((TILE, TILE), nb_dtype)
+        w_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        m = cuda.blockIdx.y * TILE + ty
+        n = cuda.blockIdx.x * TILE + tx
+        rows, inner = a.shape
+        cols = w.shape[1]
+        acc = nb_dtype(0)
+        for k0 in range(0, inner, TILE):
+            k = k0 + tx
+            a_tile[ty, tx] = a[m, k] if (m < rows and k < inner) else nb_dtype(0)
+            kw = k0 + ty
+            w_tile[ty, tx] = w[kw, n] if (kw < inner and n < cols) else nb_dtype(0)
+            cuda.syncthreads()
+            for kk in range(TILE):
+                acc += a_tile[ty, kk] * w_tile[kk, tx]
+            cuda.syncthreads()
+        return acc
+
+    tiles = cuda.jit(device=True, inline="always")(tiles_nn)
+
+    if masked:
+        def matmul_nn_rows(step, lengths, a, w, out):
+            """out[m, n] = sum_k a[m, k] * w[k, n] for the rows m with step < lengths[m]; the other
+            rows of out are not written (the recurrent gradient dh = dz @ W_hh of the rows that ran
+            step ``step``; the others keep dh_n).
+
+            a : (M, K)   w : (K, N)   out : (M, N)
+            grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+            """
+            acc = tiles(a, w)
+            n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+            m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+            if m < out.shape[0] and n < out.shape[1] and step < lengths[m]:
+                out[m, n] = acc
+
+        return matmul_nn_rows
+
+    def matmul_nn(a, w, out):
+        """out[m, n] = sum_k a[m, k] * w[k, n] (out = a @ w).
+
+        a : (M, K)   w : (K, N)   out : (M, N)
+        grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+        """
+        acc = tiles(a, w)
+        n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+        m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+        if m < out.shape[0] and n < out.shape[1]:
+            out[m, n] = acc
+
+    return matmul_nn
+
+
+def _matmul_tn_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
+    PADDED = TILE + 1  # noqa: N806
+
+    def matmul_tn(a, b, out):
+        """out[n, k] = sum_m a[m, n] * b[m, k] (out = a.T @ b): a weight gradient, reduced over all
+        M = T * B rows by one thread per output element in a fixed order (no atomics).
+
+        a : (M, N)   b : (M, K)   out : (N, K)
+        grid: (ceil(K / TILE), ceil(N / TILE)) blocks of (TILE, TILE) threads
+        """
+        a_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
+        b_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        n_block = cuda.blockIdx.y * TILE
+        k_block = cuda.blockIdx.x * TILE
+        rows, cols_a = a.shape
+        cols_b = b.shape[1]
+        acc = nb_dtype(0)
+        for m0 in range(0, rows, TILE):
+            m = m0 + ty
+            a_tile[ty, tx] = a[m, n_block + tx] if (m < rows and n_block + tx < cols_a) else nb_dtype(0)
+            b_tile[ty, tx] = b[m, k_block + tx] if (m < rows and k_block + tx < cols_b) else nb_dtype(0)
+            cuda.syncthreads()
+            for mm in range(TILE):
+                acc += a_tile[mm, ty] * b_tile[mm, tx]
+            cuda.syncthreads()
+        n = n_block + ty
+        k = k_block + tx
+        if n < out.shape[0] and k < out.shape[1]:
+            out[n, k] = acc
+
+    return matmul_tn
+
+
+def _h_prev_factory(nb_dtype):
+    zero = nb_dtype(0)
+
+    def h_prev(reverse, lengths, h_src, h0, out):
+        """out[t, b] = the state h before the step at time t of row b: h0[b] at the row's first
+        step, else h_src at the row's previous step (t - 1, or t + 1 in reverse); 0 past the row's
+        length.  h_src (T, B, S) holds h_t at valid steps.  Grid-stride over T * B * S."""
+        steps, batch, width = out.shape
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for idx in range(start, steps * batch * width, stride):
+            t = idx // (batch * width)
+            b = (idx // width) % batch
+            j = idx % width
+            n = lengths[b]
+            if t >= n:
+                out[t, b, j] = zero
+            elif (t == n - 1) if reverse else (t == 0):
+                out[t, b, j] = h0[b, j]
+            else:
+                out[t, b, j] = h_src[t + 1 if reverse else t - 1, b, j]
+
+    return h_prev
+
+
+def _col_sum_partial_factory(nb_dtype):
+    def col_sum_partial(a, partial):
+        """partial[r, n] = sum of a[m, n] over chunk r of the rows, in order (a bias gradient's
+        first stage; chunks fixed by the shapes, so the sum is deterministic).
+
+        a : (M, N)   partial : (R, N)
+        grid: (ceil(N / threads), R) blocks
+        """
+        n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        r = cuda.blockIdx.y
+        rows, cols = a.shape
+        chunks = partial.shape[0]
+        if n >= cols or r >= chunks:
+            return
+        size = (rows + chunks - 1) // chunks
+        acc = nb_dtype(0)
+        for m in range(r * size, min(rows, (r + 1) * size)):
+            acc += a[m, n]
+        partial[r, n] = acc
+
+    return col_sum_partial
+
+
+def _col_sum_final_factory(nb_dtype):
+    def col_sum_final(partial, out):
+        """out[n] = sum over r of partial[r, n], in order (the second stage).
+
+        partial : (R, N)   out : (N,)
+        """
+        n = cuda.grid(1)
+        if n >= out.shape[0]:
+            return
+        acc = nb_dtype(0)
+        for r in range(partial.shape[0]):
+            acc += partial[r, n]
+        out[n] = acc
+
+    return col_sum_final
+
+
 def _add_factory(nb_dtype):
     def add(a, b, out):
         """out[i] = a[i] + b[i] (grid-stride loop): b_ih + b_hh folded once per call."""
@@ -403,6 +789,26 @@ def signatures(dtype, variants=PTX_VARIANTS):
             _lstm_gates_ext_factory(t, **flags), (int64, types.boolean, a3, a2, int64[:], a2, a2, y, a2, t, a2))
         sigs[variant_name("cell_gates_ext", features)] = (
             _cell_gates_ext_factory(t, **flags), (a2, a2, a2, a2, a2, a2, t, a2))
+    # training: the forward that fills the tape, the pointwise backward (plain and every variant),
+    # and the products and reductions of the backward pass
+    b3 = types.boolean[:, :, :]
+    for features in (frozenset(), *variants):
+        flags = {f: f in features for f in FEATURES}
+        sigs[variant_name("lstm_gates_train", features)] = (
+            _lstm_gates_train_factory(t, **flags),
+            (int64, types.boolean, a3, a2, int64[:], a2, a2, y, a2, t, a2, a3, a3, b3))
+        sigs[variant_name("lstm_bwd", features)] = (
+            _lstm_bwd_factory(t, **flags),
+            (int64, types.boolean, int64[:], a3, a3, b3, a2, y, a2, a2, a2, a2, a3, a3, a3))
+    sigs.update({
+        "bwd_dh_total": (_bwd_dh_total_factory(t), (int64, types.boolean, int64[:], y, a2, a2, a3)),
+        "matmul_nn": (_matmul_nn_factory(t), (a2, a2, a2)),
+        "matmul_nn_rows": (_matmul_nn_factory(t, masked=True), (int64, int64[:], a2, a2, a2)),
+        "matmul_tn": (_matmul_tn_factory(t), (a2, a2, a2)),
+        "h_prev": (_h_prev_factory(t), (types.boolean, int64[:], a3, a2, a3)),
+        "col_sum_partial": (_col_sum_partial_factory(t), (a2, a2)),
+        "col_sum_final": (_col_sum_final_factory(t), (a2, a1)),
+    })
     return sigs
 
 
@@ -423,6 +829,13 @@ def kernels(dtype):
         add = cuda.jit(_add_factory(t))
         zero_past_lengths = cuda.jit(_zero_past_lengths_factory(t))
         fill = cuda.jit(_fill_factory(t))
+        bwd_dh_total = cuda.jit(_bwd_dh_total_factory(t))
+        matmul_nn = cuda.jit(_matmul_nn_factory(t, tile))
+        matmul_nn_rows = cuda.jit(_matmul_nn_factory(t, tile, masked=True))
+        matmul_tn = cuda.jit(_matmul_tn_factory(t, tile))
+        h_prev = cuda.jit(_h_prev_factory(t))
+        col_sum_partial = cuda.jit(_col_sum_partial_factory(t))
+        col_sum_final = cuda.jit(_col_sum_final_factory(t))
 
     return K
 
@@ -437,6 +850,21 @@ def gate_variants(dtype, peephole=False, clip=False, input_forget=False, project
     class V:
         lstm_gates = cuda.jit(_lstm_gates_ext_factory(t, **flags))
         cell_gates = cuda.jit(_cell_gates_ext_factory(t, **flags))
+
+    return V
+
+
+@functools.cache
+def train_variants(dtype, peephole=False, clip=False, input_forget=False, project=False):
+    """The training kernels compiled for one combination of features: an object with
+    ``lstm_gates`` (the forward that fills the tape, ``lstm_gates_train``) and ``lstm_bwd`` (the
+    fused pointwise backward).  No features: the plain cell."""
+    t = _TYPES[np.dtype(dtype)]
+    flags = {"peephole": peephole, "clip": clip, "input_forget": input_forget, "project": project}
+
+    class V:
+        lstm_gates = cuda.jit(_lstm_gates_train_factory(t, **flags))
+        lstm_bwd = cuda.jit(_lstm_bwd_factory(t, **flags))
 
     return V
 

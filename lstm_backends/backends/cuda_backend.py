@@ -22,7 +22,12 @@ Peepholes, ``clip`` and ``input_forget`` run in compile-time variants of the fus
 kernel (capabilities ``peephole`` and ``clip``; a plain call runs the plain kernel); a
 projection (``projection``) adds one tiled-GEMM launch per step, ``h = m @ W_hr.T``, whose
 epilogue writes ``h`` and ``y`` for the rows still running.  Non-default ONNX activations
-are not implemented here (no ``activations`` capability): such calls are refused.  A streaming ``cell`` call
+are not implemented here (no ``activations`` capability): such calls are refused.  Training
+(``backward``, with every feature above): ``forward_train`` runs the training variant of the
+gate kernel, which also writes the tape (it stays on the device); ``backward`` runs per step
+one fused pointwise kernel and one tiled GEMM (two more with a projection), then ``dx`` and
+every weight gradient as one GEMM over all steps, and fixed-order reductions for the biases
+— no atomics.  A streaming ``cell`` call
 reuses per-thread device scratch (keyed by shape, dtype and stream), so a warm call with
 device arrays and ``out=`` allocates nothing on the device.
 """
@@ -38,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._args import CellArgs, ForwardArgs
+from .._args import BackwardArgs, CellArgs, ForwardArgs, TrainArgs
 from .._params import LSTMParams
 from .._validation import is_device_array
 from ._base import Availability, Backend
@@ -94,7 +99,8 @@ class CudaBackend(Backend):
     install_hint: ClassVar[str] = ('pip install "lstm-backends[cuda]" and run on a machine with an NVIDIA GPU '
                                    "and driver (or set NUMBA_ENABLE_CUDASIM=1 for the slow CPU simulator)")
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"forward", "cell", "device-arrays", "projection", "peephole", "clip"})
+        {"forward", "cell", "backward", "device-arrays", "projection", "peephole", "clip"})
+    backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 20
 
     #: threads per block of the gate kernels (x = hidden units, y = batch rows)
@@ -236,8 +242,10 @@ class CudaBackend(Backend):
         _k(dtype).add[(b_ih.shape[0] + threads - 1) // threads, threads, ctx.stream](b_ih, b_hh, bias)
         return bias
 
-    def _forward(self, args: ForwardArgs) -> None:
-        """Queue one layer/direction on the call's stream (h_n, c_n hold the running state)."""
+    def _prologue(self, args: ForwardArgs) -> tuple[Any, Any, Any, Any, tuple, tuple]:
+        """What every forward pass queues first: the input projection of all T*B rows (bias folded
+        in), the recurrent-product scratch, the state copied into h_n/c_n (which then hold the
+        running state) and the lengths on the device."""
         ctx: _Call = args.context
         k = _k(args.dtype)
         steps, batch, hidden = args.steps, args.batch, args.hidden_size
@@ -249,8 +257,13 @@ class CudaBackend(Backend):
         rec = _cuda().device_array((batch, four_h), dtype=args.dtype, stream=ctx.stream)
         self._copy(args.h_n, args.h0, ctx)
         self._copy(args.c_n, args.c0, ctx)
-        d_lens = self._lengths(args.lengths, ctx)
-        grid, block = _gate_launch(batch, hidden, self.gate_block)
+        return k, xp, rec, self._lengths(args.lengths, ctx), *_gate_launch(batch, hidden, self.gate_block)
+
+    def _forward(self, args: ForwardArgs) -> None:
+        """Queue one layer/direction on the call's stream (h_n, c_n hold the running state)."""
+        ctx: _Call = args.context
+        k, xp, rec, d_lens, grid, block = self._prologue(args)
+        batch = args.batch
         if args.plain:
             for s in range(int(args.lengths.max())):  # launches only: no host synchronisation in here
                 _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)
@@ -267,6 +280,110 @@ class CudaBackend(Backend):
                 proj_grid = ((args.proj_size + tile - 1) // tile, (batch + tile - 1) // tile)
                 k.matmul_nt_proj[proj_grid, (tile, tile), ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
                                                                       args.h_n, args.y)
+
+    def _forward_train(self, args: TrainArgs) -> None:
+        """``_forward`` with the training variant of the gate kernel, which also writes the tape
+        (gates, cells, clipped) at each valid step: still one GEMM and one fused launch per step
+        (plus the projection's GEMM)."""
+        from ._cuda_kernels import train_variants
+
+        ctx: _Call = args.context
+        k, xp, rec, d_lens, grid, block = self._prologue(args)
+        v = train_variants(np.dtype(args.dtype), peephole=args.w_peep is not None, clip=args.clip is not None,
+                           input_forget=args.input_forget, project=args.w_hr is not None)
+        _, peep, limit, m = self._variant(args, ctx)
+        clipped = args.clipped if args.clipped is not None else self._buffer(ctx, "flags", (1, 1, 1), np.bool_)
+        tile = k.matmul_tile
+        proj_grid = ((args.proj_size + tile - 1) // tile, (args.batch + tile - 1) // tile)
+        for s in range(int(args.lengths.max())):
+            _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)
+            v.lstm_gates[grid, block, ctx.stream](s, args.reverse, xp, rec, d_lens, args.h_n, args.c_n, args.y, peep,
+                                                  limit, m, args.gates, args.cells, clipped)
+            if args.w_hr is not None:
+                k.matmul_nt_proj[proj_grid, (tile, tile), ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
+                                                                      args.h_n, args.y)
+
+    def _backward(self, args: BackwardArgs) -> None:
+        """BPTT on the call's stream, no host synchronisation and no atomics.
+
+        Per step (from the last down): [with a projection: ``bwd_dh_total`` (dL/dh of the step)
+        and ``dm = dh @ W_hr`` (``matmul_nn``)], the fused pointwise backward ``lstm_bwd`` (dz of
+        the step from dh, dc and the saved activations; dc carried in ``dc0``), then the recurrent
+        gradient ``dh = dz @ W_hh`` for the rows that ran the step (``matmul_nn_rows``, carried in
+        ``dh0``).  After the loop, over all T * B rows at once: ``dx = dz @ W_ih`` (one GEMM),
+        ``dW_ih = dzᵀ x`` and ``dW_hh = dzᵀ h_prev`` (one ``matmul_tn`` each, ``h_prev``
+        rebuilt from the tape by ``h_prev``), ``db`` (``col_sum_*``, a fixed-order reduction),
+        and ``dW_hr = dhᵀ m``, ``dw_peep`` likewise.
+        """
+        from ._cuda_kernels import train_variants
+
+        ctx: _Call = args.context
+        tape = args.tape
+        stream, dtype = ctx.stream, np.dtype(args.dtype)
+        k = _k(dtype)
+        steps, batch, hidden, width = args.steps, args.batch, args.hidden_size, args.state_size
+        rows, four_h = steps * batch, 4 * hidden
+        project, peephole = tape.w_hr is not None, tape.w_peep is not None
+
+        def scratch(shape: tuple[int, ...], zero: bool = False) -> Any:
+            arr = _cuda().device_array(shape, dtype=dtype, stream=stream)
+            if zero:  # entries at steps past a row's length are never written, but are summed over
+                _fill(arr, 0, stream)
+            return arr
+
+        dgates = scratch((steps, batch, four_h), zero=not tape.full)  # dz at every [t, b]
+        m_all = scratch((steps, batch, hidden), zero=not tape.full)  # o * tanh(c) at every [t, b]
+        dg_step = scratch((batch, four_h))
+        placeholder = self._buffer(ctx, "placeholder3", (1, 1, 1), dtype)
+        dpeep = scratch((steps, batch, 3 * hidden), zero=not tape.full) if peephole else placeholder
+        peep = tape.w_peep if peephole else self._buffer(ctx, "placeholder", (1, 1), dtype)
+        clipped = tape.clipped if tape.clipped is not None else self._buffer(ctx, "flags", (1, 1, 1), np.bool_)
+        v = train_variants(dtype, peephole=peephole, clip=tape.clip is not None, input_forget=tape.input_forget,
+                           project=project)
+        self._copy(args.dh0, args.dh_n, ctx)  # dh0, dc0 carry dL/dh, dL/dc from step to step
+        self._copy(args.dc0, args.dc_n, ctx)
+        d_lens = self._lengths(tape.lengths, ctx)
+        grid, block = _gate_launch(batch, hidden, self.gate_block)
+        dh_in = args.dh0
+        if project:
+            dh_step, dm = scratch((batch, width)), scratch((batch, hidden))
+            dh_all = scratch((steps, batch, width), zero=not tape.full)
+            proj_grid, proj_block = _gate_launch(batch, width, self.gate_block)
+            dh_in = dm
+        for s in reversed(range(int(tape.lengths.max()))):  # launches only
+            if project:
+                k.bwd_dh_total[proj_grid, proj_block, stream](s, tape.reverse, d_lens, args.dy, args.dh0, dh_step,
+                                                              dh_all)
+                _matmul_nn(k, dh_step, tape.w_hr, dm, stream)
+            v.lstm_bwd[grid, block, stream](s, tape.reverse, d_lens, tape.gates, tape.cells, clipped, tape.c0,
+                                            args.dy, dh_in, args.dc0, peep, dg_step, dgates, m_all, dpeep)
+            _matmul_nn(k, dg_step, tape.w_hh, args.dh0, stream, step=s, lengths=d_lens)
+        flat = dgates.reshape(rows, four_h)
+        _matmul_nn(k, flat, tape.w_ih, args.dx.reshape(rows, args.input_size), stream)
+        _matmul_tn(k, flat, tape.x.reshape(rows, args.input_size), args.dw_ih, stream)
+        if project:  # h_t = m_t @ W_hr.T, all steps in one GEMM
+            h_src = scratch((steps, batch, width))
+            _matmul(k, m_all.reshape(rows, hidden), tape.w_hr, h_src.reshape(rows, width), stream)
+        else:
+            h_src = m_all
+        h_prev = scratch((steps, batch, width))
+        threads = min(256, h_prev.size)
+        k.h_prev[min(1024, (h_prev.size + threads - 1) // threads), threads, stream](tape.reverse, d_lens, h_src,
+                                                                                      tape.h0, h_prev)
+        _matmul_tn(k, flat, h_prev.reshape(rows, width), args.dw_hh, stream)
+        _col_sum(k, flat, args.db, stream)
+        if project:
+            _matmul_tn(k, dh_all.reshape(rows, width), m_all.reshape(rows, hidden), args.dw_hr, stream)
+        if peephole:
+            _col_sum(k, dpeep.reshape(rows, 3 * hidden), args.dw_peep.reshape(3 * hidden), stream)
+
+    def _accumulate(self, dst: Any, src: Any, ctx: _Call) -> None:
+        if dst.size == 0:
+            return
+        threads = min(256, dst.size)
+        flat_dst, flat_src = dst.reshape(dst.size), src.reshape(src.size)
+        _k(np.dtype(dst.dtype)).add[min(1024, (dst.size + threads - 1) // threads), threads, ctx.stream](
+            flat_dst, flat_src, flat_dst)
 
     def _variant(self, args: ForwardArgs | CellArgs, ctx: _Call) -> tuple[Any, Any, Any, Any]:
         """The gate kernels compiled for this call's features, and their extra arguments: the
@@ -327,6 +444,35 @@ def _matmul(k: Any, a: Any, w: Any, out: Any, stream: Any, bias: Any = None) -> 
         k.matmul_nt_bias[grid, (tile, tile), stream](a, w, bias, out)
 
 
+def _matmul_nn(k: Any, a: Any, w: Any, out: Any, stream: Any, step: int | None = None, lengths: Any = None) -> None:
+    """out = a @ w on ``stream``; with ``step``, only the rows m with step < lengths[m] are written."""
+    tile = k.matmul_tile
+    rows, cols = out.shape
+    grid = ((cols + tile - 1) // tile, (rows + tile - 1) // tile)
+    if step is None:
+        k.matmul_nn[grid, (tile, tile), stream](a, w, out)
+    else:
+        k.matmul_nn_rows[grid, (tile, tile), stream](step, lengths, a, w, out)
+
+
+def _matmul_tn(k: Any, a: Any, b: Any, out: Any, stream: Any) -> None:
+    """out = a.T @ b on ``stream`` (a weight gradient: one fixed-order sum over all rows)."""
+    tile = k.matmul_tile
+    rows, cols = out.shape
+    k.matmul_tn[((cols + tile - 1) // tile, (rows + tile - 1) // tile), (tile, tile), stream](a, b, out)
+
+
+def _col_sum(k: Any, a: Any, out: Any, stream: Any) -> None:
+    """out[n] = sum over m of a[m, n] in a fixed order: chunks of rows (their number set by the
+    shape alone) summed in parallel, then the partial sums in order."""
+    rows, cols = a.shape
+    chunks = max(1, min(64, rows // 256))
+    partial = _cuda().device_array((chunks, cols), dtype=a.dtype, stream=stream)
+    threads = min(128, cols)
+    k.col_sum_partial[((cols + threads - 1) // threads, chunks), threads, stream](a, partial)
+    k.col_sum_final[(cols + threads - 1) // threads, threads, stream](partial, out)
+
+
 def _gate_launch(batch: int, hidden: int, block: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     # no more threads than work in either direction (the simulator pays for idle ones)
     block = (min(block[0], hidden), min(block[1], batch))
@@ -338,6 +484,6 @@ def _fill(arr: Any, value: float, stream: Any) -> None:
     if arr.size == 0:
         return
     k = _k(np.dtype(arr.dtype))
-    threads = 256
+    threads = min(256, arr.size)  # no idle threads for tiny arrays (the simulator pays for each)
     blocks = min(1024, (arr.size + threads - 1) // threads)
     k.fill[blocks, threads, stream](arr.reshape(arr.size), arr.dtype.type(value))

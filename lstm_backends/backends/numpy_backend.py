@@ -27,16 +27,16 @@ output gate's peephole reads the updated cell state, and ``input_forget`` takes
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit  # overflow-free sigmoid, keeps float32 as float32
 
 from .._activations import Activation, apply_activation
-from .._args import CellArgs, ForwardArgs
+from .._args import BackwardArgs, CellArgs, ForwardArgs, TrainArgs
 from ._base import Backend
 
-__all__ = ["NumpyBackend", "lstm_step"]
+__all__ = ["NumpyBackend", "lstm_step", "lstm_step_backward", "lstm_step_train"]
 
 
 def lstm_step(
@@ -84,6 +84,48 @@ def lstm_step(
     c_new : array, shape (B, H)
         Fresh arrays; the inputs are not modified.
     """
+    h_new, c_new, _, _ = _step(x_t, h, c, w_ih, w_hh, bias, w_hr, w_peep, clip, input_forget, activations, False)
+    return h_new, c_new
+
+
+def lstm_step_train(
+    x_t: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+    w_ih: np.ndarray,
+    w_hh: np.ndarray,
+    bias: np.ndarray,
+    *,
+    w_hr: np.ndarray | None = None,
+    w_peep: np.ndarray | None = None,
+    clip: float | None = None,
+    input_forget: bool = False,
+    activations: Sequence[Activation] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`lstm_step`, also returning what the backward pass needs from the step.
+
+    Parameters
+    ----------
+    x_t, h, c, w_ih, w_hh, bias, w_hr, w_peep, clip, input_forget, activations
+        As for :func:`lstm_step`.
+
+    Returns
+    -------
+    h_new : array, shape (B, S)
+    c_new : array, shape (B, H)
+        Exactly those of :func:`lstm_step`.
+    gates : array, shape (B, 4H)
+        The activations ``i, f, g, o`` (``f = 1 - i`` with ``input_forget``).
+    clipped : array of bool, shape (B, 4H), or None
+        With ``clip``: whether each pre-activation lay outside ``[-clip, clip]``.
+    """
+    return _step(x_t, h, c, w_ih, w_hh, bias, w_hr, w_peep, clip, input_forget, activations, True)
+
+
+def _step(x_t: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray,
+          w_hr: np.ndarray | None, w_peep: np.ndarray | None, clip: float | None, input_forget: bool,
+          activations: Sequence[Activation] | None, save: bool) -> tuple[Any, Any, Any, Any]:
+    """The step of :func:`lstm_step` (and, with ``save``, the activations and clip mask)."""
     hidden = c.shape[1]
     gates = x_t @ w_ih.T + h @ w_hh.T + bias
     z_i, z_f, z_g, z_o = (gates[:, k * hidden: (k + 1) * hidden] for k in range(4))
@@ -108,7 +150,103 @@ def lstm_step(
     h_new = o * act_h(c_new)
     if w_hr is not None:
         h_new = h_new @ w_hr.T
-    return h_new, c_new
+    if not save:
+        return h_new, c_new, None, None
+    clipped = None if clip is None else np.concatenate([np.abs(z) > clip for z in (z_i, z_f, z_g, z_o)], axis=1)
+    return h_new, c_new, np.concatenate([i, f, g, o], axis=1), clipped
+
+
+def lstm_step_backward(
+    dm: np.ndarray,
+    dc: np.ndarray,
+    gates: np.ndarray,
+    c: np.ndarray,
+    c_prev: np.ndarray,
+    *,
+    clipped: np.ndarray | None = None,
+    w_peep: np.ndarray | None = None,
+    input_forget: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step of back-propagation through time for a batch of rows: the textbook recursions.
+
+    With ``m = o ⊙ tanh(c)`` (``h`` itself without a projection), ``σ' = σ(1 - σ)`` and
+    ``tanh' = 1 - tanh²``, written with the saved activations::
+
+        do   = dm ⊙ tanh(c)
+        dc  += dm ⊙ o ⊙ (1 - tanh²(c))
+        dz_o = do ⊙ o ⊙ (1 - o)
+        dc  += dz_o ⊙ p_o                          (peephole: o sees the new c)
+        di = dc ⊙ g     dg = dc ⊙ i     df = dc ⊙ c_prev
+        di -= df, df = 0                          (input_forget: f = 1 - i)
+        dz_i = di ⊙ i ⊙ (1 - i)   dz_f = df ⊙ f ⊙ (1 - f)   dz_g = dg ⊙ (1 - g²)
+        dc_prev = dc ⊙ f + dz_i ⊙ p_i + dz_f ⊙ p_f
+
+    and every ``dz`` is 0 where its pre-activation was clipped.
+
+    Parameters
+    ----------
+    dm : array, shape (B, H)
+        Gradient of the loss with respect to ``m`` of this step (``dh @ W_hr`` with a projection).
+    dc : array, shape (B, H)
+        Gradient with respect to this step's cell state, from the later steps (``dc_n`` at a
+        row's last step).
+    gates : array, shape (B, 4H)
+        The saved activations ``i, f, g, o`` of the step.
+    c, c_prev : arrays, shape (B, H)
+        The cell state after and before the step.
+    clipped : array of bool, shape (B, 4H), optional
+        Which pre-activations were clipped (``clip``).
+    w_peep : array, shape (3, H), optional
+        Peepholes of gates i, f, o.
+    input_forget : bool
+        ``f = 1 - i``: ``f`` has no pre-activation of its own.
+
+    Returns
+    -------
+    dz : array, shape (B, 4H)
+        Gradient with respect to the gate pre-activations ``z = x W_ih.T + h W_hh.T + b``
+        (peephole terms included), gates ``i, f, g, o``.
+    dc_prev : array, shape (B, H)
+        Gradient with respect to the cell state before the step.
+    """
+    hidden = c.shape[1]
+    i, f, g, o = (gates[:, k * hidden: (k + 1) * hidden] for k in range(4))
+    tanh_c = np.tanh(c)
+    do = dm * tanh_c
+    dc = dc + dm * o * (1 - tanh_c * tanh_c)
+    dz_o = do * o * (1 - o)
+    if clipped is not None:
+        dz_o = np.where(clipped[:, 3 * hidden:], 0, dz_o)
+    if w_peep is not None:
+        dc = dc + dz_o * w_peep[2]
+    di, dg, df = dc * g, dc * i, dc * c_prev
+    if input_forget:
+        di = di - df
+        df = np.zeros_like(df)
+    dz_i = di * i * (1 - i)
+    dz_f = df * f * (1 - f)
+    dz_g = dg * (1 - g * g)
+    dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
+    if clipped is not None:
+        dz = np.where(clipped, 0, dz)
+        dz_i, dz_f = dz[:, :hidden], dz[:, hidden: 2 * hidden]
+    dc_prev = dc * f
+    if w_peep is not None:
+        dc_prev = dc_prev + dz_i * w_peep[0] + dz_f * w_peep[1]
+    return dz, dc_prev
+
+
+def _time(s: int, lengths: np.ndarray, reverse: bool) -> np.ndarray:
+    """Each row's time index at step ``s``: forward runs ``t = s``; reverse runs
+    ``t = lengths[b] - 1 - s``, so a row walks back over its own valid part."""
+    return lengths - 1 - s if reverse else np.full(len(lengths), s)
+
+
+def _output(gates: np.ndarray, c: np.ndarray, w_hr: np.ndarray | None) -> np.ndarray:
+    """``h`` of a step recomputed from its saved ``o`` and ``c``: ``o ⊙ tanh(c)`` (times ``W_hr.T``)."""
+    hidden = c.shape[1]
+    m = gates[:, 3 * hidden:] * np.tanh(c)
+    return m if w_hr is None else m @ w_hr.T
 
 
 def _options(args: ForwardArgs | CellArgs) -> dict:
@@ -122,7 +260,8 @@ class NumpyBackend(Backend):
     name: ClassVar[str] = "numpy"
     description: ClassVar[str] = "Reference implementation in plain NumPy, one step at a time"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"forward", "cell", "projection", "peephole", "clip", "activations"})
+        {"forward", "cell", "backward", "projection", "peephole", "clip", "activations"})
+    backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 0
 
     @classmethod
@@ -130,6 +269,13 @@ class NumpyBackend(Backend):
         return np.__version__
 
     def _forward(self, args: ForwardArgs) -> None:
+        self._run(args, None)
+
+    def _forward_train(self, args: TrainArgs) -> None:
+        self._run(args, args)
+
+    def _run(self, args: ForwardArgs, train: TrainArgs | None) -> None:
+        """The time loop of ``_forward`` (and of ``_forward_train``, saving each step's activations)."""
         steps, batch = args.steps, args.batch
         lengths = args.lengths
         bias = args.b_ih + args.b_hh
@@ -140,17 +286,78 @@ class NumpyBackend(Backend):
             active = s < lengths  # (B,) rows that still have a step to run
             if not active.any():
                 break
-            # Each row's time index at step s: forward runs t = s; reverse runs
-            # t = lengths[b]-1-s, so a row walks back over its own valid part.
-            t = lengths - 1 - s if args.reverse else np.full(batch, s)
-            t = np.where(active, t, 0)
+            t = np.where(active, _time(s, lengths, args.reverse), 0)
             x_s = args.x[t, rows]  # (B, I)
-            h_new, c_new = lstm_step(x_s, h, c, args.w_ih, args.w_hh, bias, **options)
+            if train is None:
+                h_new, c_new = lstm_step(x_s, h, c, args.w_ih, args.w_hh, bias, **options)
+            else:
+                h_new, c_new, gates, clipped = lstm_step_train(x_s, h, c, args.w_ih, args.w_hh, bias, **options)
+                train.gates[t[active], rows[active]] = gates[active]
+                train.cells[t[active], rows[active]] = c_new[active]
+                if clipped is not None:
+                    train.clipped[t[active], rows[active]] = clipped[active]
             h = np.where(active[:, None], h_new, h)
             c = np.where(active[:, None], c_new, c)
             args.y[t[active], rows[active]] = h_new[active]
         args.h_n[...] = h
         args.c_n[...] = c
+
+    def _backward(self, args: BackwardArgs) -> None:
+        """BPTT: the steps of :meth:`_run` in reverse order, each row over its own valid steps.
+
+        ``dh``/``dc`` hold each row's gradient with respect to its state after the step being
+        undone (``dh_n``/``dc_n`` until its last valid step is reached, which is how the final
+        state's gradient flows straight to that step).  ``h_{t-1}`` is recomputed from the tape
+        (``o ⊙ tanh(c)`` of the previous step, times ``W_hr.T`` with a projection).
+        """
+        tape = args.tape
+        lengths, reverse = tape.lengths, tape.reverse
+        w_ih, w_hh, w_hr, w_peep = tape.w_ih, tape.w_hh, tape.w_hr, tape.w_peep
+        dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
+        db = np.zeros(w_ih.shape[0], args.dtype)
+        dw_hr = None if w_hr is None else np.zeros_like(w_hr)
+        dw_peep = None if w_peep is None else np.zeros_like(w_peep)
+        dh, dc = args.dh_n.copy(), args.dc_n.copy()
+        rows = np.arange(args.batch)
+        for s in reversed(range(int(lengths.max()))):
+            a = rows[s < lengths]  # the rows that ran step s
+            t = _time(s, lengths[a], reverse)  # and their time index at step s
+            gates, c_t = tape.gates[t, a], tape.cells[t, a]
+            if s == 0:
+                h_prev, c_prev = tape.h0[a], tape.c0[a]
+            else:
+                t_prev = _time(s - 1, lengths[a], reverse)
+                c_prev = tape.cells[t_prev, a]
+                h_prev = _output(tape.gates[t_prev, a], c_prev, w_hr)
+            dh_t = dh[a] + args.dy[t, a]  # from the output at t and from step s + 1 (or dh_n)
+            if w_hr is not None:  # h = m @ W_hr.T
+                dw_hr += dh_t.T @ _output(gates, c_t, None)
+                dm = dh_t @ w_hr
+            else:
+                dm = dh_t
+            dz, dc_prev = lstm_step_backward(dm, dc[a], gates, c_t, c_prev,
+                                             clipped=None if tape.clipped is None else tape.clipped[t, a],
+                                             w_peep=w_peep, input_forget=tape.input_forget)
+            args.dx[t, a] = dz @ w_ih
+            dh[a] = dz @ w_hh
+            dc[a] = dc_prev
+            dw_ih += dz.T @ tape.x[t, a]
+            dw_hh += dz.T @ h_prev
+            db += dz.sum(axis=0)
+            if w_peep is not None:
+                hidden = tape.hidden_size
+                dw_peep[0] += (dz[:, :hidden] * c_prev).sum(axis=0)
+                dw_peep[1] += (dz[:, hidden: 2 * hidden] * c_prev).sum(axis=0)
+                dw_peep[2] += (dz[:, 3 * hidden:] * c_t).sum(axis=0)
+        args.dh0[...] = dh
+        args.dc0[...] = dc
+        args.dw_ih[...] = dw_ih
+        args.dw_hh[...] = dw_hh
+        args.db[...] = db
+        if w_hr is not None:
+            args.dw_hr[...] = dw_hr
+        if w_peep is not None:
+            args.dw_peep[...] = dw_peep
 
     def _cell(self, args: CellArgs) -> None:
         # lstm_step allocates its temporaries: the reference favours clarity over allocation-free steps

@@ -9,7 +9,7 @@ Under pytest: ``pytest --pyargs lstm_backends.testing --lstm-backend NAME``.
 """
 
 from ._compare import TOLERANCES, assert_close, to_host, worst_error
-from ._problems import Problem, random_params, random_problem, reference_cell, reference_forward
+from ._problems import Problem, random_params, random_problem, reference_backward, reference_cell, reference_forward
 from .conformance import CHECKS, CheckResult, ConformanceError, requirements, run_conformance
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "assert_close",
     "random_params",
     "random_problem",
+    "reference_backward",
     "reference_cell",
     "reference_forward",
     "requirements",

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._params import LSTMParams
 
-__all__ = ["Problem", "random_params", "random_problem", "reference_cell", "reference_forward"]
+__all__ = ["Problem", "random_params", "random_problem", "reference_backward", "reference_cell", "reference_forward"]
 
 
 def _new_seed() -> int:
@@ -124,6 +124,32 @@ class Problem:
             self.x, self.params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse, **self.options
         )
 
+    def forward_train(self, backend: Any) -> tuple[Any, Any, Any, Any]:
+        """Run ``backend.forward_train`` on this problem: ``(y, h_n, c_n, tape)``."""
+        return backend.forward_train(
+            self.x, self.params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse, **self.options
+        )
+
+    def output_grads(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Random gradients of a loss with respect to the outputs, N(0, 1) in the problem's dtype.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Defaults to the problem's seed.
+
+        Returns
+        -------
+        dy : ndarray, shape (T, B, S)
+        dh_n : ndarray, shape (B, S)
+        dc_n : ndarray, shape (B, H)
+        """
+        t, b, _ = self.x.shape
+        h = self.params.w_hh.shape[0] // 4
+        s = h if self.params.w_hr is None else self.params.w_hr.shape[0]
+        rng = np.random.default_rng(self.seed + 1 if seed is None else seed)
+        return tuple(rng.standard_normal(shape).astype(self.dtype) for shape in ((t, b, s), (b, s), (b, h)))
+
 
 def random_problem(
     steps: int,
@@ -226,3 +252,26 @@ def reference_cell(x: Any, h: Any, c: Any, params: Any, **options: Any) -> tuple
     f64 = [np.asarray(a, dtype=np.float64) for a in (x, h, c)]
     params = LSTMParams(*(None if p is None else np.asarray(p, np.float64) for p in params))
     return NumpyBackend().cell(*f64, params, **options)
+
+
+def reference_backward(problem: Problem, dy: Any = None, dh_n: Any = None, dc_n: Any = None) -> Any:
+    """The spec's gradients: ``forward_train`` and ``backward`` of the ``numpy`` backend in float64.
+
+    Parameters
+    ----------
+    problem : Problem
+    dy, dh_n, dc_n : arrays or None
+        Output gradients (cast to float64); ``None``: zeros.
+
+    Returns
+    -------
+    LSTMGrads
+        ``(dx, dh0, dc0, dparams)`` in float64; ``dparams`` has ``None`` where the problem's
+        params do.
+    """
+    from ..backends.numpy_backend import NumpyBackend
+
+    be = NumpyBackend()
+    tape = problem.astype(np.float64).forward_train(be)[3]
+    f64 = (None if a is None else np.asarray(a, dtype=np.float64) for a in (dy, dh_n, dc_n))
+    return be.backward(tape, *f64)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .._params import LSTMParams
 from ._compare import assert_close, to_host
-from ._problems import random_params, random_problem, reference_cell, reference_forward
+from ._problems import random_params, random_problem, reference_backward, reference_cell, reference_forward
 
 __all__ = ["CHECKS", "CheckResult", "ConformanceError", "run_conformance"]
 
@@ -592,6 +592,276 @@ def check_refuses_missing_features(backend: Any) -> float:
     return 0.0
 
 
+# ---------------------------------------------------------------------------- training
+_GRAD_NAMES = ("dx", "dh0", "dc0")
+_PARAM_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep")
+
+
+def _compare_grads(got: Any, ref: Any, dtype: Any, ctx: str) -> float:
+    """Every gradient of an ``LSTMGrads`` against the float64 reference's; ``None`` exactly where it is."""
+    worst = max(assert_close(g, r, dtype=dtype, name=n, context=ctx) for g, r, n in zip(got[:3], ref[:3], _GRAD_NAMES))
+    for name, g, r in zip(_PARAM_NAMES, got.dparams, ref.dparams):
+        assert (g is None) == (r is None), f"dparams.{name} is {'None' if g is None else 'an array'}, expected " \
+                                          f"{'None' if r is None else 'an array'} [{ctx}]"
+        if r is not None:
+            worst = max(worst, assert_close(g, r, dtype=dtype, name=f"dparams.{name}", context=ctx))
+    return worst
+
+
+def _compare_backward(backend: Any, problem: Any, label: str = "") -> float:
+    """``forward_train`` (outputs and, through ``backward`` with random output gradients, every
+    gradient) against the reference."""
+    ctx = f"{label}{backend.name} backward: {problem.describe()}"
+    y, h_n, c_n, tape = problem.forward_train(backend)
+    worst = max(assert_close(g, r, dtype=problem.dtype, name=f"forward_train {n}", context=ctx)
+                for g, r, n in zip((y, h_n, c_n), reference_forward(problem), ("y", "h_n", "c_n")))
+    grads = problem.output_grads()
+    return max(worst, _compare_grads(backend.backward(tape, *grads), reference_backward(problem, *grads),
+                                     problem.dtype, ctx))
+
+
+def _grads_equal(a: Any, b: Any, what: str) -> None:
+    for n, x, y in zip((*_GRAD_NAMES, *(f"dparams.{p}" for p in _PARAM_NAMES)), (*a[:3], *a.dparams),
+                       (*b[:3], *b.dparams)):
+        assert (x is None) == (y is None), f"{n}: {what}"
+        if x is not None:
+            np.testing.assert_array_equal(to_host(x), to_host(y), err_msg=f"{n}: {what}")
+
+
+#: (T, B, I, H, lengths, reverse) of :func:`check_backward`: a single everything; random lengths
+#: (0 and T included) in reverse; sizes that divide no tile.  Few and small: simulated GPU
+#: backends run every step's kernels thread by thread.
+BACKWARD_SHAPES = [(1, 1, 1, 1, None, False), (4, 4, 5, 4, "random", True), (3, 2, 17, 9, [3, 1], False)]
+
+
+@_requires('backward')
+def check_backward(backend: Any) -> float:
+    """``forward_train`` equals ``forward``'s reference, and ``backward`` the reference's BPTT (dx,
+    dh0, dc0 and every weight gradient), over shapes and dtypes, both directions, with random
+    output gradients, random state and random lengths (0 and T included)."""
+    worst = 0.0
+    for k, (t, b, i, h, lengths, reverse) in enumerate(BACKWARD_SHAPES):
+        for dtype in _dtypes(backend):
+            p = random_problem(t, b, i, h, dtype=dtype, seed=23000 + k, reverse=reverse, lengths=lengths)
+            worst = max(worst, _compare_backward(backend, p))
+    return worst
+
+
+@_requires('backward')
+def check_backward_defaults(backend: Any) -> float:
+    """``None`` output gradients are zeros; an omitted ``h0``/``c0`` still gets its gradient; a
+    bias passed as ``None`` gets ``None``; one tape serves several ``backward`` calls; empty
+    problems (``T = 0``, ``B = 0``, every length 0) give the right shapes: ``dh0 = dh_n``,
+    ``dc0 = dc_n`` and zeros."""
+    worst = 0.0
+    dtypes = _dtypes(backend)
+    for n_dtype, dtype in enumerate(dtypes):
+        p = random_problem(3, 3, 4, 5, dtype=dtype, seed=24000, lengths=[3, 1, 2], state=False)
+        if n_dtype == len(dtypes) - 1:  # no bias (and still no h0/c0)
+            p.params = p.params._replace(b_ih=None, b_hh=None)
+        grads = p.output_grads()
+        tape = p.forward_train(backend)[3]
+        for keep in range(3):  # one output gradient given, the other two None, all with one tape
+            given = [g if j == keep else None for j, g in enumerate(grads)]
+            ctx = f"{backend.name} backward with only {('dy', 'dh_n', 'dc_n')[keep]} given: {p.describe()}"
+            worst = max(worst, _compare_grads(backend.backward(tape, *given), reference_backward(p, *given), dtype,
+                                              ctx))
+        for t, b, lengths in ((0, 2, None), (3, 0, None), (2, 2, [0, 0])):
+            q = random_problem(t, b, 3, 4, dtype=dtype, seed=24100, lengths=lengths)
+            dy_q, dh_q, dc_q = q.output_grads()
+            y, h_n, c_n, tape = q.forward_train(backend)
+            g = backend.backward(tape, dy_q, dh_q, dc_q)
+            ctx = f"{backend.name} T={t} B={b} lengths={lengths}"
+            assert to_host(y).shape == (t, b, 4) and to_host(g.dx).shape == (t, b, 3), f"shapes [{ctx}]"
+            np.testing.assert_array_equal(to_host(g.dh0), dh_q, err_msg=f"dh0 must be dh_n [{ctx}]")
+            np.testing.assert_array_equal(to_host(g.dc0), dc_q, err_msg=f"dc0 must be dc_n [{ctx}]")
+            for n, a in zip(("dx", *_PARAM_NAMES), (g.dx, *g.dparams)):
+                if a is not None:
+                    assert not to_host(a).any(), f"{n} must be 0 [{ctx}]"
+    return worst
+
+
+@_requires('backward')
+def check_backward_layer(backend: Any) -> float:
+    """``LSTM.backward``: a stacked bidirectional layer — time-major with lengths, ``batch_first``
+    with lengths, unbatched — against the same layer on the reference in float64, gradients
+    under PyTorch's parameter names."""
+    from ..layer import LSTM
+
+    worst = 0.0
+    dtypes = _dtypes(backend)
+    for k, layout in enumerate(("TBI", "BTI", "TI")):
+        dtype = dtypes[k % len(dtypes)]
+        ours = LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=layout == "BTI", dtype=dtype, backend=backend,
+                    seed=25000)
+        ref = LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=layout == "BTI", dtype=np.float64,
+                   backend="numpy")
+        ref.load_state_dict(ours.state_dict())
+        rng = np.random.default_rng(25001)
+        shape = {"TBI": (4, 3, 3), "BTI": (3, 4, 3), "TI": (4, 3)}[layout]
+        state = (4, 3, 4) if layout != "TI" else (4, 4)
+        x = rng.standard_normal(shape).astype(dtype)
+        hx = (rng.uniform(-1, 1, state).astype(dtype), rng.standard_normal(state).astype(dtype))
+        lengths = None if layout == "TI" else [4, 0, 2]
+        y, _, tape = ours.forward_train(x, hx, lengths=lengths)
+        dy = rng.standard_normal(to_host(y).shape).astype(dtype)
+        dhx = tuple(rng.standard_normal(state).astype(dtype) for _ in range(2))
+        dx, (dh0, dc0), grads = ours.backward(tape, dy, dhx)
+        _, _, ref_tape = ref.forward_train(x.astype(np.float64), tuple(a.astype(np.float64) for a in hx),
+                                           lengths=lengths)
+        rdx, (rdh0, rdc0), rgrads = ref.backward(ref_tape, dy.astype(np.float64),
+                                                 tuple(a.astype(np.float64) for a in dhx))
+        ctx = (f"{backend.name} LSTM(3, 4, layers=2, bidirectional) layout {layout}, lengths={lengths}, "
+               f"{np.dtype(dtype).name} seed=25000")
+        assert set(grads) == set(ours.state_dict()), f"grads keys {sorted(grads)} [{ctx}]"
+        for g, r, n in ((dx, rdx, "dx"), (dh0, rdh0, "dh0"), (dc0, rdc0, "dc0"),
+                        *((grads[key], rgrads[key], key) for key in sorted(grads))):
+            worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+    return worst
+
+
+@_requires('backward')
+def check_backward_deterministic(backend: Any) -> float:
+    """``backward`` repeated on one tape, and ``forward_train`` + ``backward`` repeated, give bitwise
+    identical gradients (no atomics, a fixed reduction order)."""
+    for dtype in _dtypes(backend):
+        p = random_problem(4, 4, 5, 6, dtype=dtype, seed=26000, lengths=[4, 2, 0, 3])
+        grads = p.output_grads()
+        tape = p.forward_train(backend)[3]
+        first = backend.backward(tape, *grads)
+        _grads_equal(first, backend.backward(tape, *grads), "changed in a second backward with the same tape")
+        _grads_equal(first, backend.backward(p.forward_train(backend)[3], *grads),
+                     "changed between identical forward_train + backward calls")
+    return 0.0
+
+
+#: feature of ``backward_features`` -> the problems that exercise it (``random_problem`` keywords)
+_TRAINING_FEATURES = {
+    "projection": [{"proj_size": 2}],
+    "peephole": [{"peephole": True}],
+    "clip": [{"clip": 0.3}, {"input_forget": True}],
+}
+
+
+@_requires('backward')
+def check_backward_features(backend: Any) -> float:
+    """Training with each optional feature the backend's backward supports (``backward_features``:
+    projection, peepholes, clip, input_forget), and with all of them at once, equals the reference:
+    forward with random lengths and reverse at sizes that divide no tile, dtypes in turn."""
+    worst = 0.0
+    features = getattr(backend, "backward_features", frozenset())
+    combos = [kw for f, kws in _TRAINING_FEATURES.items() if f in features for kw in kws]
+    if {"projection", "peephole", "clip"} <= set(features):
+        combos.append({"proj_size": 2, "peephole": True, "clip": 0.3, "input_forget": True})
+    dtypes = _dtypes(backend)
+    for k, kw in enumerate(combos):
+        dtype, seed = dtypes[k % len(dtypes)], 27000 + 100 * k
+        if k % 2 == 0:
+            p = random_problem(3, 4, 3, 5, dtype=dtype, seed=seed, lengths="random", **kw)
+        else:
+            p = random_problem(3, 2, 17, 9, dtype=dtype, seed=seed, lengths=[3, 1], reverse=True, **kw)
+        worst = max(worst, _compare_backward(backend, p, "features: "))
+    return worst
+
+
+def _loss(outputs: Any, grads: Any) -> float:
+    """``sum(dy * y) + sum(dh_n * h_n) + sum(dc_n * c_n)``, whose gradients are ``backward``'s."""
+    return float(sum((to_host(o).astype(np.float64) * g).sum() for o, g in zip(outputs, grads)))
+
+
+@_requires('backward')
+def check_backward_gradcheck(backend: Any) -> float:
+    """Central differences of ``forward`` in float64, independent of the reference: along a random
+    direction in (x, h0, c0, every weight), the derivative of ``L = Σ dy·y + dh_n·h_n + dc_n·c_n``
+    equals the direction's dot product with ``backward``'s gradients — with every training
+    feature the backend supports, in reverse with lengths.  On a mismatch, each argument is
+    checked alone to name the wrong gradient."""
+    if np.dtype(np.float64) not in _dtypes(backend):
+        return 0.0
+    features = getattr(backend, "backward_features", frozenset())
+    kw: dict[str, Any] = {}
+    if "projection" in features:
+        kw["proj_size"] = 2
+    if "peephole" in features:
+        kw["peephole"] = True
+    if "clip" in features:
+        kw["clip"] = 0.8
+    p = random_problem(3, 3, 3, 4, dtype=np.float64, seed=28000, lengths=[3, 1, 2], reverse=True, **kw)
+    grads = p.output_grads()
+    g = backend.backward(p.forward_train(backend)[3], *grads)
+    named = {"x": (p.x, g.dx), "h0": (p.h0, g.dh0), "c0": (p.c0, g.dc0),
+             **{f"params.{n}": (a, d) for n, a, d in zip(_PARAM_NAMES, p.params, g.dparams) if a is not None}}
+    rng = np.random.default_rng(28100)
+    directions = {name: rng.standard_normal(value.shape) for name, (value, _) in named.items()}
+    eps = 1e-6
+
+    def derivative(names: list[str]) -> tuple[float, float]:
+        losses = []
+        for sign in (1, -1):
+            originals = {n: named[n][0].copy() for n in names}
+            for n in names:
+                named[n][0][...] += sign * eps * directions[n]  # in place: the problem's own arrays
+            try:
+                losses.append(_loss(p.forward(backend), grads))
+            finally:
+                for n in names:
+                    named[n][0][...] = originals[n]
+        analytic = sum(float((to_host(named[n][1]) * directions[n]).sum()) for n in names)
+        return (losses[0] - losses[1]) / (2 * eps), analytic
+
+    numeric, analytic = derivative(list(named))
+    err = abs(numeric - analytic) / (1e-7 + 1e-6 * abs(numeric))
+    if err > 1:
+        for name in named:
+            numeric, analytic = derivative([name])
+            assert abs(numeric - analytic) <= 1e-7 + 1e-6 * abs(numeric), (
+                f"{name}: d/dε L(· + ε v) = {numeric:.10g} by central differences, {analytic:.10g} from backward "
+                f"[{backend.name}: {p.describe()}]")
+        raise AssertionError(f"the derivative along a random direction is {numeric:.10g} by central differences, "
+                             f"{analytic:.10g} from backward [{backend.name}: {p.describe()}]")
+    return err
+
+
+@_requires('backward')
+def check_backward_errors(backend: Any) -> float:
+    """Bad ``backward`` input: not a tape -> ``TypeError``; another backend's tape, an output
+    gradient of the wrong shape -> ``ValueError``; of the wrong dtype -> ``TypeError``, each naming
+    the argument; a feature the backward pass lacks -> ``UnsupportedFeatureError`` naming it."""
+    from dataclasses import replace
+
+    from .._errors import UnsupportedFeatureError
+    from .._registry import get_backend
+
+    dtype = _dtypes(backend)[0]
+    foreign = np.float64 if dtype == np.float32 else np.float32
+    p = random_problem(2, 2, 3, 5, dtype=dtype, seed=29000)
+    dy, dh_n, dc_n = p.output_grads()
+    tape = p.forward_train(backend)[3]
+    bw = backend.backward
+    _raises(TypeError, lambda: bw((dy, dh_n)), "tape")
+    _raises(ValueError, lambda: bw(replace(tape, backend="another"), dy), "tape", "another")
+    _raises(ValueError, lambda: bw(tape, dy[:, :1]), "dy", "(2, 1, 5)", "(2, 2, 5)")
+    _raises(ValueError, lambda: bw(tape, dy, dh_n.T), "dh_n")
+    _raises(ValueError, lambda: bw(tape, dy, dh_n, dc_n[:, :2]), "dc_n")
+    _raises(TypeError, lambda: bw(tape, dy.astype(foreign)), "dy", np.dtype(foreign).name)
+    if backend.name != "numpy":  # a tape recorded by another backend
+        _raises(ValueError, lambda: bw(p.astype(np.float64).forward_train(get_backend("numpy"))[3]), "tape", "numpy")
+    layer_tape = backend.forward_layers_train(p.x[:, :1], [[p.params]])[3]
+    _raises(TypeError, lambda: bw(layer_tape), "tape", "StackTape", "backward_layers")
+    _raises(TypeError, lambda: backend.backward_layers(tape), "tape", "Tape")
+    features = getattr(backend, "backward_features", frozenset())
+    asks = {"projection": ({"proj_size": 2}, {}, "w_hr"), "peephole": ({"peephole": True}, {}, "w_peep"),
+            "clip": ({}, {"clip": 1.0}, "clip"),
+            "activations": ({}, {"activations": ("HardSigmoid", "Tanh", "Tanh")}, "HardSigmoid")}
+    for feature, (problem_kw, options, word) in asks.items():
+        if feature in features:
+            continue
+        q = random_problem(3, 2, 3, 4, dtype=dtype, seed=29100, **problem_kw)
+        _raises(UnsupportedFeatureError, partial(backend.forward_train, q.x, q.params, q.h0, q.c0, **options), word,
+                feature)
+    return 0.0
+
+
 class CheckResult(NamedTuple):
     """Outcome of one conformance check.
 
@@ -639,6 +909,13 @@ CHECKS: dict[str, Callable[[Any], float]] = {
     "clip": check_clip,
     "activations": check_activations,
     "refuses_missing_features": check_refuses_missing_features,
+    "backward": check_backward,
+    "backward_defaults": check_backward_defaults,
+    "backward_layer": check_backward_layer,
+    "backward_deterministic": check_backward_deterministic,
+    "backward_features": check_backward_features,
+    "backward_gradcheck": check_backward_gradcheck,
+    "backward_errors": check_backward_errors,
 }
 
 
