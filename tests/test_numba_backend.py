@@ -516,6 +516,10 @@ TRAIN_CASES = [
     dict(size=(6, 7, 6, 48), lengths="random", peephole=True),
     dict(size=(4, 3, 9, 24), lengths="random", reverse=True, peephole=True, clip=0.7, input_forget=True),
     dict(size=(5, 4, 3, 20), lengths=None, reverse=True, clip=0.5),
+    dict(size=(5, 2, 1, 70), lengths=None, reverse=True, proj_size=20),
+    dict(size=(6, 7, 6, 48), lengths="random", proj_size=70, peephole=True),
+    dict(size=(4, 9, 5, 33), lengths="random", reverse=True, proj_size=5, peephole=True, clip=0.6,
+         input_forget=True),
 ]
 GRAD_NAMES = ("dx", "dh0", "dc0", *(f"d{n}" for n in lb.LSTMParams._fields))
 
@@ -562,30 +566,32 @@ def test_training_on_every_path_matches_the_reference_and_the_others_bit_for_bit
 
 
 def test_backward_teams_of_one_two_and_three_workers_agree_bit_for_bit():
-    """Backward on teams of 1, 2 and 3 (NUMBA_NUM_THREADS=3 in a fresh process): the same bits,
-    and the team really formed."""
+    """Backward on teams of 1, 2 and 3 (NUMBA_NUM_THREADS=3 in a fresh process), with and without a
+    projection: the same bits, and the team really formed."""
     out = _run(
         """
         import numpy as np
         from lstm_backends.backends.numba_backend import NumbaBackend, last_team_size
         from lstm_backends.testing import random_problem
         for dtype in (np.float32, np.float64):
-            p = random_problem(9, 7, 6, 150, dtype=dtype, seed=5, lengths="random", reverse=True, peephole=True)
-            grads = p.output_grads()
-            tape = p.forward_train(NumbaBackend(kind="serial"))[3]
-            first = None
-            for threads in (1, 2, 3):
-                be = NumbaBackend(num_threads=threads, kind="team")
-                for attempt in range(50):  # a busy machine may keep the team from forming
-                    g = be.backward(tape, *grads)
-                    got = [a.copy() for a in (g.dx, g.dh0, g.dc0, *g.dparams) if a is not None]
-                    be._solo_until = 0.0
-                    if last_team_size() == threads:
-                        break
-                assert last_team_size() == threads, (threads, last_team_size())
-                first = first or got
-                for a, b in zip(got, first):
-                    assert np.array_equal(a, b), (dtype, threads)
+            for proj in (0, 80):
+                p = random_problem(9, 7, 6, 150, dtype=dtype, seed=5, lengths="random", reverse=True,
+                                   peephole=True, proj_size=proj)
+                grads = p.output_grads()
+                tape = p.forward_train(NumbaBackend(kind="serial"))[3]
+                first = None
+                for threads in (1, 2, 3):
+                    be = NumbaBackend(num_threads=threads, kind="team")
+                    for attempt in range(50):  # a busy machine may keep the team from forming
+                        g = be.backward(tape, *grads)
+                        got = [a.copy() for a in (g.dx, g.dh0, g.dc0, *g.dparams) if a is not None]
+                        be._solo_until = 0.0
+                        if last_team_size() == threads:
+                            break
+                    assert last_team_size() == threads, (threads, last_team_size())
+                    first = first or got
+                    for a, b in zip(got, first):
+                        assert np.array_equal(a, b), (dtype, proj, threads)
         print("ok")
         """, NUMBA_NUM_THREADS="3")
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]

@@ -326,16 +326,6 @@ def test_backend_without_backward_refuses_naming_those_that_have_it():
     assert "cuda" in str(info.value) or not lb.get_backend("cuda").is_available()
 
 
-def test_backward_without_a_feature_refuses_naming_the_backends_that_have_it():
-    be = lb.get_backend("numba")
-    assert "backward" in be.capabilities and "projection" not in be.backward_features
-    p = random_problem(2, 2, 3, 4, seed=20, proj_size=2)
-    with pytest.raises(lb.UnsupportedFeatureError, match=r"'numba' cannot train.*'projection'.*numpy"):
-        p.forward_train(be)
-    with pytest.raises(lb.UnsupportedFeatureError, match="projection"):
-        lb.LSTM(3, 4, proj_size=2, backend="numba").forward_train(p.x)
-
-
 def test_training_refuses_non_default_activations_naming_the_feature():
     be = NumpyBackend()
     p = random_problem(2, 2, 3, 4, seed=21)

@@ -197,7 +197,7 @@ class NumbaBackend(Backend):
     install_hint: ClassVar[str] = 'pip install "lstm-backends" (numba is a dependency; reinstall it)'
     capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "backward", "projection", "peephole",
                                                          "clip"})
-    backward_features: ClassVar[frozenset[str]] = frozenset({"peephole", "clip"})
+    backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 10
 
     def __init__(self, num_threads: int | None = None, *, kind: str | None = None, gemm: str | None = None) -> None:
@@ -363,9 +363,10 @@ class NumbaBackend(Backend):
         dy = args.dy
         isz = dtype.itemsize
         head = (tape.x, tape.gates, tape.cells, clipped, tape.h0, tape.c0, tape.w_ih, tape.w_hh,
-                dummy if tape.w_peep is None else tape.w_peep, tape.lengths, tape.reverse, flags, dy.ctypes.data,
-                dy.strides[0] // isz, dy.strides[1] // isz, args.dh_n, args.dc_n, args.dx, args.dh0, args.dc0,
-                args.dw_ih, args.dw_hh, args.db, dummy if args.dw_peep is None else args.dw_peep)
+                dummy if tape.w_hr is None else tape.w_hr, dummy if tape.w_peep is None else tape.w_peep,
+                tape.lengths, tape.reverse, flags, dy.ctypes.data, dy.strides[0] // isz, dy.strides[1] // isz,
+                args.dh_n, args.dc_n, args.dx, args.dh0, args.dc0, args.dw_ih, args.dw_hh, args.db,
+                dummy if args.dw_hr is None else args.dw_hr, dummy if args.dw_peep is None else args.dw_peep)
         self._execute(k, k.backward_entry, head, (), dtype, k.bwd_worker(dtype).address, workers)
 
     def _cell(self, args: CellArgs) -> None:
