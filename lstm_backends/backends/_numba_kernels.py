@@ -18,6 +18,11 @@ same results as the others):
    in-register transposes feed the same FMA chains).
 5. **mkl** (opt-in): the team structure on MKL's packed GEMM (sequential MKL); not
    bitwise equal to the others (MKL's own summation order).
+6. **training**: ``forward_train`` is versions 1-3 with the gate update also storing the
+   tape; **backward** a team worker of its own (``_bwd_worker``): per step the fused
+   pointwise backward (``gate_bwd``, IR), a barrier, ``dh = dz W_hh`` on ``mk``; after the
+   loop ``dx = dz W_ih`` and the weight gradients as products over the rows of all steps.
+   Bitwise the same for every kind and team size (work split over outputs, never over a sum).
 
 Layout.  The 4H gate rows are regrouped into *panels* of ``U`` hidden units (``U = 16``
 float32, ``8`` float64: one 64-byte vector), the four gates side by side:

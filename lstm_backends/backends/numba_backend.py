@@ -20,6 +20,14 @@ Paths (``describe_path`` says which one a call takes; ``kind=`` forces one, for 
 Every path sums every gate pre-activation in one canonical order, so all of them (and the
 cell) give bitwise the same results, for any team size and thread count.
 
+Training (``forward_train`` / ``backward``): ``forward_train`` is the forward kernel of the same
+path with the gate update also storing the tape (bitwise ``forward``'s outputs); ``backward`` runs
+on a team of up to ``num_threads`` workers (one for the ``serial`` kinds): per step the fused
+pointwise backward and ``dh = dz W_hh`` split over the columns, then ``dx`` and the weight
+gradients as products over the rows of all steps.  Projection, peepholes, ``clip`` and
+``input_forget`` are differentiated; the gradients are bitwise the same for every kind, team
+size and thread count.
+
 Threads: ``num_threads`` (or ``LSTM_BACKENDS_NUM_THREADS``; default Numba's
 ``NUMBA_NUM_THREADS``) is the budget of a backend instance; a call never keeps more threads
 busy (no BLAS runs inside the kernels).  The team forms by a handshake inside the region: the
