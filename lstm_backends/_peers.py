@@ -297,7 +297,9 @@ def _launch(name: str, size: Size, dtype: np.dtype, threads: int, budget: float,
            "--dtype", dtype.name, "--threads", str(threads), "--budget", str(budget), "--seed", str(seed)]
     if save:
         cmd += ["--save", save]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    # cwd: a neutral directory, so that ``-m`` (which puts the cwd first on sys.path) imports the
+    # lstm_backends the environment selects (installed, or PYTHONPATH), not a checkout we stand in
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tempfile.gettempdir())
     for line in reversed(res.stdout.strip().splitlines()):
         try:
             record = json.loads(line)
@@ -380,7 +382,7 @@ def compare(
     with tempfile.TemporaryDirectory() as tmp:
         for k, (size, names) in enumerate(jobs):
             is_cell = names and "cell" in names[0]
-            refs: dict[bool, Any] = {}
+            refs: dict[tuple[bool, np.dtype], Any] = {}
             runs: dict[str, list[dict]] = {n: [] for n in names}
             errors: dict[str, float] = {}
             for r in range(rounds):
@@ -393,11 +395,11 @@ def compare(
                                               idle))
                     if save:
                         full = "full" in split_name(name)[1]
-                        if full not in refs:
+                        cdt = _contender_dtype(name, dtype)  # a float64 contender runs the float64 problem
+                        if (full, cdt) not in refs:
                             say(f"[{k + 1}/{len(jobs)}] {size}: float64 reference")
-                            refs[full] = _reference(size, dtype, seed, full, bool(is_cell))
-                        ref = refs[full]
-                        cdt = _contender_dtype(name, dtype)
+                            refs[full, cdt] = _reference(size, cdt, seed, full, bool(is_cell))
+                        ref = refs[full, cdt]
                         with np.load(save) as got:
                             errors[name] = max(worst_error(got[n], e, cdt) for n, e in zip(("y", "h_n", "c_n"), ref))
             f = flops(size.batch, size.steps, size.input_size, size.hidden_size)
