@@ -264,6 +264,30 @@ def test_team_cell_equals_the_serial_cell_bit_for_bit(dtype):
     assert auto._cell_workers(1, 128, 256, np.dtype(np.float32), True) == 1  # a projection: one worker
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_sequences_run_as_cells_with_the_packed_paths_bits(dtype):
+    """``auto`` runs T <= SHORT_STEPS as cell steps (no packing): bitwise the packed serial path,
+    forwards and reversed, with a projection and with peepholes + clip, h_n given as h0."""
+    from lstm_backends.backends.numba_backend import SHORT_STEPS
+
+    for k, (t, b, i, h, proj, peep) in enumerate([(1, 1, 128, 256, 0, False), (2, 5, 7, 72, 0, True),
+                                                   (SHORT_STEPS, 3, 4, 40, 24, True)]):
+        p = random_problem(t, b, i, h, dtype=dtype, seed=60 + k)
+        params = _full_params(p, proj, peep, seed=k)
+        h0 = np.random.default_rng(k).uniform(-1, 1, (b, proj or h)).astype(dtype)
+        options = {"clip": 0.8} if peep else {}
+        for reverse in (False, True):
+            expected = NumbaBackend(kind="serial").forward(p.x, params, h0, p.c0, reverse=reverse, **options)
+            got = NumbaBackend().forward(p.x, params, h0, p.c0, reverse=reverse, **options)
+            for name, a, e in zip(("y", "h_n", "c_n"), got, expected):
+                np.testing.assert_array_equal(a, e, err_msg=f"{name} T={t} reverse={reverse}")
+            hh, cc = h0.copy(), p.c0.copy()  # the state updated in place
+            y = np.empty_like(expected[0])
+            NumbaBackend().forward(p.x, params, hh, cc, reverse=reverse, out=(y, hh, cc), **options)
+            np.testing.assert_array_equal(hh, expected[1])
+            np.testing.assert_array_equal(y, expected[0])
+
+
 def test_teams_of_one_two_and_three_workers_agree_bit_for_bit():
     """Team sizes 1, 2, 3 (NUMBA_NUM_THREADS=3 in a fresh process; on 2 cores the third worker
     shares one): identical bits, and the team really formed."""

@@ -55,6 +55,8 @@ KINDS = ("auto", "serial", "serial+bulk", "team", "team+bulk")
 GEMMS = ("auto", "own", "mkl")
 
 _PEEP, _CLIP, _IFORGET = 1, 2, 4  # gate feature bits of the kernels
+#: ``auto`` runs sequences of at most this many steps and rows as cell steps (no packing)
+SHORT_STEPS, SHORT_BATCH = 2, 16
 
 
 _KERNELS: list[Any] = []
@@ -309,6 +311,10 @@ class NumbaBackend(Backend):
 
     # ------------------------------------------------------------------ kernels
     def _forward(self, args: ForwardArgs) -> None:
+        if (args.steps <= SHORT_STEPS and args.batch <= SHORT_BATCH and args.full and self.kind == "auto"
+                and self.gemm != "mkl"):
+            self._forward_by_cells(args)
+            return
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
@@ -344,6 +350,20 @@ class NumbaBackend(Backend):
                 self._misses = 0
         else:
             _tls.last_team = 1
+
+    def _forward_by_cells(self, args: ForwardArgs) -> None:
+        """A short sequence (``auto``: ``T <= SHORT_STEPS``, ``B <= SHORT_BATCH``, every row
+        full) as cell steps: packing the weights would cost more than the steps.  The cell is
+        bitwise a one-step forward, so this is bitwise the packed paths."""
+        h, c = args.h0, args.c0
+        order = range(args.steps - 1, -1, -1) if args.reverse else range(args.steps)
+        for t in order:
+            self._cell(CellArgs(args.x[t], h, c, args.w_ih, args.w_hh, args.b_ih, args.b_hh, args.h_n, args.c_n,
+                                args.batch, args.input_size, args.hidden_size, args.dtype, args.context,
+                                w_hr=args.w_hr, w_peep=args.w_peep, proj_size=args.proj_size, clip=args.clip,
+                                input_forget=args.input_forget))
+            args.y[t] = args.h_n
+            h, c = args.h_n, args.c_n
 
     def _cell_workers(self, batch: int, input_size: int, hidden: int, dtype: Any, projection: bool) -> int:
         """Workers of a cell call: 1 (``cell_entry``) or a team (``cell_team_entry``).
