@@ -140,7 +140,12 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
         info = {"backend": be.name, "version": be.version()}
         describe = getattr(be, "describe_path", None)
         if callable(describe):
-            info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype)
+            t, b, i = p.x.shape
+            try:
+                info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype, steps=t, input_size=i,
+                                        cell=kind == "ours-cell")
+            except TypeError:  # a plugin's describe_path(batch, hidden, dtype)
+                info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype)
         if kind == "ours":
             return (lambda: be.forward(p.x, p.params, p.h0, p.c0, **p.options)), (lambda r: r), info
         out = (np.empty_like(p.h0), np.empty_like(p.c0))

@@ -166,6 +166,11 @@ def test_describe_path_follows_the_dispatch_rule():
         assert be.describe_path(64, 512, np.float64).startswith("team x2")
     assert "own micro-kernel" in be.describe_path(4, 256)
     assert NumbaBackend(num_threads=1).describe_path(64, 512).startswith("serial x1")
+    # short sequences run as cell steps; the cell's own path
+    assert be.describe_path(1, 256, steps=2, input_size=128).startswith("cell steps x")
+    assert be.describe_path(1, 256, steps=3, input_size=128).startswith("team+bulk x" if two else "serial+bulk x")
+    assert be.describe_path(1, 256, input_size=128, cell=True) == f"cell x{2 if two else 1}, own micro-kernel"
+    assert be.describe_path(1, 64, input_size=16, cell=True) == "cell x1, own micro-kernel"
 
 
 # ---------------------------------------------------------------------------------------- every path

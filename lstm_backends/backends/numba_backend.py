@@ -292,21 +292,34 @@ class NumbaBackend(Backend):
         panels = -(-hidden // _lanes(dtype))
         return kind, max(1, min(budget, panels, 64))
 
-    def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32) -> str:
-        """Which kernel path a forward call of this size takes, in words.
+    def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32, *, steps: int | None = None,
+                      input_size: int | None = None, cell: bool = False) -> str:
+        """Which kernel path a call of this size takes, in words.
 
         Parameters
         ----------
         batch, hidden : int
             ``B`` and ``H``.
         dtype : numpy dtype
+        steps : int, optional
+            ``T`` of a forward call (a short sequence runs as cell steps); default: long.
+        input_size : int, optional
+            ``I`` (the cell's choice between one worker and a team depends on it); default ``H``.
+        cell : bool
+            Describe a ``cell`` call instead of a forward call.
 
         Returns
         -------
         str
-            e.g. ``"team+bulk x2, own micro-kernel"``.
+            e.g. ``"team+bulk x2, own micro-kernel"``, ``"cell x2, own micro-kernel"``.
         """
-        kind, workers = self._plan(batch, hidden, np.dtype(dtype))
+        dtype = np.dtype(dtype)
+        short = (steps is not None and steps <= SHORT_STEPS and batch <= SHORT_BATCH and self.kind == "auto"
+                 and self.gemm != "mkl")
+        if cell or short:
+            workers = self._cell_workers(batch, hidden if input_size is None else input_size, hidden, dtype, False)
+            return f"{'cell' if cell else 'cell steps'} x{workers}, own micro-kernel"
+        kind, workers = self._plan(batch, hidden, dtype)
         return f"{kind} x{workers}, {'MKL packed GEMM' if self.gemm == 'mkl' else 'own micro-kernel'}"
 
     # ------------------------------------------------------------------ kernels
