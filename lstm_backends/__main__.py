@@ -103,10 +103,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         peers = [p for p in peers if p != "onnxruntime"]  # onnxruntime has no float64 LSTM
     threads = args.threads or os.cpu_count() or 1
     sizes = args.size or [_size(s) for s in DEFAULT_SIZES]
+    ours = [f"ours:{n}" for n in names]
+    envs: dict[str, dict[str, str]] = {}
+    if "numba" in names and not args.no_mkl and os.environ.get("LSTM_BACKENDS_GEMM", "auto") != "mkl":
+        from .backends import _mkl
+
+        if _mkl.available():  # the MKL extra is installed: show its path next to the default one
+            ours.append("ours:numba@mkl")
+            envs["ours:numba@mkl"] = {"LSTM_BACKENDS_GEMM": "mkl"}
     peak, rows = compare(
-        sizes, [f"ours:{n}" for n in names] + peers, dtype=dtype, threads=threads, rounds=args.rounds,
+        sizes, ours + peers, dtype=dtype, threads=threads, rounds=args.rounds,
         budget=args.budget, cell=None if args.no_cell else Size(1, *sizes[0][1:]),
-        progress=None if args.quiet else print_progress,
+        progress=None if args.quiet else print_progress, envs=envs,
     )
     print(format_results(peak, rows, threads))
     if not peers:
@@ -214,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="time our backends only")
     p.add_argument("--no-torch", action="store_true", help="leave torch out of the peers")
     p.add_argument("--no-cell", action="store_true", help="skip the streaming cell comparison")
+    p.add_argument("--no-mkl", action="store_true",
+                   help="leave out numba@mkl (the numba backend on MKL's packed GEMM, run when MKL is installed)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

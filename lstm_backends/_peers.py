@@ -142,7 +142,12 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
         info = {"backend": be.name, "version": be.version()}
         describe = getattr(be, "describe_path", None)
         if callable(describe):
-            info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype)
+            t, b, i = p.x.shape
+            try:
+                info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype, steps=t, input_size=i,
+                                        cell=kind == "ours-cell")
+            except TypeError:  # a plugin's describe_path(batch, hidden, dtype)
+                info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype)
         if kind == "ours":
             return (lambda: be.forward(p.x, p.params, p.h0, p.c0, **p.options)), (lambda r: r), info
         if kind == "ours-train":
@@ -335,7 +340,9 @@ def _launch(name: str, size: Size, dtype: np.dtype, threads: int, budget: float,
            "--dtype", dtype.name, "--threads", str(threads), "--budget", str(budget), "--seed", str(seed)]
     if save:
         cmd += ["--save", save]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    # cwd: a neutral directory, so that ``-m`` (which puts the cwd first on sys.path) imports the
+    # lstm_backends the environment selects (installed, or PYTHONPATH), not a checkout we stand in
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tempfile.gettempdir())
     for line in reversed(res.stdout.strip().splitlines()):
         try:
             record = json.loads(line)
@@ -418,7 +425,7 @@ def compare(
     with tempfile.TemporaryDirectory() as tmp:
         for k, (size, names) in enumerate(jobs):
             is_cell = names and "cell" in names[0]
-            refs: dict[bool, Any] = {}
+            refs: dict[tuple[bool, np.dtype], Any] = {}
             runs: dict[str, list[dict]] = {n: [] for n in names}
             errors: dict[str, float] = {}
             for r in range(rounds):
@@ -431,11 +438,11 @@ def compare(
                                               idle))
                     if save:
                         full = "full" in split_name(name)[1]
-                        if full not in refs:
+                        cdt = _contender_dtype(name, dtype)  # a float64 contender runs the float64 problem
+                        if (full, cdt) not in refs:
                             say(f"[{k + 1}/{len(jobs)}] {size}: float64 reference")
-                            refs[full] = _reference(size, dtype, seed, full, bool(is_cell))
-                        ref = refs[full]
-                        cdt = _contender_dtype(name, dtype)
+                            refs[full, cdt] = _reference(size, cdt, seed, full, bool(is_cell))
+                        ref = refs[full, cdt]
                         with np.load(save) as got:
                             errors[name] = max(worst_error(got[n], e, cdt) for n, e in zip(("y", "h_n", "c_n"), ref))
             f = flops(size.batch, size.steps, size.input_size, size.hidden_size)

@@ -104,7 +104,11 @@ def main() -> int:
     ap.add_argument("--no-idle", action="store_true", help="do not wait for an idle machine before each process")
     ap.add_argument("--json")
     ap.add_argument("--plot", metavar="FILE.png", help="GFLOP/s of ours and the peers per size (matplotlib)")
+    ap.add_argument("--replot", nargs="+", metavar="JSON",
+                    help="only draw --plot from the --json files of earlier runs (e.g. one per --size)")
     args = ap.parse_args()
+    if args.replot:
+        return _replot(args.replot, args.plot)
 
     import lstm_backends as lb
     from lstm_backends._bench import Size, parse_size, print_progress
@@ -197,6 +201,28 @@ def main() -> int:
     return 0
 
 
+def _replot(paths: list, plot: str | None) -> int:
+    """Draw the plot of several ``--json`` files (sizes in file order; the lowest sgemm rate)."""
+    from types import SimpleNamespace
+
+    from lstm_backends._bench import parse_size
+
+    if not plot:
+        print("--replot needs --plot FILE.png", file=sys.stderr)
+        return 2
+    rows, peaks, threads = [], [], 0
+    for path in paths:
+        with open(path) as fh:
+            data = json.load(fh)
+        peaks.append(data["sgemm_gflops"])
+        threads = data["threads"]
+        rows += [SimpleNamespace(size=tuple(parse_size(r["size"])), name=r["name"], gflops=r["gflops"])
+                 for r in data["rows"] if "cell" not in r["name"] and "@" not in r["name"]]
+    _plot(rows, min(peaks), plot, threads)
+    print(f"wrote {plot}")
+    return 0
+
+
 def _plot(rows: list, peak: float, path: str, threads: int) -> None:
     import matplotlib
 
@@ -206,7 +232,7 @@ def _plot(rows: list, peak: float, path: str, threads: int) -> None:
     sizes = list(dict.fromkeys(r.size for r in rows))
     names = list(dict.fromkeys(r.name for r in rows))
     labels = {"ours:numba": "lstm_backends numba", "torch": "torch.nn.LSTM", "onnxruntime": "onnxruntime LSTM"}
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(names)
     for j, name in enumerate(names):
         xs = [k + j * width for k, s in enumerate(sizes)]
@@ -214,7 +240,7 @@ def _plot(rows: list, peak: float, path: str, threads: int) -> None:
         ax.bar(xs, ys, width, label=labels.get(name, name))
     ax.axhline(peak, color="gray", linestyle="--", linewidth=1, label=f"NumPy sgemm 2048³ ({peak:.0f})")
     ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(sizes))])
-    ax.set_xticklabels([f"B={b}\nT={t} I={i} H={h}" for t, b, i, h in sizes], fontsize=8)
+    ax.set_xticklabels([f"B={b}\nT={t}\nI={i} H={h}" for t, b, i, h in sizes], fontsize=8)
     ax.set_ylabel("GFLOP/s (higher is better)")
     ax.set_title(f"LSTM forward, float32, {threads} threads, each contender in its own process")
     ax.legend(fontsize=8)

@@ -27,7 +27,7 @@ def test_info_lists_backends_blas_and_cuda():
 def test_bench_checks_times_and_writes(tmp_path):
     js, png = tmp_path / "r.json", tmp_path / "r.png"
     out = _cli("bench", "--size", "5,2,4,8", "--size", "B=1,T=3,I=3,H=4", "--backend", "numpy", "--backend", "numba",
-               "--rounds", "1", "--budget", "0.05", "--no-peers", "--json", str(js), "--plot", str(png))
+               "--rounds", "1", "--budget", "0.05", "--no-peers", "--no-mkl", "--json", str(js), "--plot", str(png))
     assert out.returncode == 0, out.stderr
     rows = json.loads(js.read_text())["rows"]
     names = {r["name"] for r in rows}
@@ -43,6 +43,7 @@ def test_bench_checks_times_and_writes(tmp_path):
                     reason="no peer (torch, onnxruntime) installed")
 def test_bench_against_peers_in_fresh_processes(tmp_path):
     from lstm_backends._peers import available_peers
+    from lstm_backends.backends import _mkl
 
     js = tmp_path / "r.json"
     out = _cli("bench", "--size", "4,2,3,5", "--backend", "numba", "--rounds", "2", "--budget", "0.05",
@@ -50,7 +51,9 @@ def test_bench_against_peers_in_fresh_processes(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(js.read_text())["rows"]
     forward = [r for r in rows if "cell" not in r["name"]]
-    assert {r["name"] for r in forward} == {"ours:numba", *available_peers()}
+    # with the mkl extra installed, the numba backend on MKL's packed GEMM is timed too
+    mkl = {"ours:numba@mkl"} if _mkl.available() else set()
+    assert {r["name"] for r in forward} == {"ours:numba", *mkl, *available_peers()}
     assert all(r["agrees"] and len(r["runs_s"]) == 2 for r in rows)
     ours = next(r for r in forward if r["name"] == "ours:numba")
     best = min(r["median_s"] for r in forward if not r["name"].startswith("ours"))
@@ -149,3 +152,15 @@ def test_onnx_lists_nodes_and_checks_them_against_onnxruntime(tmp_path):
     assert out.returncode == 1 and "is not an ONNX model" in out.stderr and "Traceback" not in out.stderr
     out = _cli("onnx", str(peep), "--backend", "nope")
     assert out.returncode == 2 and "unknown backend 'nope'" in out.stderr
+
+
+def test_compare_checks_each_contender_against_its_own_dtype_problem():
+    """A float64 contender (``@float64``) beside float32 ones is checked against the float64 problem's
+    reference (not the float32 one, whose rounded inputs would make it disagree)."""
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import compare
+
+    _, rows = compare([Size(3, 2, 3, 4)], ["ours:numpy", "ours:numpy@float64"], rounds=1, budget=0.01)
+    by_name = {r.name: r for r in rows}
+    assert by_name["ours:numpy"].agrees and by_name["ours:numpy@float64"].agrees
+    assert by_name["ours:numpy@float64"].worst_error < 1e-3  # float64 tolerance, float64 inputs: far inside

@@ -72,7 +72,8 @@ def test_every_kernel_is_cached():
     from lstm_backends.backends import _numba_kernels as k
 
     dispatchers = {n: v for n, v in vars(k).items() if isinstance(v, CPUDispatcher)}
-    assert {"forward_entry", "backward_entry", "cell_entry", "run_team", "math64_apply"} <= set(dispatchers)
+    assert {"forward_entry", "backward_entry", "cell_entry", "cell_team_entry", "run_team",
+            "math64_apply"} <= set(dispatchers)
     for name, d in dispatchers.items():
         assert d.targetoptions.get("cache") or type(d._cache).__name__ != "NullCache", f"{name} is not cache=True"
         assert type(d._cache).__name__ != "NullCache", name
@@ -126,6 +127,8 @@ def test_warmup_compiles_every_dtype():
     warmup()
     assert {str(sig[0].dtype) for sig in k.cell_entry.signatures} >= {"float32", "float64"}
     assert {str(sig[0].dtype) for sig in k.forward_entry.signatures} >= {"float32", "float64"}
+    if NumbaBackend().budget >= 2:
+        assert {str(sig[0].dtype) for sig in k.cell_team_entry.signatures} >= {"float32", "float64"}
 
 
 def test_auto_picks_numba_without_gpu():
@@ -167,6 +170,11 @@ def test_describe_path_follows_the_dispatch_rule():
         assert be.describe_path(64, 512, np.float64).startswith("team x2")
     assert "own micro-kernel" in be.describe_path(4, 256)
     assert NumbaBackend(num_threads=1).describe_path(64, 512).startswith("serial x1")
+    # short sequences run as cell steps; the cell's own path
+    assert be.describe_path(1, 256, steps=2, input_size=128).startswith("cell steps x")
+    assert be.describe_path(1, 256, steps=3, input_size=128).startswith("team+bulk x" if two else "serial+bulk x")
+    assert be.describe_path(1, 256, input_size=128, cell=True) == f"cell x{2 if two else 1}, own micro-kernel"
+    assert be.describe_path(1, 64, input_size=16, cell=True) == "cell x1, own micro-kernel"
 
 
 # ---------------------------------------------------------------------------------------- every path
@@ -235,6 +243,58 @@ def test_cell_equals_a_one_step_forward_bit_for_bit(dtype):
             np.testing.assert_array_equal(cell[1], c_n, err_msg=f"c: cell vs forward {kind}")
         ref = reference_cell(p.x[0], h0, p.c0, params, **options)
         assert_close(cell[0], ref[0], dtype=dtype, name="h")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_team_cell_equals_the_serial_cell_bit_for_bit(dtype):
+    """The cell's hidden split over a team (``cell_team_entry``) gives the serial cell's bits,
+    with fresh outputs and in place (``out=(h, c)``: every worker reads all of h), with
+    peepholes and clip, over several row blocks and a partial last panel."""
+    if NumbaBackend().budget < 2:
+        pytest.skip("needs a thread budget of 2 (NUMBA_NUM_THREADS >= 2) for the team cell")
+    for k, (b, i, h, peep) in enumerate([(1, 128, 256, False), (6, 20, 72, True), (9, 3, 100, False)]):
+        p = random_problem(1, b, i, h, dtype=dtype, seed=40 + k)
+        params = _full_params(p, 0, peep, seed=k)
+        options = {"clip": 0.7} if peep else {}
+        team, serial = NumbaBackend(kind="team"), NumbaBackend(kind="serial")
+        assert team._cell_workers(b, i, h, np.dtype(dtype), False) == 2
+        assert serial._cell_workers(b, i, h, np.dtype(dtype), False) == 1
+        expected = serial.cell(p.x[0], p.h0, p.c0, params, **options)
+        got = team.cell(p.x[0], p.h0, p.c0, params, **options)
+        hh, cc = p.h0.copy(), p.c0.copy()
+        team.cell(p.x[0], hh, cc, params, out=(hh, cc), **options)
+        for name, a, e in (("h", got[0], expected[0]), ("c", got[1], expected[1]), ("h in place", hh, expected[0]),
+                           ("c in place", cc, expected[1])):
+            np.testing.assert_array_equal(a, e, err_msg=name)
+        assert_close(got[0], reference_cell(p.x[0], p.h0, p.c0, params, **options)[0], dtype=dtype, name="h")
+    auto = NumbaBackend()
+    assert auto._cell_workers(1, 128, 256, np.dtype(np.float32), False) == 2  # streaming at H=256: the team
+    assert auto._cell_workers(1, 16, 64, np.dtype(np.float32), False) == 1  # too little work to split
+    assert auto._cell_workers(1, 128, 256, np.dtype(np.float32), True) == 1  # a projection: one worker
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_sequences_run_as_cells_with_the_packed_paths_bits(dtype):
+    """``auto`` runs T <= SHORT_STEPS as cell steps (no packing): bitwise the packed serial path,
+    forwards and reversed, with a projection and with peepholes + clip, h_n given as h0."""
+    from lstm_backends.backends.numba_backend import SHORT_STEPS
+
+    for k, (t, b, i, h, proj, peep) in enumerate([(1, 1, 128, 256, 0, False), (2, 5, 7, 72, 0, True),
+                                                   (SHORT_STEPS, 3, 4, 40, 24, True)]):
+        p = random_problem(t, b, i, h, dtype=dtype, seed=60 + k)
+        params = _full_params(p, proj, peep, seed=k)
+        h0 = np.random.default_rng(k).uniform(-1, 1, (b, proj or h)).astype(dtype)
+        options = {"clip": 0.8} if peep else {}
+        for reverse in (False, True):
+            expected = NumbaBackend(kind="serial").forward(p.x, params, h0, p.c0, reverse=reverse, **options)
+            got = NumbaBackend().forward(p.x, params, h0, p.c0, reverse=reverse, **options)
+            for name, a, e in zip(("y", "h_n", "c_n"), got, expected):
+                np.testing.assert_array_equal(a, e, err_msg=f"{name} T={t} reverse={reverse}")
+            hh, cc = h0.copy(), p.c0.copy()  # the state updated in place
+            y = np.empty_like(expected[0])
+            NumbaBackend().forward(p.x, params, hh, cc, reverse=reverse, out=(y, hh, cc), **options)
+            np.testing.assert_array_equal(hh, expected[1])
+            np.testing.assert_array_equal(y, expected[0])
 
 
 def test_teams_of_one_two_and_three_workers_agree_bit_for_bit():

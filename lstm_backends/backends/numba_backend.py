@@ -63,12 +63,19 @@ KINDS = ("auto", "serial", "serial+bulk", "team", "team+bulk")
 GEMMS = ("auto", "own", "mkl")
 
 _PEEP, _CLIP, _IFORGET = 1, 2, 4  # gate feature bits of the kernels
+#: ``auto`` runs sequences of at most this many steps and rows as cell steps (no packing)
+SHORT_STEPS, SHORT_BATCH = 2, 16
+
+
+_KERNELS: list[Any] = []
 
 
 def _kernels() -> Any:
-    from . import _numba_kernels
+    if not _KERNELS:
+        from . import _numba_kernels
 
-    return _numba_kernels
+        _KERNELS.append(_numba_kernels)
+    return _KERNELS[0]
 
 
 def _lanes(dtype: np.dtype) -> int:
@@ -160,23 +167,35 @@ class _Threads:
     @classmethod
     def launch(cls, kernels: Any, fn: int, zero: Any, argp: int, n: int) -> None:
         """Run ``n`` workers in one parallel region with exactly ``n`` of Numba's threads."""
-        layer = cls.start()
+        cls.call(n, kernels.run_team, fn, zero, argp, n)
+
+    @classmethod
+    def call(cls, n: int, kernel: Any, *args: Any) -> Any:
+        """Call a parallel ``kernel`` with exactly ``n`` of Numba's threads (one at a time under
+        ``workqueue``)."""
+        layer = cls.layer or cls.start()
         old = cls.get_n()
-        cls.set_n(n)
+        if old != n:
+            cls.set_n(n)
         try:
             if layer == "workqueue":  # aborts the process on concurrent regions: one at a time
                 with cls.lock:
-                    kernels.run_team(fn, zero, argp, n)
-            else:
-                kernels.run_team(fn, zero, argp, n)
+                    return kernel(*args)
+            return kernel(*args)
         finally:
-            cls.set_n(old)
+            if old != n:
+                cls.set_n(old)
+
+
+_BUDGET: list[int] = []
 
 
 def _default_budget() -> int:
-    import numba
+    if not _BUDGET:  # NUMBA_NUM_THREADS is fixed once Numba is imported
+        import numba
 
-    return int(numba.config.NUMBA_NUM_THREADS)
+        _BUDGET.append(int(numba.config.NUMBA_NUM_THREADS))
+    return _BUDGET[0]
 
 
 class NumbaBackend(Backend):
@@ -290,30 +309,48 @@ class NumbaBackend(Backend):
             return "serial", 1
         return "team", min(self.budget, 64)
 
-    def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32) -> str:
-        """Which kernel path a forward call of this size takes, in words.
+    def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32, *, steps: int | None = None,
+                      input_size: int | None = None, cell: bool = False) -> str:
+        """Which kernel path a call of this size takes, in words.
 
         Parameters
         ----------
         batch, hidden : int
             ``B`` and ``H``.
         dtype : numpy dtype
+        steps : int, optional
+            ``T`` of a forward call (a short sequence runs as cell steps); default: long.
+        input_size : int, optional
+            ``I`` (the cell's choice between one worker and a team depends on it); default ``H``.
+        cell : bool
+            Describe a ``cell`` call instead of a forward call.
 
         Returns
         -------
         str
-            e.g. ``"team+bulk x2, own micro-kernel"``.
+            e.g. ``"team+bulk x2, own micro-kernel"``, ``"cell x2, own micro-kernel"``.
         """
-        kind, workers = self._plan(batch, hidden, np.dtype(dtype))
+        dtype = np.dtype(dtype)
+        short = (steps is not None and steps <= SHORT_STEPS and batch <= SHORT_BATCH and self.kind == "auto"
+                 and self.gemm != "mkl")
+        if cell or short:
+            workers = self._cell_workers(batch, hidden if input_size is None else input_size, hidden, dtype, False)
+            return f"{'cell' if cell else 'cell steps'} x{workers}, own micro-kernel"
+        kind, workers = self._plan(batch, hidden, dtype)
         return f"{kind} x{workers}, {'MKL packed GEMM' if self.gemm == 'mkl' else 'own micro-kernel'}"
 
     # ------------------------------------------------------------------ kernels
     def _forward(self, args: ForwardArgs) -> None:
+        if (args.steps <= SHORT_STEPS and args.batch <= SHORT_BATCH and args.full and self.kind == "auto"
+                and self.gemm != "mkl"):
+            self._forward_by_cells(args)
+            return
         self._run(args, (0, 0, 0))
 
     def _forward_train(self, args: TrainArgs) -> None:
         # the forward kernel of the same path, its gate update also storing the tape: y, h_n, c_n
-        # bitwise those of forward
+        # bitwise those of forward (short sequences included: their cell steps are bitwise the
+        # packed paths)
         clipped = 0 if args.clipped is None else args.clipped.ctypes.data
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
@@ -377,20 +414,59 @@ class NumbaBackend(Backend):
                 dummy if args.dw_hr is None else args.dw_hr, dummy if args.dw_peep is None else args.dw_peep)
         self._execute(k, k.backward_entry, head, (), dtype, k.bwd_worker(dtype).address, workers)
 
+    def _forward_by_cells(self, args: ForwardArgs) -> None:
+        """A short sequence (``auto``: ``T <= SHORT_STEPS``, ``B <= SHORT_BATCH``, every row
+        full) as cell steps: packing the weights would cost more than the steps.  The cell is
+        bitwise a one-step forward, so this is bitwise the packed paths."""
+        h, c = args.h0, args.c0
+        order = range(args.steps - 1, -1, -1) if args.reverse else range(args.steps)
+        for t in order:
+            self._cell(CellArgs(args.x[t], h, c, args.w_ih, args.w_hh, args.b_ih, args.b_hh, args.h_n, args.c_n,
+                                args.batch, args.input_size, args.hidden_size, args.dtype, args.context,
+                                w_hr=args.w_hr, w_peep=args.w_peep, proj_size=args.proj_size, clip=args.clip,
+                                input_forget=args.input_forget))
+            args.y[t] = args.h_n
+            h, c = args.h_n, args.c_n
+
+    def _cell_workers(self, batch: int, input_size: int, hidden: int, dtype: Any, projection: bool) -> int:
+        """Workers of a cell call: 1 (``cell_entry``) or a team (``cell_team_entry``).
+
+        ``auto``: a team when there are two panels per worker and the weights are big enough
+        (``4H (I + H)`` elements from 64 Ki on: below that a launch costs more than the halved
+        weight stream saves); forced kinds follow their forward path (``serial*`` / ``team*``).
+        A projection always runs on one worker.
+        """
+        budget = self.budget
+        panels = -(-hidden // _lanes(dtype))
+        if projection or budget < 2 or panels < 4 or time.monotonic() < self._solo_until:
+            return 1
+        if self.kind.startswith("serial"):
+            return 1
+        if self.kind == "auto" and 4 * hidden * (input_size + hidden) < (64 << 10):
+            return 1
+        return max(1, min(budget, panels // 2, 64))
+
     def _cell(self, args: CellArgs) -> None:
         k = _kernels()
         dtype = args.dtype
         flags, clip = _features(args)
         dummy = _dummy(dtype)
-        scratch = _cell_scratch(dtype)
-        need = k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
-                            dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
-                            args.h_out, args.c_out, flags, clip, scratch)
+        w_peep = dummy if args.w_peep is None else args.w_peep
+        workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, dtype, args.w_hr is not None)
+        if workers > 1:
+            def run(scratch: np.ndarray) -> int:
+                return _Threads.call(workers, k.cell_team_entry, args.x, args.h, args.c, args.w_ih, args.w_hh,
+                                     args.b_ih, args.b_hh, w_peep, args.h_out, args.c_out, flags, clip, scratch,
+                                     workers)
+        else:
+            w_hr = dummy if args.w_hr is None else args.w_hr
+
+            def run(scratch: np.ndarray) -> int:
+                return k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh, w_hr, w_peep,
+                                    args.h_out, args.c_out, flags, clip, scratch)
+        need = run(_cell_scratch(dtype))
         if need:
-            scratch = _cell_scratch(dtype, need)
-            k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
-                         dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
-                         args.h_out, args.c_out, flags, clip, scratch)
+            run(_cell_scratch(dtype, need))
 
 
 _LAYER_COST = {
@@ -453,9 +529,9 @@ def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:
     cache = getattr(_tls, "cell", None)
     if cache is None:
         cache = _tls.cell = {}
-    s = cache.get(dtype.name)
+    s = cache.get(dtype)
     if s is None or s.shape[0] < n:
-        s = cache[dtype.name] = _aligned_empty(max(n, 4096), dtype)
+        s = cache[dtype] = _aligned_empty(max(n, 4096), dtype)
     return s
 
 
@@ -475,4 +551,6 @@ def warmup(dtypes: tuple[Any, ...] = (np.float32, np.float64)) -> None:
         p = random_problem(2, 2, 3, 20, dtype=np.dtype(dtype), seed=0)
         for kind in ("serial", "team"):
             p.forward(NumbaBackend(kind=kind))
-        NumbaBackend().cell(p.x[0], p.h0, p.c0, p.params)
+        NumbaBackend(kind="serial").cell(p.x[0], p.h0, p.c0, p.params)
+        q = random_problem(1, 2, 3, 64, dtype=np.dtype(dtype), seed=0)  # 4 panels or more: the team cell
+        NumbaBackend(kind="team").cell(q.x[0], q.h0, q.c0, q.params)
