@@ -678,3 +678,16 @@ def test_backward_memory_does_not_grow_with_steps_beyond_its_outputs():
     assert peaks[80] - peaks[40] <= dx_growth + 16 * 1024, (peaks, dx_growth)
     assert peaks[80] <= 80 * 4 * 16 * 8 + 64 * 1024, peaks  # dx and the small outputs: no scratch
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_train_of_short_sequences_equals_their_cell_step_forward(dtype):
+    """auto runs T <= 2 as cell steps; forward_train always takes a packed path (its gate update
+    stores the tape): the outputs are bitwise the same."""
+    be = NumbaBackend()
+    for steps, batch in ((1, 1), (2, 3), (2, 16)):
+        for kw in ({}, dict(proj_size=5, peephole=True, clip=0.8)):
+            p = random_problem(steps, batch, 20, 40, dtype=dtype, seed=3, **kw)
+            assert be.describe_path(batch, 40, dtype, steps=steps).startswith("cell steps")
+            for a, b, n in zip(p.forward_train(be)[:3], p.forward(be), ("y", "h_n", "c_n")):
+                np.testing.assert_array_equal(a, b, err_msg=f"{n}: T={steps} B={batch} {kw}")
