@@ -9,9 +9,11 @@ lie — torch.nn.LSTM was measured 8x slower beside our kernels than alone.
 Contenders (``name`` → what runs in the child):
 
 ``ours:BACKEND``
-    a registered backend's ``forward`` (``ours-cell:BACKEND``: one ``cell`` step with ``out=``)
+    a registered backend's ``forward`` (``ours-cell:BACKEND``: one ``cell`` step with ``out=``;
+    ``ours-train:BACKEND``: ``forward_train`` + ``backward`` with a fixed random ``dy``)
 ``torch``
-    ``torch.nn.LSTM`` in inference mode (``torch-cell``: ``torch.nn.LSTMCell``)
+    ``torch.nn.LSTM`` in inference mode (``torch-cell``: ``torch.nn.LSTMCell``; ``torch-train``:
+    forward + autograd backward of ``y`` with the same ``dy``, ``x`` requiring its gradient)
 ``onnxruntime``
     onnxruntime's LSTM operator, from a model built with ``onnx.helper`` (gate order
     converted to ONNX's i, o, f, c)
@@ -131,7 +133,7 @@ def _onnx_model(p: Any) -> bytes:
 def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callable[[Any], tuple], dict]:
     """(call, outputs-from-result, info) for one contender in this process."""
     kind, _, backend = name.partition(":")
-    if kind in ("ours", "ours-cell"):
+    if kind in ("ours", "ours-cell", "ours-train"):
         from . import get_backend
 
         be = get_backend(backend)
@@ -148,8 +150,37 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
                 info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype)
         if kind == "ours":
             return (lambda: be.forward(p.x, p.params, p.h0, p.c0, **p.options)), (lambda r: r), info
+        if kind == "ours-train":
+            dy = _train_dy(p)
+
+            def train() -> Any:
+                y, h_n, c_n, tape = be.forward_train(p.x, p.params, p.h0, p.c0, **p.options)
+                be.backward(tape, dy)
+                return y, h_n, c_n
+
+            return train, (lambda r: r), info
         out = (np.empty_like(p.h0), np.empty_like(p.c0))
         return (lambda: be.cell(p.x[0], p.h0, p.c0, p.params, out=out)), (lambda r: (r[0][None], *r)), info
+    if kind == "torch-train":
+        import torch
+
+        torch.set_num_threads(threads)
+        t, b, i = p.x.shape
+        h = p.params.w_hh.shape[1]
+        module = torch.nn.LSTM(i, h, dtype=torch.float32 if p.x.dtype == np.float32 else torch.float64)
+        with torch.no_grad():
+            for n, v in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), p.params):
+                getattr(module, n + "_l0").copy_(torch.from_numpy(v))
+        x = torch.from_numpy(p.x.copy()).requires_grad_(True)
+        h0, c0, dy = torch.from_numpy(p.h0), torch.from_numpy(p.c0), torch.from_numpy(_train_dy(p))
+
+        def train_torch() -> Any:
+            y, (h_n, c_n) = module(x, (h0[None], c0[None]))
+            y.backward(dy)
+            return y.detach(), h_n.detach(), c_n.detach()
+
+        return train_torch, (lambda r: (r[0].numpy(), r[1][0].numpy(), r[2][0].numpy())), \
+            {"version": torch.__version__}
     if kind in ("torch", "torch-cell"):
         import torch
 
@@ -186,7 +217,14 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
         feed = {"X": p.x, "h0": p.h0[None], "c0": p.c0[None]}
         return (lambda: session.run(None, feed)), (lambda r: (r[0][:, 0], r[1][0], r[2][0])), \
             {"version": ort.__version__}
-    raise ValueError(f"unknown contender {name!r}: ours:BACKEND, ours-cell:BACKEND, torch, torch-cell, onnxruntime")
+    raise ValueError(f"unknown contender {name!r}: ours:BACKEND, ours-cell:BACKEND, ours-train:BACKEND, torch, "
+                     "torch-cell, torch-train, onnxruntime")
+
+
+def _train_dy(p: Any) -> np.ndarray:
+    """The output gradient of the training contenders: N(0, 1), seeded, shaped like y."""
+    t, b = p.x.shape[:2]
+    return np.random.default_rng(12345).standard_normal((t, b, p.params.w_hh.shape[1])).astype(p.x.dtype)
 
 
 def _sgemm(budget: float, n: int = 2048) -> float:

@@ -1,5 +1,6 @@
 """numba backend specifics: every kernel path, bitwise agreement between them, thread counts and
-threading layers, stale weights, caching and cold start, the float64 math, the cell, MKL."""
+threading layers, stale weights, caching and cold start, the float64 math, the cell, MKL, and the
+training pass (forward_train + backward) on every path."""
 
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 import lstm_backends as lb
 from lstm_backends.testing import assert_close, random_params, random_problem, reference_cell
+from lstm_backends.testing._problems import reference_backward
 
 pytest.importorskip("numba")
 from lstm_backends.backends import numba_backend as nbb  # noqa: E402
@@ -70,12 +72,14 @@ def test_every_kernel_is_cached():
     from lstm_backends.backends import _numba_kernels as k
 
     dispatchers = {n: v for n, v in vars(k).items() if isinstance(v, CPUDispatcher)}
-    assert {"forward_entry", "cell_entry", "cell_team_entry", "run_team", "math64_apply"} <= set(dispatchers)
+    assert {"forward_entry", "backward_entry", "cell_entry", "cell_team_entry", "run_team",
+            "math64_apply"} <= set(dispatchers)
     for name, d in dispatchers.items():
         assert d.targetoptions.get("cache") or type(d._cache).__name__ != "NullCache", f"{name} is not cache=True"
         assert type(d._cache).__name__ != "NullCache", name
     for dtype in DTYPES:
         assert type(k.worker(dtype)._cache).__name__ != "NullCache"
+        assert type(k.bwd_worker(dtype)._cache).__name__ != "NullCache"
 
 
 COLD_CODE = """
@@ -338,7 +342,8 @@ def test_a_team_that_does_not_form_runs_solo_with_the_same_bits():
     fn = k.worker(np.float32).address
     w_ih, w_hh, b_ih, b_hh = p.params[:4]
     assert k.forward_entry(p.x, w_ih, w_hh, b_ih, b_hh, dummy, dummy, p.h0, p.c0, p.lengths, h_n, c_n,
-                           y.ctypes.data, 3 * 40, 40, False, 0, 0.0, False, 2, 20_000, wsf, wsi, fn, False) == (0, 0)
+                           y.ctypes.data, 3 * 40, 40, False, 0, 0.0, False, 2, 20_000, wsf, wsi, fn, False, 0, 0,
+                           0) == (0, 0)
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
@@ -560,3 +565,129 @@ def test_mkl_refused_when_already_initialised_threaded():
         """)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "refused:" in out.stdout and "threaded layer" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------- training
+# (the conformance kit's backward checks run on every forced kind too: NAME[kind])
+TRAIN_CASES = [
+    dict(size=(7, 9, 5, 40), lengths="random"),
+    dict(size=(6, 3, 8, 33), lengths="random", reverse=True),
+    dict(size=(5, 8, 6, 70), lengths=None),
+    dict(size=(6, 7, 6, 48), lengths="random", peephole=True),
+    dict(size=(4, 3, 9, 24), lengths="random", reverse=True, peephole=True, clip=0.7, input_forget=True),
+    dict(size=(5, 4, 3, 20), lengths=None, reverse=True, clip=0.5),
+    dict(size=(5, 2, 1, 70), lengths=None, reverse=True, proj_size=20),
+    dict(size=(6, 7, 6, 48), lengths="random", proj_size=70, peephole=True),
+    dict(size=(4, 9, 5, 33), lengths="random", reverse=True, proj_size=5, peephole=True, clip=0.6,
+         input_forget=True),
+]
+GRAD_NAMES = ("dx", "dh0", "dc0", *(f"d{n}" for n in lb.LSTMParams._fields))
+
+
+def _flat_grads(g):
+    return [a for a in (g.dx, g.dh0, g.dc0, *g.dparams)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(TRAIN_CASES)))
+def test_training_on_every_path_matches_the_reference_and_the_others_bit_for_bit(case, dtype):
+    """forward_train's outputs are forward's, bit for bit, on each forced kind and thread count;
+    backward equals the float64 reference, and gives the same bits on every kind and thread count,
+    twice on one tape, and again after a second forward_train."""
+    t, b, i, h = TRAIN_CASES[case]["size"]
+    kw = {k: v for k, v in TRAIN_CASES[case].items() if k != "size"}
+    p = random_problem(t, b, i, h, dtype=dtype, seed=31 + case, **kw)
+    grads = p.output_grads()
+    ref = reference_backward(p, *grads)
+    results = {}
+    for kind in FORCED:
+        for threads in (None, 1, 2):
+            be = NumbaBackend(num_threads=threads, kind=kind)
+            label = f"{kind} threads={threads}"
+            y, h_n, c_n, tape = p.forward_train(be)
+            for a, e, n in zip((y, h_n, c_n), p.forward(be), ("y", "h_n", "c_n")):
+                np.testing.assert_array_equal(a, e, err_msg=f"forward_train's {n} is not forward's [{label}]")
+            g = _flat_grads(be.backward(tape, *grads))
+            for a, e, n in zip(g, _flat_grads(ref), GRAD_NAMES):
+                if e is not None:
+                    assert_close(a, e, dtype=dtype, name=n, context=f"{label} {TRAIN_CASES[case]}")
+            again = _flat_grads(be.backward(tape, *grads))
+            fresh = _flat_grads(be.backward(p.forward_train(be)[3], *grads))
+            for a, a2, a3, n in zip(g, again, fresh, GRAD_NAMES):
+                if a is not None:
+                    np.testing.assert_array_equal(a, a2, err_msg=f"{n}: second backward on one tape [{label}]")
+                    np.testing.assert_array_equal(a, a3, err_msg=f"{n}: after a second forward_train [{label}]")
+            results[label] = g
+    first_label, first = next(iter(results.items()))
+    for label, g in results.items():
+        for a, e, n in zip(g, first, GRAD_NAMES):
+            if a is not None:
+                np.testing.assert_array_equal(a, e, err_msg=f"{n}: {label} differs from {first_label}")
+
+
+def test_backward_teams_of_one_two_and_three_workers_agree_bit_for_bit():
+    """Backward on teams of 1, 2 and 3 (NUMBA_NUM_THREADS=3 in a fresh process), with and without a
+    projection: the same bits, and the team really formed."""
+    out = _run(
+        """
+        import numpy as np
+        from lstm_backends.backends.numba_backend import NumbaBackend, last_team_size
+        from lstm_backends.testing import random_problem
+        for dtype in (np.float32, np.float64):
+            for proj in (0, 80):
+                p = random_problem(9, 7, 6, 150, dtype=dtype, seed=5, lengths="random", reverse=True,
+                                   peephole=True, proj_size=proj)
+                grads = p.output_grads()
+                tape = p.forward_train(NumbaBackend(kind="serial"))[3]
+                first = None
+                for threads in (1, 2, 3):
+                    be = NumbaBackend(num_threads=threads, kind="team")
+                    for attempt in range(50):  # a busy machine may keep the team from forming
+                        g = be.backward(tape, *grads)
+                        got = [a.copy() for a in (g.dx, g.dh0, g.dc0, *g.dparams) if a is not None]
+                        be._solo_until = 0.0
+                        if last_team_size() == threads:
+                            break
+                    assert last_team_size() == threads, (threads, last_team_size())
+                    first = first or got
+                    for a, b in zip(got, first):
+                        assert np.array_equal(a, b), (dtype, proj, threads)
+        print("ok")
+        """, NUMBA_NUM_THREADS="3")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_backward_memory_does_not_grow_with_steps_beyond_its_outputs():
+    """tracemalloc: once the workspace holds the longer call's scratch (dz of every step: allocated
+    once per call size, reused), a backward's peak grows with T only by dx, which the base class
+    allocates; nothing is allocated per step."""
+    be = NumbaBackend()
+    problems = {steps: random_problem(steps, 4, 16, 32, dtype=np.float64, seed=19) for steps in (40, 80)}
+    tapes = {steps: (p.forward_train(be)[3], p.output_grads()) for steps, p in problems.items()}
+    be.backward(tapes[80][0], *tapes[80][1])  # compiles, and grows the workspace for T=80
+    peaks = {}
+    for steps in (40, 80):
+        tracemalloc.start()
+        try:
+            be.backward(tapes[steps][0], *tapes[steps][1])
+            peaks[steps] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    dx_growth = 40 * 4 * 16 * 8
+    assert peaks[80] - peaks[40] <= dx_growth + 16 * 1024, (peaks, dx_growth)
+    assert peaks[80] <= 80 * 4 * 16 * 8 + 64 * 1024, peaks  # dx and the small outputs: no scratch
+
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_train_of_short_sequences_equals_their_cell_step_forward(dtype):
+    """auto runs T <= 2 as cell steps; forward_train always takes a packed path (its gate update
+    stores the tape): the outputs are bitwise the same."""
+    be = NumbaBackend()
+    for steps, batch in ((1, 1), (2, 3), (2, 16)):
+        for kw in ({}, dict(proj_size=5, peephole=True, clip=0.8)):
+            p = random_problem(steps, batch, 20, 40, dtype=dtype, seed=3, **kw)
+            assert be.describe_path(batch, 40, dtype, steps=steps).startswith("cell steps")
+            for a, b, n in zip(p.forward_train(be)[:3], p.forward(be), ("y", "h_n", "c_n")):
+                np.testing.assert_array_equal(a, b, err_msg=f"{n}: T={steps} B={batch} {kw}")

@@ -20,6 +20,11 @@ same results as the others):
    its own cache from call to call).
 5. **mkl** (opt-in): the team structure on MKL's packed GEMM (sequential MKL); not
    bitwise equal to the others (MKL's own summation order).
+6. **training**: ``forward_train`` is versions 1-3 with the gate update also storing the
+   tape; **backward** a team worker of its own (``_bwd_worker``): per step the fused
+   pointwise backward (``gate_bwd``, IR), a barrier, ``dh = dz W_hh`` on ``mk``; after the
+   loop ``dx = dz W_ih`` and the weight gradients as products over the rows of all steps.
+   Bitwise the same for every kind and team size (work split over outputs, never over a sum).
 
 Layout.  The 4H gate rows are regrouped into *panels* of ``U`` hidden units (``U = 16``
 float32, ``8`` float64: one 64-byte vector), the four gates side by side:
@@ -557,8 +562,8 @@ PEEP, CLIP, IFORGET = 1, 2, 4   # gate feature bits (compile-time variants)
 
 
 def _define_gate(module, bits):
-    """``void gate(flags, tile, cin, cout, h, y, nval, peep, ldpeep, clip)`` (clip a double,
-    the rest i64): the fused update of one panel row, lanes u < nval.
+    """``void gate(flags, tile, cin, cout, h, y, nval, peep, ldpeep, clip, tg, ldg, tc, tk)`` (clip a
+    double, the rest i64): the fused update of one panel row, lanes u < nval.
 
     ``tile[0:4V]`` holds the pre-activations ``[i | f | g | o]``; ``cin`` the old cell state
     (V units), ``cout`` the new one (may be ``cin``); ``h`` the new hidden values; ``y`` a second
@@ -566,14 +571,19 @@ def _define_gate(module, bits):
     when unused).  ``flags`` chooses one of 8 compile-time variants (PEEP | CLIP | IFORGET);
     the plain one (0) does nothing else.  ONNX semantics: clip bounds every pre-activation,
     bias and peephole included (NaN stays NaN); o's peephole sees the new c; IFORGET: f = 1 - i.
+
+    The training record (``forward_train``'s tape), each 0 for none: ``tg`` the activations
+    ``i, f, g, o`` (``ldg`` elements apart), ``tc`` a third copy of the new cell state, ``tk`` the
+    clipped flags (bytes, ``ldg`` apart; only written with CLIP).  Storing them changes nothing
+    else: ``forward_train`` computes bitwise what ``forward`` computes.
     """
-    argtys = [_I64] * 9 + [ir.DoubleType()]
-    b, fn = _define(module, f"lstmb_gate_f{bits}", 10, argtys=argtys)
+    argtys = [_I64] * 9 + [ir.DoubleType()] + [_I64] * 4
+    b, fn = _define(module, f"lstmb_gate_f{bits}", 14, argtys=argtys)
     if b is None:
         return fn
     vb = _Vec(b, bits)
     V = vb.V
-    flags, tile, cin, cout, hp, yp, nval, peep, ldpeep, clip = fn.args
+    flags, tile, cin, cout, hp, yp, nval, peep, ldpeep, clip, tg, ldg, tc, tk = fn.args
     sigm, tanh = _acts(vb)
     mask = vb.lane_mask(nval)
     pt = vb.fptr(tile)
@@ -584,6 +594,7 @@ def _define_gate(module, bits):
     cl = clip if bits == 64 else b.fptrunc(clip, vb.fty)
     clv = vb.splat(cl)
     ncl = vb.splat(b.fsub(ir.Constant(vb.fty, 0.0), cl))
+    never = ir.Constant(vb.mty, [ir.Constant(_I1, 0)] * V)
     store = fn.append_basic_block("store")
     sw = b.switch(flags, store)
     results = []
@@ -591,10 +602,13 @@ def _define_gate(module, bits):
         blk = fn.append_basic_block(f"v{variant}")
         sw.add_case(_c(variant), blk)
         b.position_at_end(blk)
+        clipped = []
 
-        def bound(v, variant=variant):
+        def bound(v, variant=variant, clipped=clipped):
             if not variant & CLIP:
+                clipped.append(never)
                 return v
+            clipped.append(b.or_(b.fcmp_ordered("<", v, ncl), b.fcmp_ordered(">", v, clv)))
             v = b.select(b.fcmp_ordered("<", v, ncl), ncl, v)
             return b.select(b.fcmp_ordered(">", v, clv), clv, v)
 
@@ -602,6 +616,7 @@ def _define_gate(module, bits):
         i = sigm(vb, bound(zi))
         if variant & IFORGET:
             f = b.fsub(vb.const(1.0), i)
+            clipped.append(never)
         else:
             zf = vb.fma(pw[1], c_old, z[1]) if variant & PEEP else z[1]
             f = sigm(vb, bound(zf))
@@ -610,22 +625,130 @@ def _define_gate(module, bits):
         zo = vb.fma(pw[2], c_new, z[3]) if variant & PEEP else z[3]
         o = sigm(vb, bound(zo))
         h = b.fmul(o, tanh(vb, c_new))
-        results.append((b.block, c_new, h))
+        results.append((b.block, [c_new, h, i, f, g, o], clipped))
         b.branch(store)
     b.position_at_end(store)
     entry = fn.blocks[0]
-    cphi = b.phi(vb.vty)
-    hphi = b.phi(vb.vty)
-    for blk, c_new, h in results:
-        cphi.add_incoming(c_new, blk)
-        hphi.add_incoming(h, blk)
-    cphi.add_incoming(c_old, entry)  # unknown flags: never taken
-    hphi.add_incoming(vb.const(0.0), entry)
+    phis = [b.phi(vb.vty) for _ in range(6)]
+    kphis = [b.phi(vb.mty) for _ in range(4)]
+    for blk, vals, clipped in results:
+        for phi, v in zip(phis + kphis, vals + clipped):
+            phi.add_incoming(v, blk)
+    for phi in phis:  # unknown flags: never taken
+        phi.add_incoming(c_old if phi is phis[0] else vb.const(0.0), entry)
+    for phi in kphis:
+        phi.add_incoming(never, entry)
+    cphi, hphi = phis[0], phis[1]
     vb.mstore(cphi, vb.fptr(cout), _c(0), mask)
     vb.mstore(hphi, vb.fptr(hp), _c(0), mask)
     has_y = b.icmp_signed("!=", yp, _c(0))
     with b.if_then(has_y):
         vb.mstore(hphi, vb.fptr(yp), _c(0), mask)
+    with b.if_then(b.icmp_signed("!=", tg, _c(0))):
+        ptg = vb.fptr(tg)
+        for q in range(4):
+            vb.mstore(phis[2 + q], ptg, b.mul(ldg, _c(q)), mask)
+    with b.if_then(b.icmp_signed("!=", tc, _c(0))):
+        vb.mstore(cphi, vb.fptr(tc), _c(0), mask)
+    with b.if_then(b.icmp_signed("!=", tk, _c(0))):
+        bty = ir.VectorType(ir.IntType(8), V)
+        bstore = _decl(module, f"llvm.masked.store.v{V}i8.p0", ir.VoidType(),
+                       [bty, bty.as_pointer(), _I32, vb.mty])
+        pk = b.inttoptr(tk, ir.IntType(8).as_pointer())
+        for q in range(4):
+            ptr = b.bitcast(b.gep(pk, [b.mul(ldg, _c(q))]), bty.as_pointer())
+            b.call(bstore, [b.zext(kphis[q], bty), ptr, ir.Constant(_I32, 1), mask])
+    b.ret_void()
+    return fn
+
+
+def _define_gate_bwd(module, bits):
+    """``void gate_bwd(flags, tg, ldg, tcell, cprev, dh, dy, dc, dz0, dz1, dz2, dz3, hout, nval, peep,
+    ldpeep, dpeep, tk)`` (all i64): one step of back-propagation through the gate update for one
+    row and V units (lanes u < nval), from the saved activations (``numpy_backend.lstm_step_backward``
+    written out)::
+
+        dh_t = dh + dy;  tc = tanh(c);  dz_o = dh_t tc o (1 - o)
+        dc  += dh_t o (1 - tc^2)  [+ dz_o p_o]
+        dz_i = dc g i (1 - i)     dz_f = dc c_prev f (1 - f)     dz_g = dc i (1 - g^2)
+        (IFORGET: dz_i = (dc g - dc c_prev) i (1 - i), dz_f = 0)
+        dc_prev = dc f  [+ dz_i p_i + dz_f p_f]
+
+    and each ``dz`` 0 where its pre-activation was clipped (CLIP: the bytes ``tk``, ``ldg`` apart).
+    ``tg``: the activations i, f, g, o (``ldg`` elements apart); ``tcell``: c of the step;
+    ``cprev``: c before it; ``dh``: the gradient from the later steps (read); ``dy`` (read);
+    ``dc``: in: the cell gradient from the later steps, out: ``dc_prev``; ``dz0..3``: the four
+    gates' ``dz`` (full vectors: 0 in lanes >= nval); ``hout``: ``h = o tanh(c)`` of the step (0:
+    none); ``peep``: peephole rows i, f, o and ``dpeep`` their gradient accumulators (``ldpeep``
+    apart; PEEP only): ``dpeep += (dz_i c_prev, dz_f c_prev, dz_o c)`` with one FMA each.
+    """
+    b, fn = _define(module, f"lstmb_gate_bwd_f{bits}", 18)
+    if b is None:
+        return fn
+    vb = _Vec(b, bits)
+    flags, tg, ldg, tcell, cprev, dhp, dyp, dcp, dz0, dz1, dz2, dz3, hout, nval, peep, ldpeep, dpeep, tk = fn.args
+    _, tanh = _acts(vb)
+    mask = vb.lane_mask(nval)
+    one = vb.const(1.0)
+    zero = vb.const(0.0)
+    pg = vb.fptr(tg)
+    i, f, g, o = (vb.mload(pg, b.mul(ldg, _c(q)), mask) for q in range(4))
+    c = vb.mload(vb.fptr(tcell), _c(0), mask)
+    cp = vb.mload(vb.fptr(cprev), _c(0), mask)
+    dh_t = b.fadd(vb.mload(vb.fptr(dhp), _c(0), mask), vb.mload(vb.fptr(dyp), _c(0), mask))
+    dc_in = vb.mload(vb.fptr(dcp), _c(0), mask)
+    tc = tanh(vb, c)
+    with b.if_then(b.icmp_signed("!=", hout, _c(0))):
+        vb.mstore(b.fmul(o, tc), vb.fptr(hout), _c(0), mask)
+    done = fn.append_basic_block("done")
+    sw = b.switch(flags, done)
+    for variant in range(8):
+        blk = fn.append_basic_block(f"v{variant}")
+        sw.add_case(_c(variant), blk)
+        b.position_at_end(blk)
+        if variant & CLIP:
+            bty = ir.VectorType(ir.IntType(8), vb.V)
+            bload = _decl(module, f"llvm.masked.load.v{vb.V}i8.p0", bty, [bty.as_pointer(), _I32, vb.mty, bty])
+            pk = b.inttoptr(tk, ir.IntType(8).as_pointer())
+            kept = []
+            zero8 = ir.Constant(bty, [ir.Constant(ir.IntType(8), 0)] * vb.V)
+            for q in range(4):
+                ptr = b.bitcast(b.gep(pk, [b.mul(ldg, _c(q))]), bty.as_pointer())
+                k8 = b.call(bload, [ptr, ir.Constant(_I32, 1), mask, zero8])
+                kept.append(b.icmp_signed("==", k8, zero8))
+
+            def unclipped(v, q, kept=kept):
+                return b.select(kept[q], v, zero)
+        else:
+            def unclipped(v, q):
+                return v
+        dz_o = unclipped(b.fmul(b.fmul(b.fmul(dh_t, tc), o), b.fsub(one, o)), 3)
+        dc = b.fadd(dc_in, b.fmul(b.fmul(dh_t, o), b.fsub(one, b.fmul(tc, tc))))
+        pp = vb.fptr(peep)
+        if variant & PEEP:
+            pw = [vb.mload(pp, b.mul(ldpeep, _c(q)), mask) for q in range(3)]
+            dc = b.fadd(dc, b.fmul(dz_o, pw[2]))
+        di = b.fmul(dc, g)
+        df = b.fmul(dc, cp)
+        if variant & IFORGET:
+            di = b.fsub(di, df)
+            dz_f = zero
+        else:
+            dz_f = unclipped(b.fmul(b.fmul(df, f), b.fsub(one, f)), 1)
+        dz_i = unclipped(b.fmul(b.fmul(di, i), b.fsub(one, i)), 0)
+        dz_g = unclipped(b.fmul(b.fmul(dc, i), b.fsub(one, b.fmul(g, g))), 2)
+        dc_prev = b.fmul(dc, f)
+        if variant & PEEP:
+            dc_prev = b.fadd(b.fadd(dc_prev, b.fmul(dz_i, pw[0])), b.fmul(dz_f, pw[1]))
+            dp = vb.fptr(dpeep)
+            for q, (dzq, cq) in enumerate(((dz_i, cp), (dz_f, cp), (dz_o, c))):
+                off = b.mul(ldpeep, _c(q))
+                vb.mstore(vb.fma(dzq, cq, vb.mload(dp, off, mask)), dp, off, mask)
+        vb.mstore(dc_prev, vb.fptr(dcp), _c(0), mask)
+        for dzq, addr in zip((dz_i, dz_f, dz_g, dz_o), (dz0, dz1, dz2, dz3)):
+            vb.store(dzq, vb.fptr(addr), _c(0))
+        b.branch(done)
+    b.position_at_end(done)
     b.ret_void()
     return fn
 
@@ -703,16 +826,32 @@ def _pack(typingctx, proto, w, ldw, gstride, nval, limit, k0, k1, out):
 
 
 @intrinsic
-def _gate(typingctx, proto, flags, tile, cin, cout, h, y, nval, peep, ldpeep, clip):
+def _gate(typingctx, proto, flags, tile, cin, cout, h, y, nval, peep, ldpeep, clip, tg, ldg, tc, tk):
     """Fused gate update of one panel row (see ``_define_gate``); clip is a float64."""
     if not isinstance(proto, types.Float):
         return None
     bits = proto.bitwidth
-    sig = types.void(proto, *([types.int64] * 9), types.float64)
+    sig = types.void(proto, *([types.int64] * 9), types.float64, *([types.int64] * 4))
 
     def codegen(context, builder, signature, args):
         vals = _i64_args(context, builder, signature, args[:10], 1)
-        builder.call(_define_gate(builder.module, bits), vals + [args[10]])
+        rec = _i64_args(context, builder, signature, args, 11)
+        builder.call(_define_gate(builder.module, bits), vals + [args[10]] + rec)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _gate_bwd(typingctx, proto, flags, tg, ldg, tcell, cprev, dh, dy, dc, dz0, dz1, dz2, dz3, hout, nval, peep, ldpeep,
+              dpeep, tk):
+    """Back-propagation through the gate update of one row and V units (see ``_define_gate_bwd``)."""
+    if not isinstance(proto, types.Float):
+        return None
+    bits = proto.bitwidth
+    sig = types.void(proto, *([types.int64] * 18))
+
+    def codegen(context, builder, signature, args):
+        builder.call(_define_gate_bwd(builder.module, bits), _i64_args(context, builder, signature, args, 1))
         return context.get_dummy_value()
     return sig, codegen
 
@@ -880,6 +1019,28 @@ def _lanes_of(typingctx, proto):
 
 
 @intrinsic
+def _prefetch(typingctx, addr):
+    """Prefetch the cache line at address ``addr`` for reading, into all levels."""
+    def codegen(context, builder, signature, args):
+        pf = _decl(builder.module, "llvm.prefetch.p0", ir.VoidType(), [_I8P, _I32, _I32, _I32])
+        builder.call(pf, [builder.inttoptr(args[0], _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 3),
+                          ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.void(types.int64), codegen
+
+
+@intrinsic
+def _one_of(typingctx, proto):
+    """A one of ``proto``'s float type."""
+    if not isinstance(proto, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(signature.return_type, 1.0)
+    return proto(proto), codegen
+
+
+@intrinsic
 def _zero_of(typingctx, arr):
     """A zero of ``arr``'s float dtype (selects the dtype of the intrinsics)."""
     if not isinstance(arr, types.Array) or not isinstance(arr.dtype, types.Float):
@@ -951,8 +1112,8 @@ def _call_worker(typingctx, fn, proto, p, argp):
 (A_T, A_B, A_I, A_H, A_S, A_NSTEPS, A_REV, A_NP, A_NPP, A_KS, A_FLAGS, A_CLIP, A_BULK, A_NLAUNCH, A_WAIT,
  A_DIRECT, A_SYNC, A_X, A_WIH, A_WHH, A_BIH, A_BHH, A_WHR, A_PEEP, A_PSTEP, A_LDPEEP, A_ORDER, A_LENS, A_Y,
  A_YS0, A_YS1, A_HN, A_CN, A_WIP, A_WHP, A_WHRP, A_BP, A_XP, A_LD, A_ACC, A_HB, A_LDH, A_C, A_LDC, A_R, A_XA,
- A_XAROWS, A_TOF, A_ZERO, A_RC, A_LAYOUT) = range(51)
-NARGS = 56
+ A_XAROWS, A_TOF, A_ZERO, A_RC, A_LAYOUT, A_TG, A_TC, A_TK) = range(54)
+NARGS = 64
 # Sync words (int64, 8 apart = one cache line each): arrivals, the decided team size, then per
 # worker v the steps it finished (DONE) and, with a projection, the steps whose gate update it
 # finished (RDONE, one line further).
@@ -961,6 +1122,40 @@ MAXTEAM = 64
 SYNC_LEN = W_DONE0 + 16 * MAXTEAM
 WAIT_TICKS = 200_000          # the first worker waits at most this long (~50-80 us) for the team
 SPINS_BEFORE_YIELD = 2000
+
+
+@njit(inline="always", **_JIT)
+def _handshake(sync, nlaunch, wait_ticks):
+    """Form the team (see ``_worker``): (this worker's index, team size); an index >= the team size
+    means: leave."""
+    index = _atomic_add(sync + 8 * W_ARRIVED, 1)
+    if index == 0:
+        t0 = _ticks()
+        while _load_acq(sync + 8 * W_ARRIVED) < nlaunch:
+            dt = _ticks() - t0
+            if dt > wait_ticks:
+                break
+            if dt > (wait_ticks >> 3):
+                _yield()
+            else:
+                _pause()
+        n = _load_acq(sync + 8 * W_ARRIVED)
+        _store_rel(sync + 8 * W_TEAM, n)
+    else:
+        _wait_ge(sync + 8 * W_TEAM, 1)
+        n = _load_acq(sync + 8 * W_TEAM)
+    return index, n
+
+
+@njit(inline="always", **_JIT)
+def _record(tape_g, tape_c, tape_k, row, H, u, isz):
+    """The tape addresses of ``row = t B + b``, units from ``u`` (0s without a tape)."""
+    if tape_g == 0:
+        return 0, 0, 0
+    tk = 0
+    if tape_k != 0:
+        tk = tape_k + row * 4 * H + u
+    return tape_g + (row * 4 * H + u) * isz, tape_c + (row * H + u) * isz, tk
 
 
 def _worker(proto, p, argp):
@@ -1003,27 +1198,9 @@ def _worker(proto, p, argp):
     bulk = _ld(argp + 8 * A_BULK) != 0
     direct = _ld(argp + 8 * A_DIRECT) != 0
     sync = _ld(argp + 8 * A_SYNC)
-    # ---- handshake
-    index = _atomic_add(sync + 8 * W_ARRIVED, 1)
-    if index == 0:
-        nlaunch = _ld(argp + 8 * A_NLAUNCH)
-        wait_ticks = _ld(argp + 8 * A_WAIT)
-        t0 = _ticks()
-        while _load_acq(sync + 8 * W_ARRIVED) < nlaunch:
-            dt = _ticks() - t0
-            if dt > wait_ticks:
-                break
-            if dt > (wait_ticks >> 3):
-                _yield()
-            else:
-                _pause()
-        n = _load_acq(sync + 8 * W_ARRIVED)
-        _store_rel(sync + 8 * W_TEAM, n)
-    else:
-        _wait_ge(sync + 8 * W_TEAM, 1)
-        n = _load_acq(sync + 8 * W_TEAM)
-        if index >= n:
-            return
+    index, n = _handshake(sync, _ld(argp + 8 * A_NLAUNCH), _ld(argp + 8 * A_WAIT))
+    if index >= n:
+        return
     w = index
     x = _ld(argp + 8 * A_X)
     w_ih = _ld(argp + 8 * A_WIH)
@@ -1056,6 +1233,9 @@ def _worker(proto, p, argp):
     tof = _ld(argp + 8 * A_TOF) + w * B * 8
     zero = _ld(argp + 8 * A_ZERO)
     RC = _ld(argp + 8 * A_RC)
+    tape_g = _ld(argp + 8 * A_TG)
+    tape_c = _ld(argp + 8 * A_TC)
+    tape_k = _ld(argp + 8 * A_TK)
     lay = _ld(argp + 8 * A_LAYOUT)   # per panel: offset A, ka0, ka1, offset B, kb0, kb1
     proj = NPP > 0
     split = (NP + 1) // 2
@@ -1211,8 +1391,10 @@ def _worker(proto, p, argp):
                 else:
                     hh = hnxt + (rr * LDH + pp * V) * isz
                     yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
+                tg, tc, tk = _record(tape_g, tape_c, tape_k, _ld(tof + 8 * rr) * B + _ld(order + 8 * rr), H, pp * V,
+                                     isz)
                 _gate(proto, flags, acc + (rr * LD + pp * NB) * isz, cc, cc, hh, yy, nval, peep + pp * pstep * isz,
-                      ldpeep, clip)
+                      ldpeep, clip, tg, H, tc, tk)
         if proj:
             # h = r W_hr^T needs all of r: a second barrier, then this worker's columns of h
             _store_rel(me_done + 64, s + 1)
@@ -1253,9 +1435,30 @@ def run_team(fn, proto, argp, n):
         _call_worker(fn, proto, np.int64(p), argp)
 
 
+@njit(inline="always", **_JIT)
+def _sort_rows(lengths, T, B, cnt, order, lens):
+    """Rows sorted by length, longest first (a stable counting sort; ``cnt`` scratch of T + 2 words):
+    ``order[r]`` the row at sorted place r, ``lens[r]`` its length."""
+    for k in range(T + 2):
+        _st(cnt + 8 * k, 0)
+    for r in range(B):
+        _st(cnt + 8 * lengths[r], _ld(cnt + 8 * lengths[r]) + 1)
+    run = 0
+    for L in range(T, -1, -1):
+        k = _ld(cnt + 8 * L)
+        _st(cnt + 8 * L, run)
+        run += k
+    for r in range(B):
+        at = cnt + 8 * lengths[r]
+        _st(order + 8 * _ld(at), r)
+        _st(at, _ld(at) + 1)
+    for r in range(B):
+        _st(lens + 8 * r, lengths[_ld(order + 8 * r)])
+
+
 @njit(**_JIT)
 def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n, c_n, y, ys0, ys1, reverse, flags,
-                  clip, bulk, nlaunch, wait_ticks, wsf, wsi, fn, serial):
+                  clip, bulk, nlaunch, wait_ticks, wsf, wsi, fn, serial, tape_g, tape_c, tape_k):
     """Prepare a forward call and, when ``serial``, run it.
 
     Parameters (T steps, B rows, I inputs, H hidden units, S = P or H the width of h)
@@ -1274,6 +1477,9 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
         nothing between calls (weights are packed on every call)
     fn : address of the worker C callback; serial : run it here, else the caller launches
         ``run_team(fn, zero, address of wsi, nlaunch)``
+    tape_g, tape_c, tape_k : addresses of forward_train's tape (0: a plain forward): gates
+        (T, B, 4H), cells (T, B, H) of the dtype, clipped (T, B, 4H) bytes (0 without clip);
+        written at valid steps by the gate update (see ``_define_gate``)
 
     Every array is C-contiguous.  Returns (floats, ints) of workspace needed: when either is
     more than given, nothing ran; call again with larger ones.  (0, 0) when prepared / done.
@@ -1338,27 +1544,11 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
         return n_f, n_i
     ib = _addr(wsi)
     fb = _addr(wsf)
-    # rows sorted by length, longest first (a stable counting sort)
-    cnt = ib + 8 * i_cnt
     order = ib + 8 * i_order
     lens = ib + 8 * i_lens
-    for k in range(T + 2):
-        _st(cnt + 8 * k, 0)
+    _sort_rows(lengths, T, B, ib + 8 * i_cnt, order, lens)
     for r in range(B):
-        _st(cnt + 8 * lengths[r], _ld(cnt + 8 * lengths[r]) + 1)
-    run = 0
-    for L in range(T, -1, -1):
-        k = _ld(cnt + 8 * L)
-        _st(cnt + 8 * L, run)
-        run += k
-    for r in range(B):
-        at = cnt + 8 * lengths[r]
-        _st(order + 8 * _ld(at), r)
-        _st(at, _ld(at) + 1)
-    for r in range(B):
-        o = _ld(order + 8 * r)
-        _st(lens + 8 * r, lengths[o])
-        if o != r:
+        if _ld(order + 8 * r) != r:
             direct = False
     # the canonical k order of each panel (see the module docstring) and its place in whp
     n0 = ks
@@ -1447,6 +1637,574 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
     _st(a + 8 * A_ZERO, zero)
     _st(a + 8 * A_RC, RC)
     _st(a + 8 * A_LAYOUT, ib + 8 * i_lay)
+    _st(a + 8 * A_TG, tape_g)
+    _st(a + 8 * A_TC, tape_c)
+    _st(a + 8 * A_TK, tape_k)
+    if serial:
+        _call_worker(fn, proto, 0, ib)
+    return 0, 0
+
+
+# ============================================================================ the backward worker
+
+# Argument block of a backward call (int64 words), from ``backward_entry`` to the workers.
+(G_T, G_B, G_I, G_H, G_HP, G_NSTEPS, G_REV, G_FLAGS, G_NLAUNCH, G_WAIT, G_SYNC, G_X, G_GATES, G_CELLS, G_CLIPPED,
+ G_H0, G_C0, G_DY, G_YS0, G_YS1, G_DHN, G_DCN, G_ORDER, G_LENS, G_WIH, G_WHH, G_PEEP, G_DX, G_DH0, G_DC0, G_DWIH,
+ G_DWHH, G_DB, G_DPEEP, G_DZ, G_TB, G_XH, G_LDK, G_CT, G_LDCT, G_DXS, G_LDX, G_WIP, G_WHP, G_DH, G_LDH, G_DC,
+ G_HROW, G_DPACC, G_ZERO, G_P, G_WHR, G_DWHR, G_MP, G_DHT, G_CR, G_LDM, G_WHRC, G_WHRP, G_DM) = range(60)
+GARGS = NARGS
+KC = 128   # k block (rows of all steps) of the weight-gradient GEMMs: a dz panel slice (32 KiB float32) stays in L1
+
+
+@njit(inline="always", **_JIT)
+def _barrier(sync, w, n, k):
+    """Barrier number ``k`` (1, 2, ... in order) of a team of ``n``: publish, wait for the others."""
+    _store_rel(sync + 8 * (W_DONE0 + 16 * w), k)
+    for v in range(n):
+        if v != w:
+            _wait_ge(sync + 8 * (W_DONE0 + 16 * v), k)
+
+
+@njit(inline="always", **_JIT)
+def _dz_at(dzp, q, Hp, u, TB, row, NB, isz):
+    """Address of dz of gate ``q``, unit ``u`` (a multiple of V), at ``row`` of all steps: column
+    ``q Hp + u`` of the padded gate axis, stored in panels of NB columns (``TB`` rows each)."""
+    col = q * Hp + u
+    return dzp + (((col // NB) * TB + row) * NB + col % NB) * isz
+
+
+@njit(inline="always", **_JIT)
+def _pack_cols(proto, src, groups, ld, H, Hp, ncol0, ncols, dst):
+    """Column panel of a (groups H, ld) row-major matrix for ``mk``, over a padded row axis:
+    ``dst[q Hp + u, c] = src[q H + u, ncol0 + c]`` for c < NB (0 for u >= H or ncol0 + c >= ncols)."""
+    NB = 4 * _lanes_of(proto)
+    isz = 256 // NB
+    n = min(NB, ncols - ncol0)
+    for q in range(groups):
+        for u in range(Hp):
+            d = dst + ((q * Hp + u) * NB) * isz
+            if u < H:
+                _memcpy(d, src + ((q * H + u) * ld + ncol0) * isz, n * isz)
+                _memzero(d + n * isz, (NB - n) * isz)
+            else:
+                _memzero(d, NB * isz)
+
+
+@njit(inline="always", **_JIT)
+def _kloop(proto, rows, K, kb, a, rs, ks, panel, c, ldc, zero):
+    """``c[0:rows, 0:NB] = A[0:rows, 0:K] @ panel`` from zero (``panel``: K rows of NB contiguous
+    numbers), k in blocks of ``kb`` with the row blocks inside (a block of ``panel`` is read once,
+    from L1), each block continuing the FMA chains of the previous one: the bits of one chain over
+    k = 0..K-1, whatever the blocking; K = 0 gives zeros.  Row r, k-block j of A start at
+    ``a + r rs + j ks`` (elements), its k contiguous: row-major A is ``rs = lda, ks = kb``; A in
+    panels of NB columns (dz) is ``kb = NB, rs = NB, ks =`` the panel stride."""
+    NB = 4 * _lanes_of(proto)
+    isz = 256 // NB
+    nblk = (rows + MRMAX - 1) // MRMAX
+    for k0 in range(0, max(K, 1), kb):
+        kn = max(min(kb, K - k0), 0)
+        r0 = 0
+        for blk in range(nblk):
+            mr = rows // nblk + (1 if blk < rows % nblk else 0)
+            dst = c + r0 * ldc * isz
+            cin = dst
+            ldcin = ldc
+            if k0 == 0:
+                cin = zero
+                ldcin = 0
+            _mk(proto, mr, a + (r0 * rs + (k0 // kb) * ks) * isz, rs, panel + k0 * NB * isz, kn, cin, ldcin, dst, ldc)
+            r0 += mr
+
+
+@njit(inline="always", **_JIT)
+def _chain(proto, mr, a, lda, k, w, cout, ldcout, zero):
+    """``cout[0:mr, 0:NB] = sum_j a[m, j] w[j, 0:NB]`` from zero, with ``a`` in panels of NB columns
+    (``lda`` apart) and ``w`` the packed panel: one ``mk`` call per panel, each continuing the
+    same FMA chains, in k order (the bits of a single call over all k)."""
+    NB = 4 * _lanes_of(proto)
+    isz = 256 // NB
+    for k0 in range(0, k, NB):
+        cin = cout
+        ldcin = ldcout
+        if k0 == 0:
+            cin = zero
+            ldcin = 0
+        _mk(proto, mr, a + (k0 // NB) * lda * isz, NB, w + k0 * NB * isz, min(NB, k - k0), cin, ldcin, cout, ldcout)
+
+
+def _bwd_worker(proto, p, argp):
+    """Worker ``p`` of a backward call (see ``backward_entry``; the only one when serial).
+
+    Team split: worker w of n owns the NB-unit panels [h0p, h1p) of the hidden units (its part of
+    the gate backward, and with a projection of ``dm = dh W_hr``) and the NB-column panels
+    [c0p, c1p) of h (its columns of ``dh = dz W_hh``; the same split without a projection);
+    after the loop its share of the steps (``dx = dz W_ih``; with a projection, ``h_prev``
+    recomputed as ``m W_hr^T``) and of the panels of the weight gradients.  Per step one barrier
+    (the product needs every unit's dz of the step; a worker only ever reads its own columns of
+    dh and dc), and with a projection one more (``dm`` needs all of dh).  Every output element is
+    one FMA chain in a fixed order (k over the padded gate axis, over H, or over the rows of all
+    steps in processing order): bitwise the same results for any team size.
+    """
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    sync = _ld(argp + 8 * G_SYNC)
+    index, n = _handshake(sync, _ld(argp + 8 * G_NLAUNCH), _ld(argp + 8 * G_WAIT))
+    if index >= n:
+        return
+    w = index
+    B = _ld(argp + 8 * G_B)
+    I = _ld(argp + 8 * G_I)  # noqa: E741
+    H = _ld(argp + 8 * G_H)
+    Hp = _ld(argp + 8 * G_HP)
+    P = _ld(argp + 8 * G_P)
+    nsteps = _ld(argp + 8 * G_NSTEPS)
+    rev = _ld(argp + 8 * G_REV) != 0
+    flags = _ld(argp + 8 * G_FLAGS)
+    x = _ld(argp + 8 * G_X)
+    gates = _ld(argp + 8 * G_GATES)
+    cells = _ld(argp + 8 * G_CELLS)
+    clipped = _ld(argp + 8 * G_CLIPPED)
+    h0 = _ld(argp + 8 * G_H0)
+    c0 = _ld(argp + 8 * G_C0)
+    dy = _ld(argp + 8 * G_DY)
+    ys0 = _ld(argp + 8 * G_YS0)
+    ys1 = _ld(argp + 8 * G_YS1)
+    order = _ld(argp + 8 * G_ORDER)
+    lens = _ld(argp + 8 * G_LENS)
+    peep = _ld(argp + 8 * G_PEEP)
+    dzp = _ld(argp + 8 * G_DZ)
+    TB = _ld(argp + 8 * G_TB)
+    xh = _ld(argp + 8 * G_XH)
+    LDK = _ld(argp + 8 * G_LDK)
+    ct = _ld(argp + 8 * G_CT)
+    LDCT = _ld(argp + 8 * G_LDCT)
+    dxs = _ld(argp + 8 * G_DXS)
+    LDX = _ld(argp + 8 * G_LDX)
+    wip = _ld(argp + 8 * G_WIP)
+    whp = _ld(argp + 8 * G_WHP)
+    dh = _ld(argp + 8 * G_DH)
+    LDH = _ld(argp + 8 * G_LDH)
+    dc = _ld(argp + 8 * G_DC)
+    hrow = _ld(argp + 8 * G_HROW)
+    dpacc = _ld(argp + 8 * G_DPACC)
+    zero = _ld(argp + 8 * G_ZERO)
+    mp = _ld(argp + 8 * G_MP)
+    dht = _ld(argp + 8 * G_DHT)
+    LDM = _ld(argp + 8 * G_LDM)
+    whrc = _ld(argp + 8 * G_WHRC)
+    whrp = _ld(argp + 8 * G_WHRP)
+    dm = _ld(argp + 8 * G_DM)
+    proj = P > 0
+    S = H
+    if proj:
+        S = P
+    G4 = 4 * Hp              # the padded gate axis: gate q, unit u at q Hp + u
+    NPZ = G4 // NB           # its panels
+    NPS = (S + NB - 1) // NB
+    NPH = (H + NB - 1) // NB
+    NPI = (I + NB - 1) // NB
+    KR = I + 1 + S           # rows of [x^T; 1; h_prev^T]
+    h0p = (w * NPH + n - 1) // n
+    h1p = ((w + 1) * NPH + n - 1) // n
+    u0 = min(h0p * NB, H)
+    u1 = min(h1p * NB, H)
+    c0p = (w * NPS + n - 1) // n
+    c1p = ((w + 1) * NPS + n - 1) // n
+    pc0 = min(c0p * NB, S)
+    pc1 = min(c1p * NB, S)
+    s0 = (w * nsteps + n - 1) // n       # this worker's steps after the loop
+    s1 = ((w + 1) * nsteps + n - 1) // n
+    nb = 0   # barriers passed
+
+    # ---- pack: this worker's W_hh column panels; its share of W_ih's; with a projection, W_hr for
+    # dm (its unit panels) and for h = m W_hr^T (its share); its rows of x^T (and the ones)
+    for jc in range(c0p, c1p):
+        _pack_cols(proto, _ld(argp + 8 * G_WHH), 4, S, H, Hp, jc * NB, S, whp + jc * G4 * NB * isz)
+    for ji in range((w * NPI + n - 1) // n, ((w + 1) * NPI + n - 1) // n):
+        _pack_cols(proto, _ld(argp + 8 * G_WIH), 4, I, H, Hp, ji * NB, I, wip + ji * G4 * NB * isz)
+    if proj:
+        w_hr = _ld(argp + 8 * G_WHR)
+        for jh in range(h0p, h1p):
+            _pack_cols(proto, w_hr, 1, H, P, P, jh * NB, H, whrc + jh * P * NB * isz)
+        for jc in range(c0p, c1p):  # (the forward's packing of W_hr)
+            _pack(proto, w_hr + jc * NB * H * isz, H, V, V, S - jc * NB, 0, H, whrp + jc * H * NB * isz)
+    for i in range((w * (I + 1) + n - 1) // n, ((w + 1) * (I + 1) + n - 1) // n):
+        dst = xh + i * LDK * isz
+        if i == I:
+            for q in range(TB):
+                _stf(proto, dst + q * isz, _one_of(proto))
+            continue
+        m = B
+        for s in range(nsteps):
+            while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
+                m -= 1
+            for r in range(B):
+                v = proto
+                if r < m:
+                    t = s
+                    if rev:
+                        t = _ld(lens + 8 * r) - 1 - s
+                    v = _ldf(proto, x + ((t * B + _ld(order + 8 * r)) * I + i) * isz)
+                _stf(proto, dst + (s * B + r) * isz, v)
+    # ---- the state gradients: dh_n (this worker's columns), dc_n (its units); peephole accumulators
+    for r in range(B):
+        b = _ld(order + 8 * r)
+        _memcpy(dh + (r * LDH + pc0) * isz, _ld(argp + 8 * G_DHN) + (b * S + pc0) * isz, (pc1 - pc0) * isz)
+        _memcpy(dc + (r * Hp + u0) * isz, _ld(argp + 8 * G_DCN) + (b * H + u0) * isz, (u1 - u0) * isz)
+    for q in range(3):  # (H apart, like the peepholes: the kernel's loads and stores are masked)
+        _memzero(dpacc + (q * H + u0) * isz, (u1 - u0) * isz)
+    pstep = 0
+    ldpeep = 0
+    if peep != 0:
+        pstep = 1
+        ldpeep = H
+    else:
+        peep = zero
+    # ---- the steps, last first
+    m = 0
+    for s in range(nsteps - 1, -1, -1):
+        while m < B and _ld(lens + 8 * m) > s:
+            m += 1
+        nblk = (m + MRMAX - 1) // MRMAX
+        if proj:
+            # dh_t = dh + dy (this worker's columns; kept, transposed, for dW_hr), then dm = dh_t W_hr
+            for r in range(m):
+                t = s
+                if rev:
+                    t = _ld(lens + 8 * r) - 1 - s
+                src = dy + (t * ys0 + _ld(order + 8 * r) * ys1) * isz
+                for k in range(pc0, pc1):
+                    at = dh + (r * LDH + k) * isz
+                    _stf(proto, at, _ldf(proto, at) + _ldf(proto, src + k * isz))
+            for k in range(pc0, pc1):
+                dst = dht + (k * LDK + s * B) * isz
+                for r in range(m):
+                    _stf(proto, dst + r * isz, _ldf(proto, dh + (r * LDH + k) * isz))
+                for r in range(m, B):
+                    _stf(proto, dst + r * isz, proto)
+            nb += 1
+            _barrier(sync, w, n, nb)
+            for jh in range(h0p, h1p):
+                r0 = 0
+                for blk in range(nblk):
+                    mr = m // nblk + (1 if blk < m % nblk else 0)
+                    _mk(proto, mr, dh + r0 * LDH * isz, LDH, whrc + jh * P * NB * isz, P, zero, 0,
+                        dm + (r0 * LDM + jh * NB) * isz, LDM)
+                    r0 += mr
+        if s > 0:  # the tape of the next step (in pieces, backwards in memory): ask for it before the product
+            r = 0
+            while r < B and _ld(lens + 8 * r) > s - 1:
+                t = s - 1
+                if rev:
+                    t = _ld(lens + 8 * r) - s
+                row = t * B + _ld(order + 8 * r)
+                for q in range(4):
+                    for uu in range(u0, u1, 16):
+                        _prefetch(gates + (row * 4 * H + q * H + uu) * isz)
+                for uu in range(u0, u1, 16):
+                    _prefetch(cells + (row * H + uu) * isz)
+                r += 1
+        for r in range(m):
+            b = _ld(order + 8 * r)
+            t = s
+            tp = s - 1
+            if rev:
+                t = _ld(lens + 8 * r) - 1 - s
+                tp = t + 1
+            row = t * B + b
+            cprev = c0 + b * H * isz
+            if s > 0:
+                cprev = cells + (tp * B + b) * H * isz
+            zr = s * B + r
+            for uu in range(u0, u1, V):
+                nval = min(V, H - uu)
+                tk = 0
+                if clipped != 0:
+                    tk = clipped + row * 4 * H + uu
+                if proj:  # the gradient of m = o tanh(c) is dm; m itself kept for dW_hr and h_prev
+                    dmu = dm + (r * LDM + uu) * isz
+                    dyu = zero
+                    hout = mp + (((uu // NB) * TB + zr) * NB + uu % NB) * isz
+                else:
+                    dmu = dh + (r * LDH + uu) * isz
+                    dyu = dy + (t * ys0 + b * ys1 + uu) * isz
+                    hout = hrow + (r * Hp + uu) * isz
+                _gate_bwd(proto, flags, gates + (row * 4 * H + uu) * isz, H, cells + (row * H + uu) * isz,
+                          cprev + uu * isz, dmu, dyu, dc + (r * Hp + uu) * isz, _dz_at(dzp, 0, Hp, uu, TB, zr, NB, isz),
+                          _dz_at(dzp, 1, Hp, uu, TB, zr, NB, isz), _dz_at(dzp, 2, Hp, uu, TB, zr, NB, isz),
+                          _dz_at(dzp, 3, Hp, uu, TB, zr, NB, isz), hout, nval, peep + uu * pstep * isz, ldpeep,
+                          dpacc + uu * isz, tk)
+        for r in range(m, B):  # rows past their length: dz 0 (and m 0)
+            for q in range(4):
+                for uu in range(u0, u1, V):
+                    _memzero(_dz_at(dzp, q, Hp, uu, TB, s * B + r, NB, isz), V * isz)
+            if proj:
+                for jh in range(h0p, h1p):
+                    _memzero(mp + ((jh * TB + s * B + r) * NB) * isz, NB * isz)
+        if not proj:
+            # h_prev^T rows of this worker's units: h of step s is h_prev of step s + 1; h0 at step 0
+            for u in range(u0, u1):
+                dst = xh + (I + 1 + u) * LDK * isz
+                if s + 1 < nsteps:
+                    for r in range(m):
+                        _stf(proto, dst + ((s + 1) * B + r) * isz, _ldf(proto, hrow + (r * Hp + u) * isz))
+                for r in range(m, B):
+                    _stf(proto, dst + (s * B + r) * isz, proto)
+                if s == 0:
+                    for r in range(m):
+                        _stf(proto, dst + r * isz, _ldf(proto, h0 + (_ld(order + 8 * r) * S + u) * isz))
+        nb += 1
+        _barrier(sync, w, n, nb)
+        # dh (the gradient w.r.t. h_{s-1}) = dz_s W_hh, this worker's columns, k in gate order; the
+        # row blocks inside the k panels, so that each W_hh slice is read from L2 once per step
+        for jc in range(c0p, c1p):
+            _kloop(proto, m, G4, NB, dzp + s * B * NB * isz, NB, TB * NB, whp + jc * G4 * NB * isz,
+                   dh + jc * NB * isz, LDH, zero)
+    # ---- the state gradients and peephole gradients
+    for r in range(B):
+        b = _ld(order + 8 * r)
+        _memcpy(_ld(argp + 8 * G_DH0) + (b * S + pc0) * isz, dh + (r * LDH + pc0) * isz, (pc1 - pc0) * isz)
+        _memcpy(_ld(argp + 8 * G_DC0) + (b * H + u0) * isz, dc + (r * Hp + u0) * isz, (u1 - u0) * isz)
+    dpeep = _ld(argp + 8 * G_DPEEP)
+    if dpeep != 0:
+        for q in range(3):
+            _memcpy(dpeep + (q * H + u0) * isz, dpacc + (q * H + u0) * isz, (u1 - u0) * isz)
+    nb += 1
+    _barrier(sync, w, n, nb)   # every dz, m, x^T, h_prev^T row and packed weight is in place
+    # ---- with a projection: h_prev^T of this worker's steps, h = m W_hr^T (the forward's FMA chains)
+    if proj:
+        hps = dxs + w * MRMAX * LDX * isz
+        m = B
+        for s in range(nsteps):
+            while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
+                m -= 1
+            if s < s0 or s >= s1:
+                continue
+            for k in range(S):
+                dst = xh + ((I + 1 + k) * LDK + s * B) * isz
+                for r in range(m, B):
+                    _stf(proto, dst + r * isz, proto)
+                if s == 0:
+                    for r in range(m):
+                        _stf(proto, dst + r * isz, _ldf(proto, h0 + (_ld(order + 8 * r) * S + k) * isz))
+            if s == 0:
+                continue
+            nblk = (m + MRMAX - 1) // MRMAX
+            r0 = 0
+            for blk in range(nblk):
+                mr = m // nblk + (1 if blk < m % nblk else 0)
+                for jc in range(NPS):
+                    _chain(proto, mr, mp + ((s - 1) * B + r0) * NB * isz, TB * NB, H, whrp + jc * H * NB * isz,
+                           hps + jc * NB * isz, LDX, zero)
+                for k in range(S):
+                    dst = xh + ((I + 1 + k) * LDK + s * B + r0) * isz
+                    for rr in range(mr):
+                        _stf(proto, dst + rr * isz, _ldf(proto, hps + (rr * LDX + k) * isz))
+                r0 += mr
+        nb += 1
+        _barrier(sync, w, n, nb)
+    # ---- dx = dz W_ih: this worker's steps
+    dx = _ld(argp + 8 * G_DX)
+    m = B
+    for s in range(nsteps):
+        while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
+            m -= 1
+        if s < s0 or s >= s1:
+            continue
+        nblk = (m + MRMAX - 1) // MRMAX
+        r0 = 0
+        for blk in range(nblk):
+            mr = m // nblk + (1 if blk < m % nblk else 0)
+            for ji in range(NPI):
+                _chain(proto, mr, dzp + (s * B + r0) * NB * isz, TB * NB, G4, wip + ji * G4 * NB * isz,
+                       dxs + (w * MRMAX * LDX + ji * NB) * isz, LDX, zero)
+            for rr in range(mr):
+                r = r0 + rr
+                t = s
+                if rev:
+                    t = _ld(lens + 8 * r) - 1 - s
+                _memcpy(dx + (t * B + _ld(order + 8 * r)) * I * isz, dxs + (w * MRMAX + rr) * LDX * isz, I * isz)
+            r0 += mr
+    # ---- [dW_ih^T; db; dW_hh^T] = [x^T; 1; h_prev^T] dz over the rows of all steps: this worker's dz panels
+    dw_ih = _ld(argp + 8 * G_DWIH)
+    dw_hh = _ld(argp + 8 * G_DWHH)
+    db = _ld(argp + 8 * G_DB)
+    for pz in range((w * NPZ + n - 1) // n, ((w + 1) * NPZ + n - 1) // n):
+        _kloop(proto, KR, TB, KC, xh, LDK, KC, dzp + pz * TB * NB * isz, ct + pz * NB * isz, LDCT, zero)
+        for cc in range(NB):  # transpose into the outputs
+            col = pz * NB + cc
+            q = col // Hp
+            u = col - q * Hp
+            if u >= H:
+                continue
+            g = q * H + u
+            src = ct + col * isz
+            for i in range(I):
+                _stf(proto, dw_ih + (g * I + i) * isz, _ldf(proto, src + i * LDCT * isz))
+            _stf(proto, db + g * isz, _ldf(proto, src + I * LDCT * isz))
+            for k in range(S):
+                _stf(proto, dw_hh + (g * S + k) * isz, _ldf(proto, src + (I + 1 + k) * LDCT * isz))
+    # ---- dW_hr = dh_t^T m over the rows of all steps: this worker's unit panels
+    if proj:
+        dw_hr = _ld(argp + 8 * G_DWHR)
+        cr = _ld(argp + 8 * G_CR)
+        for jh in range(h0p, h1p):
+            _kloop(proto, P, TB, KC, dht, LDK, KC, mp + jh * TB * NB * isz, cr + jh * NB * isz, LDM, zero)
+            for k in range(P):
+                _memcpy(dw_hr + (k * H + jh * NB) * isz, cr + (k * LDM + jh * NB) * isz,
+                        (min(H, (jh + 1) * NB) - jh * NB) * isz)
+
+
+@njit(**_JIT)
+def backward_entry(x, gates, cells, clipped, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, reverse, flags, dy, ys0, ys1,
+                   dh_n, dc_n, dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dw_peep, nlaunch, wait_ticks, wsf, wsi, fn,
+                   serial):
+    """Prepare a backward call (one layer, one direction) and, when ``serial``, run it.
+
+    Parameters (T steps, B rows, I inputs, H hidden units, S = P or H the width of h)
+    ----------
+    x : (T, B, I); gates : (T, B, 4H); cells : (T, B, H); clipped : (T, B, 4H) uint8 view of the
+        bool mask, or (0, 0, 0) without clip; h0 : (B, S), c0 : (B, H) -- the tape
+    w_ih : (4H, I); w_hh : (4H, S); w_hr : (P, H) or (0, 0); w_peep : (3, H) or (0, 0)
+    lengths : (B,) int64 in [0, T]; reverse : bool; flags : PEEP | CLIP | IFORGET
+    dy : int, address of dy (T, B, S), element strides ys0, ys1 (last axis contiguous)
+    dh_n : (B, S), dc_n : (B, H)
+    dx : (T, B, I) -- written at valid steps; dh0 : (B, S), dc0 : (B, H); dw_ih : (4H, I);
+        dw_hh : (4H, S); db : (4H,); dw_hr : (P, H) or (0, 0); dw_peep : (3, H) or (0, 0) -- written
+    nlaunch, wait_ticks, wsf, wsi, fn, serial : as in ``forward_entry`` (``fn`` the backward worker)
+
+    Scratch (in ``wsf``): dz of every step, ``T B 4Hp`` in panels of NB columns (``Hp`` = H
+    rounded up to V: the gate axis is padded so that a unit vector never straddles a panel);
+    ``[x^T; 1; h_prev^T]`` ((I + 1 + S) x T B, rows of all steps in processing order: step s,
+    rows sorted longest first) and its product with dz; the packed weights; dh, dc; with a
+    projection m of every step (T B H) and dh^T (S x T B).  Returns (floats, ints) of workspace
+    needed, as ``forward_entry``.
+    """
+    T, B, I = x.shape  # noqa: E741
+    H = c0.shape[1]
+    S = h0.shape[1]
+    P = w_hr.shape[0]
+    proto = _zero_of(x)
+    V = _lanes_of(proto)
+    NB = 4 * V
+    Hp = (H + V - 1) // V * V
+    G4 = 4 * Hp
+    NPS = (S + NB - 1) // NB
+    NPH = (H + NB - 1) // NB
+    NPI = (I + NB - 1) // NB
+    nsteps = 0
+    for r in range(B):
+        nsteps = max(nsteps, lengths[r])
+    TB = nsteps * B
+    LDK = (TB + 15) // 16 * 16
+    if (LDK * (64 // V)) % 4096 == 0:
+        LDK += 16
+    KR = I + 1 + S
+    LDCT = G4
+    if (LDCT * (64 // V)) % 4096 == 0:
+        LDCT += NB
+    LDX = max(NPI, NPS) * NB
+    LDH = NPS * NB
+    LDM = NPH * NB
+    o_dz = 0
+    o_xh = o_dz + TB * G4
+    o_ct = o_xh + KR * LDK
+    o_dxs = o_ct + (KR * LDCT + 15) // 16 * 16
+    o_wip = o_dxs + nlaunch * MRMAX * LDX
+    o_whp = o_wip + NPI * G4 * NB
+    o_dh = o_whp + NPS * G4 * NB
+    o_dc = o_dh + B * LDH
+    o_hrow = o_dc + B * Hp
+    o_dp = o_hrow + B * Hp
+    o_zero = o_dp + (3 * H + V + 15) // 16 * 16
+    o_mp = o_zero + NB
+    if P > 0:
+        o_dht = o_mp + NPH * TB * NB
+        o_cr = o_dht + P * LDK
+        o_whrc = o_cr + (P * LDM + 15) // 16 * 16
+        o_whrp = o_whrc + NPH * P * NB
+        o_dm = o_whrp + NPS * H * NB
+        n_f = o_dm + B * LDM
+    else:
+        o_dht = o_cr = o_whrc = o_whrp = o_dm = n_f = o_mp
+    i_sync = GARGS
+    i_order = i_sync + SYNC_LEN
+    i_lens = i_order + B
+    i_cnt = i_lens + B
+    n_i = i_cnt + T + 2
+    if n_f > wsf.shape[0] or n_i > wsi.shape[0]:
+        return n_f, n_i
+    ib = _addr(wsi)
+    fb = _addr(wsf)
+    isz = 64 // V
+    order = ib + 8 * i_order
+    lens = ib + 8 * i_lens
+    _sort_rows(lengths, T, B, ib + 8 * i_cnt, order, lens)
+    zero = fb + o_zero * isz
+    _memzero(zero, NB * isz)
+    _memzero(ib + 8 * i_sync, 8 * SYNC_LEN)
+    a = ib
+    _st(a + 8 * G_T, T)
+    _st(a + 8 * G_B, B)
+    _st(a + 8 * G_I, I)
+    _st(a + 8 * G_H, H)
+    _st(a + 8 * G_HP, Hp)
+    _st(a + 8 * G_P, P)
+    _st(a + 8 * G_NSTEPS, nsteps)
+    _st(a + 8 * G_REV, 1 if reverse else 0)
+    _st(a + 8 * G_FLAGS, flags)
+    _st(a + 8 * G_NLAUNCH, nlaunch)
+    _st(a + 8 * G_WAIT, wait_ticks)
+    _st(a + 8 * G_SYNC, ib + 8 * i_sync)
+    _st(a + 8 * G_X, _addr(x))
+    _st(a + 8 * G_GATES, _addr(gates))
+    _st(a + 8 * G_CELLS, _addr(cells))
+    _st(a + 8 * G_CLIPPED, _addr(clipped) if clipped.shape[0] > 0 else 0)
+    _st(a + 8 * G_H0, _addr(h0))
+    _st(a + 8 * G_C0, _addr(c0))
+    _st(a + 8 * G_DY, dy)
+    _st(a + 8 * G_YS0, ys0)
+    _st(a + 8 * G_YS1, ys1)
+    _st(a + 8 * G_DHN, _addr(dh_n))
+    _st(a + 8 * G_DCN, _addr(dc_n))
+    _st(a + 8 * G_ORDER, order)
+    _st(a + 8 * G_LENS, lens)
+    _st(a + 8 * G_WIH, _addr(w_ih))
+    _st(a + 8 * G_WHH, _addr(w_hh))
+    _st(a + 8 * G_WHR, _addr(w_hr))
+    _st(a + 8 * G_PEEP, _addr(w_peep) if w_peep.shape[0] > 0 else 0)
+    _st(a + 8 * G_DX, _addr(dx))
+    _st(a + 8 * G_DH0, _addr(dh0))
+    _st(a + 8 * G_DC0, _addr(dc0))
+    _st(a + 8 * G_DWIH, _addr(dw_ih))
+    _st(a + 8 * G_DWHH, _addr(dw_hh))
+    _st(a + 8 * G_DB, _addr(db))
+    _st(a + 8 * G_DWHR, _addr(dw_hr))
+    _st(a + 8 * G_DPEEP, _addr(dw_peep) if dw_peep.shape[0] > 0 else 0)
+    _st(a + 8 * G_DZ, fb + o_dz * isz)
+    _st(a + 8 * G_TB, TB)
+    _st(a + 8 * G_XH, fb + o_xh * isz)
+    _st(a + 8 * G_LDK, LDK)
+    _st(a + 8 * G_CT, fb + o_ct * isz)
+    _st(a + 8 * G_LDCT, LDCT)
+    _st(a + 8 * G_DXS, fb + o_dxs * isz)
+    _st(a + 8 * G_LDX, LDX)
+    _st(a + 8 * G_WIP, fb + o_wip * isz)
+    _st(a + 8 * G_WHP, fb + o_whp * isz)
+    _st(a + 8 * G_DH, fb + o_dh * isz)
+    _st(a + 8 * G_LDH, LDH)
+    _st(a + 8 * G_DC, fb + o_dc * isz)
+    _st(a + 8 * G_HROW, fb + o_hrow * isz)
+    _st(a + 8 * G_DPACC, fb + o_dp * isz)
+    _st(a + 8 * G_ZERO, zero)
+    _st(a + 8 * G_MP, fb + o_mp * isz)
+    _st(a + 8 * G_DHT, fb + o_dht * isz)
+    _st(a + 8 * G_CR, fb + o_cr * isz)
+    _st(a + 8 * G_LDM, LDM)
+    _st(a + 8 * G_WHRC, fb + o_whrc * isz)
+    _st(a + 8 * G_WHRP, fb + o_whrp * isz)
+    _st(a + 8 * G_DM, fb + o_dm * isz)
     if serial:
         _call_worker(fn, proto, 0, ib)
     return 0, 0
@@ -1528,7 +2286,7 @@ def _cell_panels(proto, r0, mr, p0, p1, x, h, c, c_out, w_ih, w_hh, tiles, bias,
             nval = min(V, H - pp * V)
             cc = (r * H + pp * V) * isz
             _gate(proto, flags, tiles + (m * LDT + pp * NB) * isz, _addr(c) + cc, _addr(c_out) + cc,
-                  hdst + (m * ldh + pp * V) * isz, 0, nval, peep + pp * pstep * isz, ldpeep, clip)
+                  hdst + (m * ldh + pp * V) * isz, 0, nval, peep + pp * pstep * isz, ldpeep, clip, 0, 0, 0, 0)
 
 
 @njit(**_JIT)
@@ -1711,26 +2469,9 @@ def _mkl_worker(proto, p, argp):
     clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
     direct = _ld(argp + 8 * A_DIRECT) != 0
     sync = _ld(argp + 8 * A_SYNC)
-    index = _atomic_add(sync + 8 * W_ARRIVED, 1)   # the handshake of _worker
-    if index == 0:
-        nlaunch = _ld(argp + 8 * A_NLAUNCH)
-        wait_ticks = _ld(argp + 8 * A_WAIT)
-        t0 = _ticks()
-        while _load_acq(sync + 8 * W_ARRIVED) < nlaunch:
-            dt = _ticks() - t0
-            if dt > wait_ticks:
-                break
-            if dt > (wait_ticks >> 3):
-                _yield()
-            else:
-                _pause()
-        n = _load_acq(sync + 8 * W_ARRIVED)
-        _store_rel(sync + 8 * W_TEAM, n)
-    else:
-        _wait_ge(sync + 8 * W_TEAM, 1)
-        n = _load_acq(sync + 8 * W_TEAM)
-        if index >= n:
-            return
+    index, n = _handshake(sync, _ld(argp + 8 * A_NLAUNCH), _ld(argp + 8 * A_WAIT))
+    if index >= n:
+        return
     w = index
     x = _ld(argp + 8 * A_X)
     w_ih = _ld(argp + 8 * A_WIH)
@@ -1759,6 +2500,9 @@ def _mkl_worker(proto, p, argp):
     xa = _ld(argp + 8 * A_XA) + w * xarows * I * isz
     tof = _ld(argp + 8 * A_TOF) + w * B * 8
     zero = _ld(argp + 8 * A_ZERO)
+    tape_g = _ld(argp + 8 * A_TG)
+    tape_c = _ld(argp + 8 * A_TC)
+    tape_k = _ld(argp + 8 * A_TK)
     proj = NPP > 0
     g0 = (w * NP + n - 1) // n
     g1 = ((w + 1) * NP + n - 1) // n
@@ -1835,8 +2579,10 @@ def _mkl_worker(proto, p, argp):
                 else:
                     hh = hnxt + (rr * LDH + pp * V) * isz
                     yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
+                tg, tc, tk = _record(tape_g, tape_c, tape_k, _ld(tof + 8 * rr) * B + _ld(order + 8 * rr), H, pp * V,
+                                     isz)
                 _gate(proto, flags, acc + (rr * LD + pp * NB) * isz, cc, cc, hh, yy, nval, peep + pp * pstep * isz,
-                      ldpeep, clip)
+                      ldpeep, clip, tg, H, tc, tk)
         if proj:
             _store_rel(me_rdone, s + 1)
             for v in range(n):
@@ -1874,6 +2620,18 @@ def _mkl_worker(proto, p, argp):
 # ============================================================================ loading
 
 _WORKERS: dict = {}
+
+
+def bwd_worker(dtype):
+    """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
+    compiled or loaded from Numba's cache on first use."""
+    key = (np.dtype(dtype).name, "backward")
+    cf = _WORKERS.get(key)
+    if cf is None:
+        ft = types.float32 if key[0] == "float32" else types.float64
+        cf = cfunc(types.void(ft, types.int64, types.int64), cache=True, error_model="numpy")(_bwd_worker)
+        _WORKERS[key] = cf
+    return cf
 
 
 def worker(dtype, gemm="own"):

@@ -20,6 +20,14 @@ Paths (``describe_path`` says which one a call takes; ``kind=`` forces one, for 
 Every path sums every gate pre-activation in one canonical order, so all of them (and the
 cell) give bitwise the same results, for any team size and thread count.
 
+Training (``forward_train`` / ``backward``): ``forward_train`` is the forward kernel of the same
+path with the gate update also storing the tape (bitwise ``forward``'s outputs); ``backward`` runs
+on a team of up to ``num_threads`` workers (one for the ``serial`` kinds): per step the fused
+pointwise backward and ``dh = dz W_hh`` split over the columns, then ``dx`` and the weight
+gradients as products over the rows of all steps.  Projection, peepholes, ``clip`` and
+``input_forget`` are differentiated; the gradients are bitwise the same for every kind, team
+size and thread count.
+
 Threads: ``num_threads`` (or ``LSTM_BACKENDS_NUM_THREADS``; default Numba's
 ``NUMBA_NUM_THREADS``) is the budget of a backend instance; a call never keeps more threads
 busy (no BLAS runs inside the kernels).  The team forms by a handshake inside the region: the
@@ -45,7 +53,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._args import CellArgs, ForwardArgs
+from .._args import BackwardArgs, CellArgs, ForwardArgs, Tape, TrainArgs
 from ._base import Availability, Backend
 
 __all__ = ["KINDS", "NumbaBackend", "auto_kind", "describe_threads", "last_team_size", "warmup"]
@@ -214,7 +222,9 @@ class NumbaBackend(Backend):
     description: ClassVar[str] = ("Numba-compiled CPU kernels: own AVX-512/AVX2 micro-kernel, fused gate update, "
                                   "hidden-split thread team")
     install_hint: ClassVar[str] = 'pip install "lstm-backends" (numba is a dependency; reinstall it)'
-    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "projection", "peephole", "clip"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "backward", "projection", "peephole",
+                                                         "clip"})
+    backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 10
 
     def __init__(self, num_threads: int | None = None, *, kind: str | None = None, gemm: str | None = None) -> None:
@@ -292,6 +302,13 @@ class NumbaBackend(Backend):
         panels = -(-hidden // _lanes(dtype))
         return kind, max(1, min(budget, panels, 64))
 
+    def _plan_backward(self, batch: int, hidden: int, dtype: Any) -> tuple[str, int]:
+        """(kind, workers launched) of a backward call: the forced kind's serial / team choice, else a
+        team whenever the budget allows (the weight-gradient GEMMs dominate and split over any team)."""
+        if self.kind.startswith("serial") or self.budget < 2 or time.monotonic() < self._solo_until:
+            return "serial", 1
+        return "team", min(self.budget, 64)
+
     def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32, *, steps: int | None = None,
                       input_size: int | None = None, cell: bool = False) -> str:
         """Which kernel path a call of this size takes, in words.
@@ -328,6 +345,16 @@ class NumbaBackend(Backend):
                 and self.gemm != "mkl"):
             self._forward_by_cells(args)
             return
+        self._run(args, (0, 0, 0))
+
+    def _forward_train(self, args: TrainArgs) -> None:
+        # the forward kernel of the same path, its gate update also storing the tape: y, h_n, c_n
+        # bitwise those of forward (short sequences included: their cell steps are bitwise the
+        # packed paths)
+        clipped = 0 if args.clipped is None else args.clipped.ctypes.data
+        self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
+
+    def _run(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
@@ -336,33 +363,56 @@ class NumbaBackend(Backend):
         y = args.y
         isz = dtype.itemsize
         fn = k.worker(dtype, "mkl" if self.gemm == "mkl" else "own").address
+        head = (args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
+                dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
+                args.h0, args.c0, args.lengths, args.h_n, args.c_n, y.ctypes.data, y.strides[0] // isz,
+                y.strides[1] // isz, args.reverse, flags, clip, kind.endswith("bulk"))
+        self._execute(k, k.forward_entry, head, tape, dtype, fn, workers)
+
+    def _execute(self, k: Any, entry: Any, head: tuple, tail: tuple, dtype: np.dtype, fn: int, workers: int) -> None:
+        """``entry(*head, workers, WAIT_TICKS, wsf, wsi, fn, serial, *tail)`` on this thread's workspace
+        (grown when the entry asks for more), then, unless serial (the entry ran the worker itself), the
+        prepared call on a team of ``workers`` (its argument block at the start of ``wsi``, the sync
+        words right after it: ``NARGS`` and ``GARGS`` are equal)."""
         serial = workers == 1
         wsf, wsi = _workspace(dtype)
         for _ in range(2):
-            need_f, need_i = k.forward_entry(
-                args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
-                dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
-                args.h0, args.c0, args.lengths, args.h_n, args.c_n, y.ctypes.data, y.strides[0] // isz,
-                y.strides[1] // isz, args.reverse, flags, clip, kind.endswith("bulk"), workers, k.WAIT_TICKS, wsf, wsi,
-                fn, serial)
+            need_f, need_i = entry(*head, workers, k.WAIT_TICKS, wsf, wsi, fn, serial, *tail)
             if not need_f:
                 break
             wsf, wsi = _workspace(dtype, need_f, need_i)
-        if not serial:
-            _Threads.launch(k, fn, dtype.type(0), wsi.ctypes.data, workers)
-            team = int(wsi[k.NARGS + k.W_TEAM])
-            _tls.last_team = team
-            if team < workers:
-                # The team did not form in time (a busy machine, a nested region): the first
-                # worker did everything, after waiting for the others.  Run serial for a while
-                # rather than pay that wait on every call: 20 ms after one miss, doubling up to
-                # 1 s while misses repeat.
-                self._misses += 1
-                self._solo_until = time.monotonic() + min(0.01 * 2 ** self._misses, 1.0)
-            else:
-                self._misses = 0
-        else:
+        if serial:
             _tls.last_team = 1
+            return
+        _Threads.launch(k, fn, dtype.type(0), wsi.ctypes.data, workers)
+        team = int(wsi[k.NARGS + k.W_TEAM])
+        _tls.last_team = team
+        if team < workers:
+            # The team did not form in time (a busy machine, a nested region): the first
+            # worker did everything, after waiting for the others.  Run serial for a while
+            # rather than pay that wait on every call: 20 ms after one miss, doubling up to
+            # 1 s while misses repeat.
+            self._misses += 1
+            self._solo_until = time.monotonic() + min(0.01 * 2 ** self._misses, 1.0)
+        else:
+            self._misses = 0
+
+    def _backward(self, args: BackwardArgs) -> None:
+        k = _kernels()
+        tape = args.tape
+        dtype = tape.dtype
+        kind, workers = self._plan_backward(tape.batch, tape.hidden_size, dtype)
+        flags, _ = _features(tape)
+        dummy = _dummy(dtype)
+        clipped = _NO_MASK if tape.clipped is None else tape.clipped.view(np.uint8)
+        dy = args.dy
+        isz = dtype.itemsize
+        head = (tape.x, tape.gates, tape.cells, clipped, tape.h0, tape.c0, tape.w_ih, tape.w_hh,
+                dummy if tape.w_hr is None else tape.w_hr, dummy if tape.w_peep is None else tape.w_peep,
+                tape.lengths, tape.reverse, flags, dy.ctypes.data, dy.strides[0] // isz, dy.strides[1] // isz,
+                args.dh_n, args.dc_n, args.dx, args.dh0, args.dc0, args.dw_ih, args.dw_hh, args.db,
+                dummy if args.dw_hr is None else args.dw_hr, dummy if args.dw_peep is None else args.dw_peep)
+        self._execute(k, k.backward_entry, head, (), dtype, k.bwd_worker(dtype).address, workers)
 
     def _forward_by_cells(self, args: ForwardArgs) -> None:
         """A short sequence (``auto``: ``T <= SHORT_STEPS``, ``B <= SHORT_BATCH``, every row
@@ -458,13 +508,16 @@ def last_team_size() -> int:
     return int(getattr(_tls, "last_team", 0))
 
 
-def _features(args: ForwardArgs | CellArgs) -> tuple[int, float]:
+def _features(args: ForwardArgs | CellArgs | Tape) -> tuple[int, float]:
     flags = (_PEEP if args.w_peep is not None else 0) | (_CLIP if args.clip is not None else 0) \
         | (_IFORGET if args.input_forget else 0)
     return flags, float(args.clip) if args.clip is not None else 0.0
 
 
 _DUMMIES = {np.dtype(np.float32): np.zeros((0, 0), np.float32), np.dtype(np.float64): np.zeros((0, 0), np.float64)}
+
+
+_NO_MASK = np.zeros((0, 0, 0), np.uint8)
 
 
 def _dummy(dtype: np.dtype) -> np.ndarray:
