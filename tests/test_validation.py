@@ -102,6 +102,25 @@ def test_cell_out_aliasing_rules(name, p):
         be.cell(x, None, c, p.params)
 
 
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_cell_aliasing_is_checked_after_an_accepted_streaming_call(name, p):
+    """The fast path remembers the last accepted (state, weights, outputs); a new ``x``
+    overlapping an output, or outputs that now overlap an input, are still refused."""
+    be = lb.get_backend(name)
+    buf = np.zeros(16, np.float32)
+    h, c = buf[:10].reshape(2, 5), p.c0.copy()  # C-contiguous views: the fast path takes them
+    h[...] = p.h0
+    x = p.x[0].copy()
+    for _ in range(2):
+        be.cell(x, h, c, p.params, out=(h, c))  # accepted: the streaming loop
+    x_in_h = buf[4:10].reshape(2, 3)  # a C-contiguous x inside h_out's memory
+    with pytest.raises(ValueError, match="overlaps input x"):
+        be.cell(x_in_h, h, c, p.params, out=(h, c))
+    with pytest.raises(ValueError, match="out h_out overlaps input c"):
+        be.cell(x, h, c, p.params, out=(c, h))
+    be.cell(x, h, c, p.params, out=(h, c))  # and accepted again
+
+
 def test_forward_state_in_place_equals_separate_outputs(be, p):
     h0, c0 = p.h0.copy(), p.c0.copy()
     expected = be.forward(p.x, p.params, p.h0, p.c0)

@@ -98,6 +98,7 @@ def auto_kind(batch: int, hidden: int, budget: int, dtype: Any = np.float32) -> 
 
 
 _tls = threading.local()
+_CELL_PLANS: dict = {}  # (B, I, H, dtype, projection, budget, kind) -> workers of a cell call
 _HUGE = 2 << 20
 
 
@@ -436,37 +437,40 @@ class NumbaBackend(Backend):
         weight stream saves); forced kinds follow their forward path (``serial*`` / ``team*``).
         A projection always runs on one worker.
         """
-        budget = self.budget
-        panels = -(-hidden // _lanes(dtype))
-        if projection or budget < 2 or panels < 4 or time.monotonic() < self._solo_until:
-            return 1
-        if self.kind.startswith("serial"):
-            return 1
-        if self.kind == "auto" and 4 * hidden * (input_size + hidden) < (64 << 10):
-            return 1
-        return max(1, min(budget, panels // 2, 64))
+        key = (batch, input_size, hidden, dtype, projection, self.budget, self.kind)
+        workers = _CELL_PLANS.get(key)
+        if workers is None:  # the rule, once per shape (a streaming loop asks it every step)
+            budget = self.budget
+            panels = -(-hidden // _lanes(dtype))
+            workers = max(1, min(budget, panels // 2, 64))
+            if (projection or budget < 2 or panels < 4 or self.kind.startswith("serial")
+                    or (self.kind == "auto" and 4 * hidden * (input_size + hidden) < (64 << 10))):
+                workers = 1
+            if len(_CELL_PLANS) > 256:
+                _CELL_PLANS.clear()
+            _CELL_PLANS[key] = workers
+        return workers
 
     def _cell(self, args: CellArgs) -> None:
-        k = _kernels()
+        k = _KERNELS[0] if _KERNELS else _kernels()
         dtype = args.dtype
         flags, clip = _features(args)
-        dummy = _dummy(dtype)
+        dummy = _DUMMIES[dtype]
         w_peep = dummy if args.w_peep is None else args.w_peep
         workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, dtype, args.w_hr is not None)
-        if workers > 1:
-            def run(scratch: np.ndarray) -> int:
-                return _Threads.call(workers, k.cell_team_entry, args.x, args.h, args.c, args.w_ih, args.w_hh,
+        scratch = _cell_scratch(dtype)
+        for _ in range(2):  # a second time only when the scratch was too small
+            if workers > 1:
+                need = _Threads.call(workers, k.cell_team_entry, args.x, args.h, args.c, args.w_ih, args.w_hh,
                                      args.b_ih, args.b_hh, w_peep, args.h_out, args.c_out, flags, clip, scratch,
                                      workers)
-        else:
-            w_hr = dummy if args.w_hr is None else args.w_hr
-
-            def run(scratch: np.ndarray) -> int:
-                return k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh, w_hr, w_peep,
-                                    args.h_out, args.c_out, flags, clip, scratch)
-        need = run(_cell_scratch(dtype))
-        if need:
-            run(_cell_scratch(dtype, need))
+            else:
+                need = k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
+                                    dummy if args.w_hr is None else args.w_hr, w_peep, args.h_out, args.c_out, flags,
+                                    clip, scratch)
+            if not need:
+                return
+            scratch = _cell_scratch(dtype, need)
 
 
 _LAYER_COST = {
