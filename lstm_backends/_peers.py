@@ -161,27 +161,7 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
             return train, (lambda r: r), info
         out = (np.empty_like(p.h0), np.empty_like(p.c0))
         return (lambda: be.cell(p.x[0], p.h0, p.c0, p.params, out=out)), (lambda r: (r[0][None], *r)), info
-    if kind == "torch-train":
-        import torch
-
-        torch.set_num_threads(threads)
-        t, b, i = p.x.shape
-        h = p.params.w_hh.shape[1]
-        module = torch.nn.LSTM(i, h, dtype=torch.float32 if p.x.dtype == np.float32 else torch.float64)
-        with torch.no_grad():
-            for n, v in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), p.params):
-                getattr(module, n + "_l0").copy_(torch.from_numpy(v))
-        x = torch.from_numpy(p.x.copy()).requires_grad_(True)
-        h0, c0, dy = torch.from_numpy(p.h0), torch.from_numpy(p.c0), torch.from_numpy(_train_dy(p))
-
-        def train_torch() -> Any:
-            y, (h_n, c_n) = module(x, (h0[None], c0[None]))
-            y.backward(dy)
-            return y.detach(), h_n.detach(), c_n.detach()
-
-        return train_torch, (lambda r: (r[0].numpy(), r[1][0].numpy(), r[2][0].numpy())), \
-            {"version": torch.__version__}
-    if kind in ("torch", "torch-cell"):
+    if kind in ("torch", "torch-cell", "torch-train"):
         import torch
 
         torch.set_num_threads(threads)
@@ -189,12 +169,22 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
         h = p.params.w_hh.shape[1]
         tdtype = torch.float32 if p.x.dtype == np.float32 else torch.float64
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        module = torch.nn.LSTM(i, h, dtype=tdtype) if kind == "torch" else torch.nn.LSTMCell(i, h, dtype=tdtype)
+        module = torch.nn.LSTMCell(i, h, dtype=tdtype) if kind == "torch-cell" else torch.nn.LSTM(i, h, dtype=tdtype)
         with torch.no_grad():
             for n, v in zip(names, p.params):
-                getattr(module, n + ("_l0" if kind == "torch" else "")).copy_(torch.from_numpy(v))
+                getattr(module, n + ("" if kind == "torch-cell" else "_l0")).copy_(torch.from_numpy(v))
         x, h0, c0 = torch.from_numpy(p.x), torch.from_numpy(p.h0), torch.from_numpy(p.c0)
         info = {"version": torch.__version__}
+        if kind == "torch-train":
+            x_grad = torch.from_numpy(p.x.copy()).requires_grad_(True)
+            dy = torch.from_numpy(_train_dy(p))
+
+            def train_torch() -> Any:
+                y, (h_n, c_n) = module(x_grad, (h0[None], c0[None]))
+                y.backward(dy)
+                return y.detach(), h_n.detach(), c_n.detach()
+
+            return train_torch, (lambda r: (r[0].numpy(), r[1][0].numpy(), r[2][0].numpy())), info
         if kind == "torch":
             def call() -> Any:
                 with torch.inference_mode():
@@ -295,8 +285,6 @@ def wait_idle(threshold: float = 0.1, max_wait: float = 30.0) -> float:
     """Wait (at most ``max_wait`` s) until the machine is idle: less than ``threshold`` of all CPU
     time busy over half a second (other users' jobs distort a timing run).  Linux only; returns
     the last busy fraction seen (0 elsewhere)."""
-    import time as _time
-
     def ticks() -> tuple[int, int]:
         with open("/proc/stat") as fh:
             v = [int(t) for t in fh.readline().split()[1:9]]
@@ -304,11 +292,11 @@ def wait_idle(threshold: float = 0.1, max_wait: float = 30.0) -> float:
 
     if not os.path.exists("/proc/stat"):
         return 0.0
-    end = _time.monotonic() + max_wait
+    end = time.monotonic() + max_wait
     busy = 1.0
-    while _time.monotonic() < end:
+    while time.monotonic() < end:
         b0, t0 = ticks()
-        _time.sleep(0.5)
+        time.sleep(0.5)
         b1, t1 = ticks()
         busy = (b1 - b0) / max(1, t1 - t0)
         if busy < threshold:

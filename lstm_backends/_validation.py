@@ -770,9 +770,7 @@ def check_output_grads(
         if a is None:
             continue
         got_shape, got_dtype = describe(a)
-        if tuple(got_shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {meaning} = {tuple(shape)} (that of the {source} call's "
-                             f"output); got shape {tuple(got_shape)}")
+        _check_shape(name, got_shape, shape, f"{meaning} (that of the {source} call's output)")
         if got_dtype != dtype:
             raise TypeError(f"{name} has dtype {got_dtype.name} but the {source} call computed in {dtype.name}; "
                             f"pass {name}.astype(np.{dtype.name})")

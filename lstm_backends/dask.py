@@ -181,8 +181,7 @@ def forward(
     steps, batch = x.shape[time_axis], x.shape[batch_axis]
     layers = lstm.params
     num_states = lstm.num_layers * lstm.num_directions
-    w_hh = layers[0][0].w_hh
-    h_size, c_size = int(w_hh.shape[1]), int(w_hh.shape[0]) // 4  # they differ with a projection
+    h_size, c_size = lstm.state_size, lstm.hidden_size  # they differ with a projection
 
     lengths_arr = _align_lengths(lengths, batch_chunks, batch, steps)
     states = [
@@ -320,7 +319,6 @@ def _weights(layers: Sequence[Sequence[Any]], scatter: bool) -> Any:
             for a in p:
                 if a is not None:
                     a.flags.writeable = False
-    token = tokenize(frozen)
     if scatter:
         try:
             from distributed import default_client
@@ -331,7 +329,7 @@ def _weights(layers: Sequence[Sequence[Any]], scatter: bool) -> Any:
                             f"workers); none found: {exc}") from None
         # A one-item list: scatter would otherwise send each layer as a future of its own.
         return client.scatter([frozen], broadcast=True, hash=True)[0]
-    return dask.delayed(frozen, name="lstm-weights-" + token, pure=True, traverse=False)
+    return dask.delayed(frozen, name="lstm-weights-" + tokenize(frozen), pure=True, traverse=False)
 
 
 # ---------------------------------------------------------------------------- in the worker

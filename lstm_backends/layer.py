@@ -10,6 +10,7 @@ import numpy as np
 from ._args import StackTape
 from ._params import LSTMParams
 from ._registry import get_backend
+from .backends._base import _check_tape
 
 __all__ = ["LSTM"]
 
@@ -349,8 +350,7 @@ class LSTM:
             ``tape`` does not match this layer's configuration or backend; a gradient of the
             wrong shape.
         """
-        if not isinstance(tape, StackTape):
-            raise TypeError(f"tape must be the StackTape returned by LSTM.forward_train; got {type(tape).__name__}")
+        _check_tape(tape, StackTape, self.backend.name, "LSTM.forward_train", "LSTM.backward")
         expected = (self.num_layers, self.num_directions, self.hidden_size, self.state_size, self.input_size,
                     self.dtype)
         got = (tape.num_layers, tape.num_directions, tape.hidden_size, tape.state_size, tape.input_size, tape.dtype)

@@ -36,8 +36,7 @@ and ``backward`` validate once, allocate the tape and every gradient array once 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -195,18 +194,24 @@ class Backend:
                 + (f"; backends that do: {', '.join(others)}" if others else "; no registered backend does")
             )
 
-    def _require_features(self, p: ParamsSpec, opts: CellOptions) -> None:
-        """Refuse every optional feature of a call that this backend lacks (never a silent fallback)."""
-        if p.w_hr is not None:
-            self._require("projection", f"params.w_hr (a projection to P={p.proj_size}, LSTMP)")
-        if p.w_peep is not None:
-            self._require("peephole", "params.w_peep (peepholes)")
-        if opts.clip is not None:
-            self._require("clip", f"clip={opts.clip:g}")
-        if opts.input_forget:
-            self._require("clip", "input_forget=True")
-        if opts.activations is not None:
-            self._require("activations", f"the activations {describe_activations(opts.activations)}")
+    def _require_features(self, p: ParamsSpec, opts: CellOptions, *, train: bool = False) -> None:
+        """Refuse every optional feature of a call that this backend lacks (never a silent fallback);
+        with ``train``, also those its backward pass lacks (:attr:`backward_features`)."""
+        asked = list(_asked_features(p, opts))
+        for feature, what in asked:
+            self._require(feature, what)
+        for feature, what in asked if train else ():
+            if feature not in self.backward_features:
+                from .._registry import backends_with
+
+                others = [n for n in backends_with(feature, training=True) if n != self.name]
+                supported = ", ".join(sorted(self.backward_features)) or "none"
+                raise UnsupportedFeatureError(
+                    f"backend {self.name!r} cannot train (forward_train / backward) with {what}: its backward pass "
+                    f"lacks the feature {feature!r} (it supports: {supported})"
+                    + (f"; backends that train with it: {', '.join(others)}" if others
+                       else "; no registered backend trains with it")
+                )
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -462,13 +467,12 @@ class Backend:
         opts = validate_options(clip, input_forget, activations)
         ctx = self._call_context("forward_train", x, options)
         spec = self._validate_forward(x, params, h0, c0, lengths, reverse)
-        self._require_features(spec.params, opts)
-        self._require_training_features(spec.params, opts)
+        self._require_features(spec.params, opts, train=True)
         y = self._empty((spec.steps, spec.batch, spec.state_size), spec.dtype, ctx)
         h_n = self._empty((spec.batch, spec.state_size), spec.dtype, ctx)
         c_n = self._empty((spec.batch, spec.hidden_size), spec.dtype, ctx)
         args = self._train_args(spec, ctx, self._input(x, ctx), y, h_n, c_n, opts=opts)
-        self._run_forward_train(args, ctx)
+        self._run_forward(args, ctx, self._forward_train)
         tape = self._tape(args, spec.params, is_device_array(x))
         return (*self._hand_back((args.y, args.h_n, args.c_n), None, ctx), tape)
 
@@ -515,16 +519,11 @@ class Backend:
         letter = "P" if tape.proj_size else "H"
         grads = {"dy": (dy, (t, b, s), f"(T, B, {letter})"), "dh_n": (dh_n, (b, s), f"(B, {letter})"),
                  "dc_n": (dc_n, (b, h), "(B, H)")}
-        check_output_grads(grads, tape.dtype, self._device_ok, "forward_train")
-        dy, dh_n, dc_n = (self._input(a, ctx) if a is not None else self._zeros(shape, tape.dtype, ctx)
-                          for a, shape, _ in grads.values())
+        dy, dh_n, dc_n = self._output_grads(grads, tape.dtype, ctx, "forward_train")
         args = self._backward_args(tape, ctx, dy, dh_n, dc_n)
         self._run_backward(args, ctx)
-        dparams = self._dparams(args, ctx)
-        back = iter(self._hand_back(tuple(a for a in (args.dx, args.dh0, args.dc0, *dparams) if a is not None),
-                                    None, ctx))
-        dx, dh0, dc0 = next(back), next(back), next(back)
-        return LSTMGrads(dx, dh0, dc0, LSTMParams(*(None if a is None else next(back) for a in dparams)))
+        dx, dh0, dc0, (dparams,) = self._hand_back_grads(args.dx, args.dh0, args.dc0, [self._dparams(args, ctx)], ctx)
+        return LSTMGrads(dx, dh0, dc0, dparams)
 
     def forward_layers_train(
         self,
@@ -600,9 +599,7 @@ class Backend:
         grads = {"dy": (dy, (t, b, dirs * s), f"(T, B, D * {letter})"),
                  "dh_n": (dh_n, (layers * dirs, b, s), f"(L * D, B, {letter})"),
                  "dc_n": (dc_n, (layers * dirs, b, h), "(L * D, B, H)")}
-        check_output_grads(grads, dtype, self._device_ok, "forward_layers_train")
-        dy_layer, dh_all, dc_all = (self._input(a, ctx) if a is not None else self._zeros(shape, dtype, ctx)
-                                    for a, shape, _ in grads.values())
+        dy_layer, dh_all, dc_all = self._output_grads(grads, dtype, ctx, "forward_layers_train")
         dh0_all = self._empty((layers * dirs, b, s), dtype, ctx)
         dc0_all = self._empty((layers * dirs, b, h), dtype, ctx)
         dparams: list[list[Any]] = [[None] * dirs for _ in range(layers)]
@@ -621,11 +618,23 @@ class Backend:
                     self._accumulate(dx_layer, dx_d, ctx)
                 dparams[layer][d] = self._dparams(args, ctx)
             dy_layer = dx_layer
-        flat = [p for layer in dparams for direction in layer for p in direction]
-        back = iter(self._hand_back((dy_layer, dh0_all, dc0_all, *(a for a in flat if a is not None)), None, ctx))
+        dx, dh0, dc0, flat = self._hand_back_grads(dy_layer, dh0_all, dc0_all,
+                                                   [p for layer in dparams for p in layer], ctx)
+        return LSTMGrads(dx, dh0, dc0, [flat[k * dirs:(k + 1) * dirs] for k in range(layers)])
+
+    def _output_grads(self, grads: dict[str, tuple[Any, tuple[int, ...], str]], dtype: np.dtype, ctx: Any,
+                      source: str) -> list[Any]:
+        """Check the output gradients of a backward call; convert them (zeros for ``None``)."""
+        check_output_grads(grads, dtype, self._device_ok, source)
+        return [self._input(a, ctx) if a is not None else self._zeros(shape, dtype, ctx)
+                for a, shape, _ in grads.values()]
+
+    def _hand_back_grads(self, dx: Any, dh0: Any, dc0: Any, dparams: list[LSTMParams],
+                         ctx: Any) -> tuple[Any, Any, Any, list[LSTMParams]]:
+        """Hand ``dx, dh0, dc0`` and every gradient in ``dparams`` back in one :meth:`_hand_back`."""
+        back = iter(self._hand_back((dx, dh0, dc0, *(a for p in dparams for a in p if a is not None)), None, ctx))
         dx, dh0, dc0 = next(back), next(back), next(back)
-        out = [[LSTMParams(*(None if a is None else next(back) for a in p)) for p in layer] for layer in dparams]
-        return LSTMGrads(dx, dh0, dc0, out)
+        return dx, dh0, dc0, [LSTMParams(*(None if a is None else next(back) for a in p)) for p in dparams]
 
     # ------------------------------------------------------------------ the flow
     @property
@@ -637,8 +646,10 @@ class Backend:
                                 device_ok=self._device_ok)
 
     def _forward_args(self, spec: ForwardSpec, ctx: Any, x: Any, y: Any, h_n: Any, c_n: Any,
-                      h0: Any = None, c0: Any = None, *, opts: CellOptions = PLAIN) -> ForwardArgs:
-        """Convert the inputs of a checked call (x already converted) and bundle them with the outputs."""
+                      h0: Any = None, c0: Any = None, *, opts: CellOptions = PLAIN, cls: type = ForwardArgs,
+                      **extra: Any) -> Any:
+        """Convert the inputs of a checked call (x already converted) and bundle them with the outputs
+        (as ``cls``, :class:`ForwardArgs` or its subclass :class:`TrainArgs` with the ``extra`` fields)."""
         p = spec.params
         hidden, dtype = spec.hidden_size, spec.dtype
         h0 = h0 if h0 is not None else (self._input(spec.h0, ctx) if spec.h0 is not None
@@ -647,7 +658,7 @@ class Backend:
                                         else self._zeros((spec.batch, hidden), dtype, ctx))
         b_ih, b_hh = (self._input(b, ctx) if b is not None else self._zeros((4 * hidden,), dtype, ctx)
                       for b in (p.b_ih, p.b_hh))
-        return ForwardArgs(
+        return cls(
             x=x, w_ih=self._input(p.w_ih, ctx), w_hh=self._input(p.w_hh, ctx), b_ih=b_ih, b_hh=b_hh,
             h0=h0, c0=c0, lengths=spec.lengths, reverse=spec.reverse, y=y, h_n=h_n, c_n=c_n,
             steps=spec.steps, batch=spec.batch, input_size=spec.input_size, hidden_size=hidden,
@@ -655,15 +666,17 @@ class Backend:
             w_hr=None if p.w_hr is None else self._input(p.w_hr, ctx),
             w_peep=None if p.w_peep is None else self._input(p.w_peep, ctx),
             proj_size=p.proj_size, clip=opts.clip, input_forget=opts.input_forget, activations=opts.activations,
+            **extra,
         )
 
-    def _run_forward(self, args: ForwardArgs, ctx: Any) -> None:
-        """Empty problems, the kernel, and zeros past each row's length."""
+    def _run_forward(self, args: ForwardArgs, ctx: Any, kernel: Callable[[Any], None] | None = None) -> None:
+        """Empty problems, the kernel (``_forward``, or ``kernel``: ``_forward_train``), and zeros
+        past each row's length."""
         if args.steps == 0 or args.batch == 0:
             self._copy(args.h_n, args.h0, ctx)
             self._copy(args.c_n, args.c0, ctx)
             return
-        self._forward(args)
+        (kernel or self._forward)(args)
         if not args.full:
             self._zero_past_lengths(args.y, args.lengths, ctx)
 
@@ -680,9 +693,7 @@ class Backend:
             for d, p in enumerate(layer):
                 k = layer_index * num_dirs + d
                 spec = self._validate_forward(layer_input, p, None, None, lengths, d == 1)
-                self._require_features(spec.params, dir_opts[d])
-                if train:
-                    self._require_training_features(spec.params, dir_opts[d])
+                self._require_features(spec.params, dir_opts[d], train=train)
                 hidden, width, dtype = spec.hidden_size, spec.state_size, spec.dtype
                 if h_all is None:
                     h_shape = (num_layers * num_dirs, spec.batch, width)
@@ -704,7 +715,7 @@ class Backend:
                 state = (None if h0_all is None else h0_all[k], None if c0_all is None else c0_all[k])
                 if train:
                     args = self._train_args(spec, ctx, x_kernel, y, h_all[k], c_all[k], *state, opts=dir_opts[d])
-                    self._run_forward_train(args, ctx)
+                    self._run_forward(args, ctx, self._forward_train)
                     tapes[-1].append(self._tape(args, spec.params, is_device_array(x)))
                 else:
                     args = self._forward_args(spec, ctx, x_kernel, y, h_all[k], c_all[k], *state, opts=dir_opts[d])
@@ -712,54 +723,17 @@ class Backend:
             layer_input = y_layer
         return y_layer, h_all, c_all, tapes
 
-    def _require_training_features(self, p: ParamsSpec, opts: CellOptions) -> None:
-        """Refuse every optional feature of a training call that this backend's backward pass lacks."""
-        asks = []
-        if p.w_hr is not None:
-            asks.append(("projection", f"params.w_hr (a projection to P={p.proj_size}, LSTMP)"))
-        if p.w_peep is not None:
-            asks.append(("peephole", "params.w_peep (peepholes)"))
-        if opts.clip is not None:
-            asks.append(("clip", f"clip={opts.clip:g}"))
-        if opts.input_forget:
-            asks.append(("clip", "input_forget=True"))
-        if opts.activations is not None:
-            asks.append(("activations", f"the activations {describe_activations(opts.activations)}"))
-        for feature, what in asks:
-            if feature not in self.backward_features:
-                from .._registry import backends_with
-
-                others = [n for n in backends_with(feature, training=True) if n != self.name]
-                supported = ", ".join(sorted(self.backward_features)) or "none"
-                raise UnsupportedFeatureError(
-                    f"backend {self.name!r} cannot train (forward_train / backward) with {what}: its backward pass "
-                    f"lacks the feature {feature!r} (it supports: {supported})"
-                    + (f"; backends that train with it: {', '.join(others)}" if others
-                       else "; no registered backend trains with it")
-                )
-
     def _train_args(self, spec: ForwardSpec, ctx: Any, x: Any, y: Any, h_n: Any, c_n: Any, h0: Any = None,
                     c0: Any = None, *, opts: CellOptions = PLAIN) -> TrainArgs:
         """:meth:`_forward_args` plus the tape's arrays, allocated once for all ``T`` steps."""
-        base = self._forward_args(spec, ctx, x, y, h_n, c_n, h0, c0, opts=opts)
         shape = (spec.steps, spec.batch)
         hidden, dtype = spec.hidden_size, spec.dtype
-        return TrainArgs(
-            **{f.name: getattr(base, f.name) for f in fields(ForwardArgs)},
+        return self._forward_args(
+            spec, ctx, x, y, h_n, c_n, h0, c0, opts=opts, cls=TrainArgs,
             gates=self._empty((*shape, 4 * hidden), dtype, ctx),
             cells=self._empty((*shape, hidden), dtype, ctx),
             clipped=None if opts.clip is None else self._empty((*shape, 4 * hidden), np.dtype(np.bool_), ctx),
         )
-
-    def _run_forward_train(self, args: TrainArgs, ctx: Any) -> None:
-        """Empty problems, the training kernel, and zeros past each row's length."""
-        if args.steps == 0 or args.batch == 0:
-            self._copy(args.h_n, args.h0, ctx)
-            self._copy(args.c_n, args.c0, ctx)
-            return
-        self._forward_train(args)
-        if not args.full:
-            self._zero_past_lengths(args.y, args.lengths, ctx)
 
     def _tape(self, args: TrainArgs, p: ParamsSpec, device_inputs: bool) -> Tape:
         return Tape(
@@ -905,6 +879,20 @@ def _check_stack_states(h0: Any, c0: Any, h_shape: tuple[int, int, int], c_shape
             if got != shape:
                 raise ValueError(f"{name} must have shape (L * D, B, {letter}) = {shape}; got shape {got}")
     return h0, c0
+
+
+def _asked_features(p: ParamsSpec, opts: CellOptions) -> Iterator[tuple[str, str]]:
+    """(capability, what the call asked for) of every optional feature a call uses."""
+    if p.w_hr is not None:
+        yield "projection", f"params.w_hr (a projection to P={p.proj_size}, LSTMP)"
+    if p.w_peep is not None:
+        yield "peephole", "params.w_peep (peepholes)"
+    if opts.clip is not None:
+        yield "clip", f"clip={opts.clip:g}"
+    if opts.input_forget:
+        yield "clip", "input_forget=True"
+    if opts.activations is not None:
+        yield "activations", f"the activations {describe_activations(opts.activations)}"
 
 
 def _stack_options(layers: Any, clip: Any, input_forget: Any, activations: Any) -> list[CellOptions]:

@@ -313,11 +313,13 @@ class NumpyBackend(Backend):
         tape = args.tape
         lengths, reverse = tape.lengths, tape.reverse
         w_ih, w_hh, w_hr, w_peep = tape.w_ih, tape.w_hh, tape.w_hr, tape.w_peep
-        dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
-        db = np.zeros(w_ih.shape[0], args.dtype)
-        dw_hr = None if w_hr is None else np.zeros_like(w_hr)
-        dw_peep = None if w_peep is None else np.zeros_like(w_peep)
-        dh, dc = args.dh_n.copy(), args.dc_n.copy()
+        dw_ih, dw_hh, db, dw_hr, dw_peep = args.dw_ih, args.dw_hh, args.db, args.dw_hr, args.dw_peep
+        for g in (dw_ih, dw_hh, db, dw_hr, dw_peep):  # accumulated over the steps, in place
+            if g is not None:
+                g[...] = 0
+        dh, dc = args.dh0, args.dc0  # the running gradients end as those of h0 and c0
+        dh[...] = args.dh_n
+        dc[...] = args.dc_n
         rows = np.arange(args.batch)
         for s in reversed(range(int(lengths.max()))):
             a = rows[s < lengths]  # the rows that ran step s
@@ -349,15 +351,6 @@ class NumpyBackend(Backend):
                 dw_peep[0] += (dz[:, :hidden] * c_prev).sum(axis=0)
                 dw_peep[1] += (dz[:, hidden: 2 * hidden] * c_prev).sum(axis=0)
                 dw_peep[2] += (dz[:, 3 * hidden:] * c_t).sum(axis=0)
-        args.dh0[...] = dh
-        args.dc0[...] = dc
-        args.dw_ih[...] = dw_ih
-        args.dw_hh[...] = dw_hh
-        args.db[...] = db
-        if w_hr is not None:
-            args.dw_hr[...] = dw_hr
-        if w_peep is not None:
-            args.dw_peep[...] = dw_peep
 
     def _cell(self, args: CellArgs) -> None:
         # lstm_step allocates its temporaries: the reference favours clarity over allocation-free steps

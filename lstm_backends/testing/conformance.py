@@ -228,28 +228,35 @@ def check_cell_sequence(backend: Any) -> float:
 def check_layer(backend: Any) -> float:
     """The stacked, bidirectional ``LSTM`` layer with lengths and ``batch_first`` equals the
     same layer on the reference backend in float64."""
-    from ..layer import LSTM
-
     worst = 0.0
     for dtype in _dtypes(backend):
         for batch_first in (False, True):
-            ours = LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=dtype,
-                        backend=backend, seed=10000)
-            ref = LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=np.float64,
-                       backend="numpy")
-            ref.load_state_dict(ours.state_dict())
-            rng = np.random.default_rng(10001)
-            shape = (3, 5, 4) if batch_first else (5, 3, 4)
-            x = rng.standard_normal(shape).astype(dtype)
-            h0 = rng.uniform(-1, 1, (4, 3, 6)).astype(dtype)
-            c0 = rng.standard_normal((4, 3, 6)).astype(dtype)
-            lengths = [5, 0, 3]
-            y, (h_n, c_n) = ours(x, (h0, c0), lengths=lengths)
-            ry, (rh, rc) = ref(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)),
-                               lengths=lengths)
-            ctx = f"{backend.name} LSTM(4, 6, layers=2, bidirectional, batch_first={batch_first}) seed=10000"
-            for g, r, n in ((y, ry, "y"), (h_n, rh, "h_n"), (c_n, rc, "c_n")):
-                worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+            worst = max(worst, _compare_layer(backend, dtype, 10000, batch_first=batch_first))
+    return worst
+
+
+def _compare_layer(backend: Any, dtype: Any, seed: int, *, batch_first: bool = False, proj_size: int = 0) -> float:
+    """``LSTM(4, 6, num_layers=2, bidirectional=True)`` on ``backend`` against the same layer on the
+    float64 reference: random x, h0, c0, lengths [5, 0, 3]; the worst error of y, h_n, c_n."""
+    from ..layer import LSTM
+
+    ours = LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, proj_size=proj_size, dtype=dtype,
+                backend=backend, seed=seed)
+    ref = LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, proj_size=proj_size,
+               dtype=np.float64, backend="numpy")
+    ref.load_state_dict(ours.state_dict())
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((3, 5, 4) if batch_first else (5, 3, 4)).astype(dtype)
+    h0 = rng.uniform(-1, 1, (4, 3, proj_size or 6)).astype(dtype)
+    c0 = rng.standard_normal((4, 3, 6)).astype(dtype)
+    lengths = [5, 0, 3]
+    y, (h_n, c_n) = ours(x, (h0, c0), lengths=lengths)
+    ry, (rh, rc) = ref(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)), lengths=lengths)
+    proj = f", proj_size={proj_size}" if proj_size else ""
+    ctx = f"{backend.name} LSTM(4, 6, layers=2, bidirectional, batch_first={batch_first}{proj}) seed={seed}"
+    worst = 0.0
+    for g, r, n in ((y, ry, "y"), (h_n, rh, "h_n"), (c_n, rc, "c_n")):
+        worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
     return worst
 
 
@@ -343,6 +350,16 @@ def check_deterministic(backend: Any) -> float:
             for a, b, n in zip(first, again, ("y", "h_n", "c_n")):
                 np.testing.assert_array_equal(a, b, err_msg=f"{n} changed between identical calls")
     return 0.0
+
+
+#: capability -> (random_problem keywords, call options, a word the refusal must name) of a call
+#: that asks for the feature
+_FEATURE_ASKS = {
+    "projection": ({"proj_size": 2}, {}, "w_hr"),
+    "peephole": ({"peephole": True}, {}, "w_peep"),
+    "clip": ({}, {"clip": 1.0}, "clip"),
+    "activations": ({}, {"activations": ("HardSigmoid", "Tanh", "Tanh")}, "HardSigmoid"),
+}
 
 
 def _raises(exc: type[BaseException], fn: Callable[[], Any], *words: str) -> None:
@@ -473,21 +490,8 @@ def check_projection(backend: Any) -> float:
     if _can(backend, "forward"):
         for p in _feature_problems(backend, 18000, proj_size=2):
             worst = max(worst, _compare_forward(backend, p, "projection: "))
-        from ..layer import LSTM
-
         for dtype in _dtypes(backend):
-            ours = LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, dtype=dtype, backend=backend, seed=18100)
-            ref = LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, dtype=np.float64, backend="numpy")
-            ref.load_state_dict(ours.state_dict())
-            rng = np.random.default_rng(18101)
-            x = rng.standard_normal((5, 3, 4)).astype(dtype)
-            h0 = rng.uniform(-1, 1, (4, 3, 3)).astype(dtype)
-            c0 = rng.standard_normal((4, 3, 6)).astype(dtype)
-            got = ours(x, (h0, c0), lengths=[5, 0, 3])
-            exp = ref(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)), lengths=[5, 0, 3])
-            ctx = f"{backend.name} LSTM(4, 6, layers=2, bidirectional, proj_size=3) seed=18100"
-            for g, r, n in ((got[0], exp[0], "y"), (got[1][0], exp[1][0], "h_n"), (got[1][1], exp[1][1], "c_n")):
-                worst = max(worst, assert_close(g, r, dtype=dtype, name=n, context=ctx))
+            worst = max(worst, _compare_layer(backend, dtype, 18100, proj_size=3))
     if _can(backend, "cell"):
         for dtype in _dtypes(backend):
             worst = max(worst, _compare_cell(backend, random_problem(1, 3, 5, 7, dtype=dtype, seed=18200,
@@ -562,13 +566,7 @@ def check_refuses_missing_features(backend: Any) -> float:
     from .._errors import UnsupportedFeatureError
 
     dtype = _dtypes(backend)[0]
-    asks = {
-        "projection": ({"proj_size": 2}, {}, "w_hr"),
-        "peephole": ({"peephole": True}, {}, "w_peep"),
-        "clip": ({}, {"clip": 1.0}, "clip"),
-        "activations": ({}, {"activations": ("HardSigmoid", "Tanh", "Tanh")}, "HardSigmoid"),
-    }
-    for feature, (problem_kw, options, word) in asks.items():
+    for feature, (problem_kw, options, word) in _FEATURE_ASKS.items():
         if _can(backend, feature):
             continue
         p = random_problem(3, 2, 3, 4, dtype=dtype, seed=22000, **problem_kw)
@@ -850,10 +848,7 @@ def check_backward_errors(backend: Any) -> float:
     _raises(TypeError, lambda: bw(layer_tape), "tape", "StackTape", "backward_layers")
     _raises(TypeError, lambda: backend.backward_layers(tape), "tape", "Tape")
     features = getattr(backend, "backward_features", frozenset())
-    asks = {"projection": ({"proj_size": 2}, {}, "w_hr"), "peephole": ({"peephole": True}, {}, "w_peep"),
-            "clip": ({}, {"clip": 1.0}, "clip"),
-            "activations": ({}, {"activations": ("HardSigmoid", "Tanh", "Tanh")}, "HardSigmoid")}
-    for feature, (problem_kw, options, word) in asks.items():
+    for feature, (problem_kw, options, word) in _FEATURE_ASKS.items():
         if feature in features:
             continue
         q = random_problem(3, 2, 3, 4, dtype=dtype, seed=29100, **problem_kw)
