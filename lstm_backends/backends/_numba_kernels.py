@@ -280,12 +280,14 @@ def _define_mk(module, bits, mr):
     return fn
 
 
-def _define_mk_dispatch(module, bits):
-    """``void mk(mr, a, lda, w, k, cin, ldcin, cout, ldcout)``: switch on mr (1..MRMAX)."""
-    b, fn = _define(module, f"lstmb_mk_f{bits}", 9, noinline=False)
+def _define_dispatch(module, name, nargs, define_kernel, mrmax):
+    """``void name(mr, *args)`` (``nargs`` i64 arguments, mr first): switch on mr (1..mrmax) to
+    ``define_kernel(mr)``'s kernels (defined only with the dispatcher); another mr
+    does nothing."""
+    b, fn = _define(module, name, nargs, noinline=False)
     if b is None:
         return fn
-    kernels = [_define_mk(module, bits, mr) for mr in range(1, MRMAX + 1)]
+    kernels = [define_kernel(mr) for mr in range(1, mrmax + 1)]
     done = fn.append_basic_block("done")
     sw = b.switch(fn.args[0], done)
     for mr, kern in enumerate(kernels, 1):
@@ -297,6 +299,11 @@ def _define_mk_dispatch(module, bits):
     b.position_at_end(done)
     b.ret_void()
     return fn
+
+
+def _define_mk_dispatch(module, bits):
+    """``void mk(mr, a, lda, w, k, cin, ldcin, cout, ldcout)``: switch on mr (1..MRMAX)."""
+    return _define_dispatch(module, f"lstmb_mk_f{bits}", 9, lambda mr: _define_mk(module, bits, mr), MRMAX)
 
 
 # ---------------------------------------------------------------------------- row-group transposes
@@ -373,21 +380,9 @@ def _define_mkt(module, bits, mr):
 
 
 def _define_mkt_dispatch(module, bits):
-    b, fn = _define(module, f"lstmb_mkt_f{bits}", 14, noinline=False)
-    if b is None:
-        return fn
-    kernels = [_define_mkt(module, bits, mr) for mr in range(1, MRCELL + 1)]
-    done = fn.append_basic_block("done")
-    sw = b.switch(fn.args[0], done)
-    for mr, kern in enumerate(kernels, 1):
-        blk = fn.append_basic_block(f"r{mr}")
-        sw.add_case(_c(mr), blk)
-        b.position_at_end(blk)
-        b.call(kern, list(fn.args[1:]))
-        b.branch(done)
-    b.position_at_end(done)
-    b.ret_void()
-    return fn
+    """``void mkt(mr, a, lda, w, ldw, gstride, nval, limit, k0, k1, cin, ldcin, cout, ldcout)``:
+    switch on mr (1..MRCELL)."""
+    return _define_dispatch(module, f"lstmb_mkt_f{bits}", 14, lambda mr: _define_mkt(module, bits, mr), MRCELL)
 
 
 def _define_pack(module, bits):
@@ -783,18 +778,21 @@ def _i64_args(context, builder, signature, args, start):
     return [context.cast(builder, v, t, types.int64) for v, t in zip(args[start:], signature.args[start:])]
 
 
+def _call_ir(define, bits):
+    """The codegen of an intrinsic calling ``define(module, bits)``'s function with its arguments
+    after the first (the dtype's proto) as int64."""
+    def codegen(context, builder, signature, args):
+        builder.call(define(builder.module, bits), _i64_args(context, builder, signature, args, 1))
+        return context.get_dummy_value()
+    return codegen
+
+
 @intrinsic
 def _mk(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
     """Packed micro-kernel (see ``_define_mk``); ``proto`` a float of the dtype; all else int64."""
     if not isinstance(proto, types.Float):
         return None
-    bits = proto.bitwidth
-    sig = types.void(proto, *([types.int64] * 9))
-
-    def codegen(context, builder, signature, args):
-        builder.call(_define_mk_dispatch(builder.module, bits), _i64_args(context, builder, signature, args, 1))
-        return context.get_dummy_value()
-    return sig, codegen
+    return types.void(proto, *([types.int64] * 9)), _call_ir(_define_mk_dispatch, proto.bitwidth)
 
 
 @intrinsic
@@ -802,13 +800,7 @@ def _mkt(typingctx, proto, mr, a, lda, w, ldw, gstride, nval, limit, k0, k1, cin
     """Transposing micro-kernel over row-major weights (see ``_define_mkt``)."""
     if not isinstance(proto, types.Float):
         return None
-    bits = proto.bitwidth
-    sig = types.void(proto, *([types.int64] * 14))
-
-    def codegen(context, builder, signature, args):
-        builder.call(_define_mkt_dispatch(builder.module, bits), _i64_args(context, builder, signature, args, 1))
-        return context.get_dummy_value()
-    return sig, codegen
+    return types.void(proto, *([types.int64] * 14)), _call_ir(_define_mkt_dispatch, proto.bitwidth)
 
 
 @intrinsic
@@ -816,13 +808,7 @@ def _pack(typingctx, proto, w, ldw, gstride, nval, limit, k0, k1, out):
     """Pack one panel's rows (see ``_define_pack``)."""
     if not isinstance(proto, types.Float):
         return None
-    bits = proto.bitwidth
-    sig = types.void(proto, *([types.int64] * 8))
-
-    def codegen(context, builder, signature, args):
-        builder.call(_define_pack(builder.module, bits), _i64_args(context, builder, signature, args, 1))
-        return context.get_dummy_value()
-    return sig, codegen
+    return types.void(proto, *([types.int64] * 8)), _call_ir(_define_pack, proto.bitwidth)
 
 
 @intrinsic
@@ -847,13 +833,7 @@ def _gate_bwd(typingctx, proto, flags, tg, ldg, tcell, cprev, dh, dy, dc, dz0, d
     """Back-propagation through the gate update of one row and V units (see ``_define_gate_bwd``)."""
     if not isinstance(proto, types.Float):
         return None
-    bits = proto.bitwidth
-    sig = types.void(proto, *([types.int64] * 18))
-
-    def codegen(context, builder, signature, args):
-        builder.call(_define_gate_bwd(builder.module, bits), _i64_args(context, builder, signature, args, 1))
-        return context.get_dummy_value()
-    return sig, codegen
+    return types.void(proto, *([types.int64] * 18)), _call_ir(_define_gate_bwd, proto.bitwidth)
 
 
 @intrinsic
@@ -1158,6 +1138,106 @@ def _record(tape_g, tape_c, tape_k, row, H, u, isz):
     return tape_g + (row * 4 * H + u) * isz, tape_c + (row * H + u) * isz, tk
 
 
+@njit(inline="always", **_JIT)
+def _share(w, n, total):
+    """Worker ``w`` of ``n``'s contiguous share [lo, hi) of ``total`` items: [ceil(w total / n),
+    ceil((w+1) total / n))."""
+    return (w * total + n - 1) // n, ((w + 1) * total + n - 1) // n
+
+
+@njit(inline="always", **_JIT)
+def _wait_others(done, w, v0, v1, k):
+    """Wait until the step counters of workers ``v0 .. v1-1`` other than ``w`` reach ``k``; worker
+    v's counter is at ``done + 128 v`` (``done``: the address of worker 0's DONE or RDONE word)."""
+    for v in range(v0, v1):
+        if v != w:
+            _wait_ge(done + 8 * 16 * v, k)
+
+
+@njit(inline="always", **_JIT)
+def _block_rows(m, nblk, blk):
+    """Rows of block ``blk`` when ``m`` rows are split into ``nblk`` blocks (the first ``m % nblk``
+    one row longer)."""
+    return m // nblk + (1 if blk < m % nblk else 0)
+
+
+@njit(inline="always", **_JIT)
+def _t_of(lens, r, s, rev):
+    """The time index of sorted row ``r`` at processing step ``s`` (reversed: from its own end)."""
+    if rev:
+        return _ld(lens + 8 * r) - 1 - s
+    return s
+
+
+@njit(inline="always", **_JIT)
+def _bias_panel(proto, b_ih, b_hh, dst, H, pp, V):
+    """``dst[q*V + u] = b_ih + b_hh`` of unit pp*V + u of gate q (0 past H); b_ih, b_hh addresses."""
+    nval = min(V, H - pp * V)
+    isz = 64 // V
+    for q in range(4):
+        for u in range(V):
+            at = dst + (q * V + u) * isz
+            if u < nval:
+                src = (q * H + pp * V + u) * isz
+                _stf(proto, at, _ldf(proto, b_ih + src) + _ldf(proto, b_hh + src))
+            else:
+                _stf(proto, at, proto)
+
+
+@njit(inline="always", **_JIT)
+def _pack_proj(proto, w_hr, whrp, jp, H, S):
+    """Pack projection panel ``jp`` (rows jp NB .. of W_hr (P, H)) for ``mk``: H rows of NB."""
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    _pack(proto, w_hr + jp * NB * H * isz, H, V, V, S - jp * NB, 0, H, whrp + jp * H * NB * isz)
+
+
+@njit(inline="always", **_JIT)
+def _carry_rows(hnxt, hcur, m, prev, LDH, k0, k1, isz):
+    """Rows ``m .. prev`` (they just finished) keep their h columns [k0, k1) in both h buffers."""
+    for rr in range(m, prev):
+        _memcpy(hnxt + (rr * LDH + k0) * isz, hcur + (rr * LDH + k0) * isz, (k1 - k0) * isz)
+
+
+@njit(inline="always", **_JIT)
+def _rows_left(lens, m, s):
+    """Of the first ``m`` rows (sorted longest first), those still running at step ``s``."""
+    while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
+        m -= 1
+    return m
+
+
+@njit(inline="always", **_JIT)
+def _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y, ys0, ys1, tof, order, isz):
+    """h = r W_hr^T of rows 0 .. m (``nblk`` row blocks) for the projection panels [j0, j1) into
+    ``hnxt``, and those columns of y."""
+    NB = 4 * _lanes_of(proto)
+    for jp in range(j0, j1):
+        ncol = min(NB, S - jp * NB)
+        r0 = 0
+        for blk in range(nblk):
+            mr = _block_rows(m, nblk, blk)
+            _mk(proto, mr, rbuf + r0 * LDC * isz, LDC, whrp + jp * H * NB * isz, H, zero, 0,
+                hnxt + (r0 * LDH + jp * NB) * isz, LDH)
+            r0 += mr
+        for rr in range(m):
+            _memcpy(y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + jp * NB) * isz,
+                    hnxt + (rr * LDH + jp * NB) * isz, ncol * isz)
+
+
+@njit(inline="always", **_JIT)
+def _final_state(argp, fin, c, order, B, S, H, LDH, LDC, hc0, hc1, u0, u1, isz):
+    """h_n (columns [hc0, hc1) of the last h buffer ``fin``) and c_n (units [u0, u1)) in the caller's
+    row order."""
+    hn = _ld(argp + 8 * A_HN)
+    cn = _ld(argp + 8 * A_CN)
+    for rr in range(B):
+        b = _ld(order + 8 * rr)
+        _memcpy(hn + (b * S + hc0) * isz, fin + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
+        _memcpy(cn + (b * H + u0) * isz, c + (rr * LDC + u0) * isz, (u1 - u0) * isz)
+
+
 def _worker(proto, p, argp):
     """Worker ``p`` of a forward call (the only one when serial); ``proto`` is a zero of the dtype.
 
@@ -1240,10 +1320,8 @@ def _worker(proto, p, argp):
     proj = NPP > 0
     split = (NP + 1) // 2
     # this worker's gate panels [g0, g1) (units [u0, u1)) and projection panels [j0, j1)
-    g0 = (w * NP + n - 1) // n
-    g1 = ((w + 1) * NP + n - 1) // n
-    j0 = (w * NPP + n - 1) // n
-    j1 = ((w + 1) * NPP + n - 1) // n
+    g0, g1 = _share(w, n, NP)
+    j0, j1 = _share(w, n, NPP)
     u0 = min(g0 * V, H)
     u1 = min(g1 * V, H)
     hc0 = u0
@@ -1274,16 +1352,9 @@ def _worker(proto, p, argp):
         base = w_hh + pp * V * S * isz
         _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 8), _ld(t6 + 16), whp + _ld(t6) * isz)
         _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 32), _ld(t6 + 40), whp + _ld(t6 + 24) * isz)
-        for q in range(4):
-            for u in range(V):
-                dst = bp + (pp * NB + q * V + u) * isz
-                if u < nval:
-                    src = (q * H + pp * V + u) * isz
-                    _stf(proto, dst, _ldf(proto, b_ih + src) + _ldf(proto, b_hh + src))
-                else:
-                    _stf(proto, dst, proto)
+        _bias_panel(proto, b_ih, b_hh, bp + pp * NB * isz, H, pp, V)
     for jp in range(j0, j1):
-        _pack(proto, w_hr + jp * NB * H * isz, H, V, V, S - jp * NB, 0, H, whrp + jp * H * NB * isz)
+        _pack_proj(proto, w_hr, whrp, jp, H, S)
 
     # ---- bulk input projection: xp rows of every step, this worker's panel columns
     if bulk:
@@ -1309,7 +1380,7 @@ def _worker(proto, p, argp):
             for pp in range(g0, g1):
                 r0 = 0
                 for blk in range(nblk):
-                    mr = cnt // nblk + (1 if blk < cnt % nblk else 0)
+                    mr = _block_rows(cnt, nblk, blk)
                     _mk(proto, mr, src + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
                         xp + ((r_lo + r0) * LD + pp * NB) * isz, LD)
                     r0 += mr
@@ -1319,8 +1390,7 @@ def _worker(proto, p, argp):
     m = B
     prev = B
     for s in range(nsteps):
-        while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
-            m -= 1
+        m = _rows_left(lens, m, s)
         cur = s & 1
         hcur = hb + cur * B * LDH * isz
         hnxt = hb + (1 - cur) * B * LDH * isz
@@ -1328,10 +1398,7 @@ def _worker(proto, p, argp):
         if rev:
             tt = T - 1 - s
         for rr in range(m):
-            if rev:
-                _st(tof + 8 * rr, _ld(lens + 8 * rr) - 1 - s)
-            else:
-                _st(tof + 8 * rr, s)
+            _st(tof + 8 * rr, _t_of(lens, rr, s, rev))
         xsrc = x + tt * B * I * isz
         if not bulk and not direct:
             xsrc = xa
@@ -1343,9 +1410,7 @@ def _worker(proto, p, argp):
         nblk = (m + MRMAX - 1) // MRMAX
         # phase A: the input product (or the bulk rows) + the h range the panel sums first
         if s > 0:
-            for v in range(wa_a, wb_a):
-                if v != w:
-                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v), s)
+            _wait_others(sync + 8 * W_DONE0, w, wa_a, wb_a, s)
         for pp in range(g0, g1):
             t6 = lay + pp * 48
             ka0 = _ld(t6 + 8)
@@ -1353,7 +1418,7 @@ def _worker(proto, p, argp):
             kn = _ld(t6 + 16) - ka0
             r0 = 0
             for blk in range(nblk):
-                mr = m // nblk + (1 if blk < m % nblk else 0)
+                mr = _block_rows(m, nblk, blk)
                 dst = acc + (r0 * LD + pp * NB) * isz
                 cin = dst
                 if bulk:
@@ -1365,12 +1430,9 @@ def _worker(proto, p, argp):
                 r0 += mr
         # phase B: the rest of h (written by the team in step s-1), then the gate update
         if s > 0:
-            for v in range(wb_all):
-                if v != w:
-                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v), s)
+            _wait_others(sync + 8 * W_DONE0, w, 0, wb_all, s)
         if not proj:  # rows that just finished keep their state in both h buffers
-            for rr in range(m, prev):
-                _memcpy(hnxt + (rr * LDH + u0) * isz, hcur + (rr * LDH + u0) * isz, (u1 - u0) * isz)
+            _carry_rows(hnxt, hcur, m, prev, LDH, u0, u1, isz)
         for pp in range(g0, g1):
             t6 = lay + pp * 48
             kb0 = _ld(t6 + 32)
@@ -1378,7 +1440,7 @@ def _worker(proto, p, argp):
             kn = _ld(t6 + 40) - kb0
             r0 = 0
             for blk in range(nblk):
-                mr = m // nblk + (1 if blk < m % nblk else 0)
+                mr = _block_rows(m, nblk, blk)
                 dst = acc + (r0 * LD + pp * NB) * isz
                 _mk(proto, mr, hcur + (r0 * LDH + kb0) * isz, LDH, whB, kn, dst, LD, dst, LD)
                 r0 += mr
@@ -1398,32 +1460,13 @@ def _worker(proto, p, argp):
         if proj:
             # h = r W_hr^T needs all of r: a second barrier, then this worker's columns of h
             _store_rel(me_done + 64, s + 1)
-            for v in range(n):
-                if v != w:
-                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v) + 64, s + 1)
-            for rr in range(m, prev):
-                _memcpy(hnxt + (rr * LDH + hc0) * isz, hcur + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
-            for jp in range(j0, j1):
-                ncol = min(NB, S - jp * NB)
-                r0 = 0
-                for blk in range(nblk):
-                    mr = m // nblk + (1 if blk < m % nblk else 0)
-                    _mk(proto, mr, rbuf + r0 * LDC * isz, LDC, whrp + jp * H * NB * isz, H, zero, 0,
-                        hnxt + (r0 * LDH + jp * NB) * isz, LDH)
-                    r0 += mr
-                for rr in range(m):
-                    _memcpy(y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + jp * NB) * isz,
-                            hnxt + (rr * LDH + jp * NB) * isz, ncol * isz)
+            _wait_others(sync + 8 * W_DONE0 + 64, w, 0, n, s + 1)
+            _carry_rows(hnxt, hcur, m, prev, LDH, hc0, hc1, isz)
+            _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y, ys0, ys1, tof, order, isz)
         _store_rel(me_done, s + 1)
         prev = m
     # ---- final state of this worker's units / columns
-    hn = _ld(argp + 8 * A_HN)
-    cn = _ld(argp + 8 * A_CN)
-    fin = hb + (nsteps & 1) * B * LDH * isz
-    for rr in range(B):
-        b = _ld(order + 8 * rr)
-        _memcpy(hn + (b * S + hc0) * isz, fin + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
-        _memcpy(cn + (b * H + u0) * isz, c + (rr * LDC + u0) * isz, (u1 - u0) * isz)
+    _final_state(argp, hb + (nsteps & 1) * B * LDH * isz, c, order, B, S, H, LDH, LDC, hc0, hc1, u0, u1, isz)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -1660,9 +1703,7 @@ KC = 128   # k block (rows of all steps) of the weight-gradient GEMMs: a dz pane
 def _barrier(sync, w, n, k):
     """Barrier number ``k`` (1, 2, ... in order) of a team of ``n``: publish, wait for the others."""
     _store_rel(sync + 8 * (W_DONE0 + 16 * w), k)
-    for v in range(n):
-        if v != w:
-            _wait_ge(sync + 8 * (W_DONE0 + 16 * v), k)
+    _wait_others(sync + 8 * W_DONE0, w, 0, n, k)
 
 
 @njit(inline="always", **_JIT)
@@ -1705,7 +1746,7 @@ def _kloop(proto, rows, K, kb, a, rs, ks, panel, c, ldc, zero):
         kn = max(min(kb, K - k0), 0)
         r0 = 0
         for blk in range(nblk):
-            mr = rows // nblk + (1 if blk < rows % nblk else 0)
+            mr = _block_rows(rows, nblk, blk)
             dst = c + r0 * ldc * isz
             cin = dst
             ldcin = ldc
@@ -1805,31 +1846,30 @@ def _bwd_worker(proto, p, argp):
     NPH = (H + NB - 1) // NB
     NPI = (I + NB - 1) // NB
     KR = I + 1 + S           # rows of [x^T; 1; h_prev^T]
-    h0p = (w * NPH + n - 1) // n
-    h1p = ((w + 1) * NPH + n - 1) // n
+    h0p, h1p = _share(w, n, NPH)
     u0 = min(h0p * NB, H)
     u1 = min(h1p * NB, H)
-    c0p = (w * NPS + n - 1) // n
-    c1p = ((w + 1) * NPS + n - 1) // n
+    c0p, c1p = _share(w, n, NPS)
     pc0 = min(c0p * NB, S)
     pc1 = min(c1p * NB, S)
-    s0 = (w * nsteps + n - 1) // n       # this worker's steps after the loop
-    s1 = ((w + 1) * nsteps + n - 1) // n
+    s0, s1 = _share(w, n, nsteps)       # this worker's steps after the loop
     nb = 0   # barriers passed
 
     # ---- pack: this worker's W_hh column panels; its share of W_ih's; with a projection, W_hr for
     # dm (its unit panels) and for h = m W_hr^T (its share); its rows of x^T (and the ones)
     for jc in range(c0p, c1p):
         _pack_cols(proto, _ld(argp + 8 * G_WHH), 4, S, H, Hp, jc * NB, S, whp + jc * G4 * NB * isz)
-    for ji in range((w * NPI + n - 1) // n, ((w + 1) * NPI + n - 1) // n):
+    ji0, ji1 = _share(w, n, NPI)
+    for ji in range(ji0, ji1):
         _pack_cols(proto, _ld(argp + 8 * G_WIH), 4, I, H, Hp, ji * NB, I, wip + ji * G4 * NB * isz)
     if proj:
         w_hr = _ld(argp + 8 * G_WHR)
         for jh in range(h0p, h1p):
             _pack_cols(proto, w_hr, 1, H, P, P, jh * NB, H, whrc + jh * P * NB * isz)
         for jc in range(c0p, c1p):  # (the forward's packing of W_hr)
-            _pack(proto, w_hr + jc * NB * H * isz, H, V, V, S - jc * NB, 0, H, whrp + jc * H * NB * isz)
-    for i in range((w * (I + 1) + n - 1) // n, ((w + 1) * (I + 1) + n - 1) // n):
+            _pack_proj(proto, w_hr, whrp, jc, H, S)
+    i0, i1 = _share(w, n, I + 1)
+    for i in range(i0, i1):
         dst = xh + i * LDK * isz
         if i == I:
             for q in range(TB):
@@ -1837,14 +1877,11 @@ def _bwd_worker(proto, p, argp):
             continue
         m = B
         for s in range(nsteps):
-            while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
-                m -= 1
+            m = _rows_left(lens, m, s)
             for r in range(B):
                 v = proto
                 if r < m:
-                    t = s
-                    if rev:
-                        t = _ld(lens + 8 * r) - 1 - s
+                    t = _t_of(lens, r, s, rev)
                     v = _ldf(proto, x + ((t * B + _ld(order + 8 * r)) * I + i) * isz)
                 _stf(proto, dst + (s * B + r) * isz, v)
     # ---- the state gradients: dh_n (this worker's columns), dc_n (its units); peephole accumulators
@@ -1870,9 +1907,7 @@ def _bwd_worker(proto, p, argp):
         if proj:
             # dh_t = dh + dy (this worker's columns; kept, transposed, for dW_hr), then dm = dh_t W_hr
             for r in range(m):
-                t = s
-                if rev:
-                    t = _ld(lens + 8 * r) - 1 - s
+                t = _t_of(lens, r, s, rev)
                 src = dy + (t * ys0 + _ld(order + 8 * r) * ys1) * isz
                 for k in range(pc0, pc1):
                     at = dh + (r * LDH + k) * isz
@@ -1888,7 +1923,7 @@ def _bwd_worker(proto, p, argp):
             for jh in range(h0p, h1p):
                 r0 = 0
                 for blk in range(nblk):
-                    mr = m // nblk + (1 if blk < m % nblk else 0)
+                    mr = _block_rows(m, nblk, blk)
                     _mk(proto, mr, dh + r0 * LDH * isz, LDH, whrc + jh * P * NB * isz, P, zero, 0,
                         dm + (r0 * LDM + jh * NB) * isz, LDM)
                     r0 += mr
@@ -1977,8 +2012,7 @@ def _bwd_worker(proto, p, argp):
         hps = dxs + w * MRMAX * LDX * isz
         m = B
         for s in range(nsteps):
-            while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
-                m -= 1
+            m = _rows_left(lens, m, s)
             if s < s0 or s >= s1:
                 continue
             for k in range(S):
@@ -1993,7 +2027,7 @@ def _bwd_worker(proto, p, argp):
             nblk = (m + MRMAX - 1) // MRMAX
             r0 = 0
             for blk in range(nblk):
-                mr = m // nblk + (1 if blk < m % nblk else 0)
+                mr = _block_rows(m, nblk, blk)
                 for jc in range(NPS):
                     _chain(proto, mr, mp + ((s - 1) * B + r0) * NB * isz, TB * NB, H, whrp + jc * H * NB * isz,
                            hps + jc * NB * isz, LDX, zero)
@@ -2008,29 +2042,27 @@ def _bwd_worker(proto, p, argp):
     dx = _ld(argp + 8 * G_DX)
     m = B
     for s in range(nsteps):
-        while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
-            m -= 1
+        m = _rows_left(lens, m, s)
         if s < s0 or s >= s1:
             continue
         nblk = (m + MRMAX - 1) // MRMAX
         r0 = 0
         for blk in range(nblk):
-            mr = m // nblk + (1 if blk < m % nblk else 0)
+            mr = _block_rows(m, nblk, blk)
             for ji in range(NPI):
                 _chain(proto, mr, dzp + (s * B + r0) * NB * isz, TB * NB, G4, wip + ji * G4 * NB * isz,
                        dxs + (w * MRMAX * LDX + ji * NB) * isz, LDX, zero)
             for rr in range(mr):
                 r = r0 + rr
-                t = s
-                if rev:
-                    t = _ld(lens + 8 * r) - 1 - s
+                t = _t_of(lens, r, s, rev)
                 _memcpy(dx + (t * B + _ld(order + 8 * r)) * I * isz, dxs + (w * MRMAX + rr) * LDX * isz, I * isz)
             r0 += mr
     # ---- [dW_ih^T; db; dW_hh^T] = [x^T; 1; h_prev^T] dz over the rows of all steps: this worker's dz panels
     dw_ih = _ld(argp + 8 * G_DWIH)
     dw_hh = _ld(argp + 8 * G_DWHH)
     db = _ld(argp + 8 * G_DB)
-    for pz in range((w * NPZ + n - 1) // n, ((w + 1) * NPZ + n - 1) // n):
+    pz0, pz1 = _share(w, n, NPZ)
+    for pz in range(pz0, pz1):
         _kloop(proto, KR, TB, KC, xh, LDK, KC, dzp + pz * TB * NB * isz, ct + pz * NB * isz, LDCT, zero)
         for cc in range(NB):  # transpose into the outputs
             col = pz * NB + cc
@@ -2244,15 +2276,7 @@ def _cell_bias(proto, b_ih, b_hh, bias, zero, H, NP, V):
     isz = 64 // V
     _memzero(zero, NB * isz)
     for pp in range(NP):
-        nval = min(V, H - pp * V)
-        for q in range(4):
-            for u in range(V):
-                dst = bias + (pp * NB + q * V + u) * isz
-                if u < nval:
-                    src = (q * H + pp * V + u) * isz
-                    _stf(proto, dst, _ldf(proto, _addr(b_ih) + src) + _ldf(proto, _addr(b_hh) + src))
-                else:
-                    _stf(proto, dst, proto)
+        _bias_panel(proto, _addr(b_ih), _addr(b_hh), bias + pp * NB * isz, H, pp, V)
 
 
 @njit(**_JIT)
@@ -2450,7 +2474,7 @@ def _ov_mkl_gemm(proto, m, n, k, a, lda, packed, c, ldc):
 
 def _mkl_worker(proto, p, argp):
     """The team worker on MKL's packed GEMM: same argument block, team split, gate update and
-    projection as ``_worker_body``; per step a full barrier, then the bias, ``x W_ih^T`` and
+    projection as ``_worker``; per step a full barrier, then the bias, ``x W_ih^T`` and
     ``h W_hh^T`` of the worker's panel columns by two packed computes (MKL's summation order:
     not bitwise equal to the own kernel).  The input product is always inside the step."""
     V = _lanes_of(proto)
@@ -2504,10 +2528,8 @@ def _mkl_worker(proto, p, argp):
     tape_c = _ld(argp + 8 * A_TC)
     tape_k = _ld(argp + 8 * A_TK)
     proj = NPP > 0
-    g0 = (w * NP + n - 1) // n
-    g1 = ((w + 1) * NP + n - 1) // n
-    j0 = (w * NPP + n - 1) // n
-    j1 = ((w + 1) * NPP + n - 1) // n
+    g0, g1 = _share(w, n, NP)
+    j0, j1 = _share(w, n, NPP)
     u0 = min(g0 * V, H)
     u1 = min(g1 * V, H)
     hc0 = min(j0 * NB, S) if proj else u0
@@ -2528,29 +2550,26 @@ def _mkl_worker(proto, p, argp):
                 if u < nval:
                     _memcpy(_addr(rows_ih) + rr * I * isz, w_ih + src * I * isz, I * isz)
                     _memcpy(_addr(rows_hh) + rr * S * isz, w_hh + src * S * isz, S * isz)
-                    _stf(proto, bp + (pp * NB + q * V + u) * isz,
-                         _ldf(proto, b_ih + src * isz) + _ldf(proto, b_hh + src * isz))
                 else:
                     _memzero(_addr(rows_ih) + rr * I * isz, I * isz)
                     _memzero(_addr(rows_hh) + rr * S * isz, S * isz)
-                    _stf(proto, bp + (pp * NB + q * V + u) * isz, proto)
+        _bias_panel(proto, b_ih, b_hh, bp + pp * NB * isz, H, pp, V)
     keep_ih, packed_ih = _mkl_packed(proto, _addr(rows_ih), B, ncols, max(I, 1))
     keep_hh, packed_hh = _mkl_packed(proto, _addr(rows_hh), B, ncols, S)
     for jp in range(j0, j1):
-        _pack(proto, w_hr + jp * NB * H * isz, H, V, V, S - jp * NB, 0, H, whrp + jp * H * NB * isz)
+        _pack_proj(proto, w_hr, whrp, jp, H, S)
     me_done = sync + 8 * (W_DONE0 + 16 * w)
     me_rdone = me_done + 64
     m = B
     prev = B
     for s in range(nsteps):
-        while m > 0 and _ld(lens + 8 * (m - 1)) <= s:
-            m -= 1
+        m = _rows_left(lens, m, s)
         cur = s & 1
         hcur = hb + cur * B * LDH * isz
         hnxt = hb + (1 - cur) * B * LDH * isz
         tt = T - 1 - s if rev else s
         for rr in range(m):
-            _st(tof + 8 * rr, _ld(lens + 8 * rr) - 1 - s if rev else s)
+            _st(tof + 8 * rr, _t_of(lens, rr, s, rev))
         xsrc = x + tt * B * I * isz
         if not direct:
             xsrc = xa
@@ -2561,12 +2580,9 @@ def _mkl_worker(proto, p, argp):
         if I > 0 and m > 0:
             _mkl_gemm(proto, m, ncols, I, xsrc, I, packed_ih, acc + g0 * NB * isz, LD)
         if s > 0:
-            for v in range(wb_all):
-                if v != w:
-                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v), s)
+            _wait_others(sync + 8 * W_DONE0, w, 0, wb_all, s)
         if not proj:
-            for rr in range(m, prev):
-                _memcpy(hnxt + (rr * LDH + u0) * isz, hcur + (rr * LDH + u0) * isz, (u1 - u0) * isz)
+            _carry_rows(hnxt, hcur, m, prev, LDH, u0, u1, isz)
         if m > 0:
             _mkl_gemm(proto, m, ncols, S, hcur, LDH, packed_hh, acc + g0 * NB * isz, LD)
         for pp in range(g0, g1):
@@ -2585,32 +2601,13 @@ def _mkl_worker(proto, p, argp):
                       ldpeep, clip, tg, H, tc, tk)
         if proj:
             _store_rel(me_rdone, s + 1)
-            for v in range(n):
-                if v != w:
-                    _wait_ge(sync + 8 * (W_DONE0 + 16 * v) + 64, s + 1)
-            for rr in range(m, prev):
-                _memcpy(hnxt + (rr * LDH + hc0) * isz, hcur + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
+            _wait_others(sync + 8 * W_DONE0 + 64, w, 0, n, s + 1)
+            _carry_rows(hnxt, hcur, m, prev, LDH, hc0, hc1, isz)
             nblk = (m + MRMAX - 1) // MRMAX
-            for jp in range(j0, j1):
-                ncol = min(NB, S - jp * NB)
-                r0 = 0
-                for blk in range(nblk):
-                    mr = m // nblk + (1 if blk < m % nblk else 0)
-                    _mk(proto, mr, rbuf + r0 * LDC * isz, LDC, whrp + jp * H * NB * isz, H, zero, 0,
-                        hnxt + (r0 * LDH + jp * NB) * isz, LDH)
-                    r0 += mr
-                for rr in range(m):
-                    _memcpy(y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + jp * NB) * isz,
-                            hnxt + (rr * LDH + jp * NB) * isz, ncol * isz)
+            _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y, ys0, ys1, tof, order, isz)
         _store_rel(me_done, s + 1)
         prev = m
-    hn = _ld(argp + 8 * A_HN)
-    cn = _ld(argp + 8 * A_CN)
-    fin = hb + (nsteps & 1) * B * LDH * isz
-    for rr in range(B):
-        b = _ld(order + 8 * rr)
-        _memcpy(hn + (b * S + hc0) * isz, fin + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
-        _memcpy(cn + (b * H + u0) * isz, c + (rr * LDC + u0) * isz, (u1 - u0) * isz)
+    _final_state(argp, hb + (nsteps & 1) * B * LDH * isz, c, order, B, S, H, LDH, LDC, hc0, hc1, u0, u1, isz)
     keep_ih[0:0] = 0  # buffers used by address: keep them alive until here
     keep_hh[0:0] = 0
     rows_ih[0:0] = 0
@@ -2622,27 +2619,25 @@ def _mkl_worker(proto, p, argp):
 _WORKERS: dict = {}
 
 
-def bwd_worker(dtype):
-    """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
-    compiled or loaded from Numba's cache on first use."""
-    key = (np.dtype(dtype).name, "backward")
+def _callback(key, fn):
+    """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)`` of ``key[0]``'s dtype, compiled
+    or loaded from Numba's cache on first use, kept under ``key``."""
     cf = _WORKERS.get(key)
     if cf is None:
         ft = types.float32 if key[0] == "float32" else types.float64
-        cf = cfunc(types.void(ft, types.int64, types.int64), cache=True, error_model="numpy")(_bwd_worker)
+        cf = cfunc(types.void(ft, types.int64, types.int64), cache=True, error_model="numpy")(fn)
         _WORKERS[key] = cf
     return cf
+
+
+def bwd_worker(dtype):
+    """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
+    compiled or loaded from Numba's cache on first use."""
+    return _callback((np.dtype(dtype).name, "backward"), _bwd_worker)
 
 
 def worker(dtype, gemm="own"):
     """The forward worker C callback of ``dtype`` (``gemm="mkl"``: on MKL's packed GEMM; MKL must
     be registered first), compiled or loaded from Numba's cache on first use.  Its signature is
     ``void(dtype zero, int64 p, int64 argp)``."""
-    key = (np.dtype(dtype).name, gemm)
-    cf = _WORKERS.get(key)
-    if cf is None:
-        ft = types.float32 if key[0] == "float32" else types.float64
-        fn = _mkl_worker if gemm == "mkl" else _worker
-        cf = cfunc(types.void(ft, types.int64, types.int64), cache=True, error_model="numpy")(fn)
-        _WORKERS[key] = cf
-    return cf
+    return _callback((np.dtype(dtype).name, gemm), _mkl_worker if gemm == "mkl" else _worker)

@@ -303,12 +303,16 @@ class NumbaBackend(Backend):
         panels = -(-hidden // _lanes(dtype))
         return kind, max(1, min(budget, panels, 64))
 
-    def _plan_backward(self, batch: int, hidden: int, dtype: Any) -> tuple[str, int]:
-        """(kind, workers launched) of a backward call: the forced kind's serial / team choice, else a
-        team whenever the budget allows (the weight-gradient GEMMs dominate and split over any team)."""
+    def _plan_backward(self) -> int:
+        """Workers launched for a backward call: 1 for a forced serial kind, else a team whenever the
+        budget allows (the weight-gradient GEMMs dominate and split over any team)."""
         if self.kind.startswith("serial") or self.budget < 2 or time.monotonic() < self._solo_until:
-            return "serial", 1
-        return "team", min(self.budget, 64)
+            return 1
+        return min(self.budget, 64)
+
+    def _short(self, steps: int, batch: int) -> bool:
+        """Whether ``auto`` runs a forward of this size (every row full) as cell steps."""
+        return steps <= SHORT_STEPS and batch <= SHORT_BATCH and self.kind == "auto" and self.gemm != "mkl"
 
     def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32, *, steps: int | None = None,
                       input_size: int | None = None, cell: bool = False) -> str:
@@ -332,8 +336,7 @@ class NumbaBackend(Backend):
             e.g. ``"team+bulk x2, own micro-kernel"``, ``"cell x2, own micro-kernel"``.
         """
         dtype = np.dtype(dtype)
-        short = (steps is not None and steps <= SHORT_STEPS and batch <= SHORT_BATCH and self.kind == "auto"
-                 and self.gemm != "mkl")
+        short = steps is not None and self._short(steps, batch)
         if cell or short:
             workers = self._cell_workers(batch, hidden if input_size is None else input_size, hidden, dtype, False)
             return f"{'cell' if cell else 'cell steps'} x{workers}, own micro-kernel"
@@ -342,8 +345,7 @@ class NumbaBackend(Backend):
 
     # ------------------------------------------------------------------ kernels
     def _forward(self, args: ForwardArgs) -> None:
-        if (args.steps <= SHORT_STEPS and args.batch <= SHORT_BATCH and args.full and self.kind == "auto"
-                and self.gemm != "mkl"):
+        if args.full and self._short(args.steps, args.batch):
             self._forward_by_cells(args)
             return
         self._run(args, (0, 0, 0))
@@ -361,13 +363,11 @@ class NumbaBackend(Backend):
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
         flags, clip = _features(args)
         dummy = _dummy(dtype)
-        y = args.y
-        isz = dtype.itemsize
         fn = k.worker(dtype, "mkl" if self.gemm == "mkl" else "own").address
         head = (args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                 dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
-                args.h0, args.c0, args.lengths, args.h_n, args.c_n, y.ctypes.data, y.strides[0] // isz,
-                y.strides[1] // isz, args.reverse, flags, clip, kind.endswith("bulk"))
+                args.h0, args.c0, args.lengths, args.h_n, args.c_n, *_address_strides(args.y, dtype), args.reverse,
+                flags, clip, kind.endswith("bulk"))
         self._execute(k, k.forward_entry, head, tape, dtype, fn, workers)
 
     def _execute(self, k: Any, entry: Any, head: tuple, tail: tuple, dtype: np.dtype, fn: int, workers: int) -> None:
@@ -402,15 +402,13 @@ class NumbaBackend(Backend):
         k = _kernels()
         tape = args.tape
         dtype = tape.dtype
-        kind, workers = self._plan_backward(tape.batch, tape.hidden_size, dtype)
+        workers = self._plan_backward()
         flags, _ = _features(tape)
         dummy = _dummy(dtype)
         clipped = _NO_MASK if tape.clipped is None else tape.clipped.view(np.uint8)
-        dy = args.dy
-        isz = dtype.itemsize
         head = (tape.x, tape.gates, tape.cells, clipped, tape.h0, tape.c0, tape.w_ih, tape.w_hh,
                 dummy if tape.w_hr is None else tape.w_hr, dummy if tape.w_peep is None else tape.w_peep,
-                tape.lengths, tape.reverse, flags, dy.ctypes.data, dy.strides[0] // isz, dy.strides[1] // isz,
+                tape.lengths, tape.reverse, flags, *_address_strides(args.dy, dtype),
                 args.dh_n, args.dc_n, args.dx, args.dh0, args.dc0, args.dw_ih, args.dw_hh, args.db,
                 dummy if args.dw_hr is None else args.dw_hr, dummy if args.dw_peep is None else args.dw_peep)
         self._execute(k, k.backward_entry, head, (), dtype, k.bwd_worker(dtype).address, workers)
@@ -527,6 +525,13 @@ _NO_MASK = np.zeros((0, 0, 0), np.uint8)
 def _dummy(dtype: np.dtype) -> np.ndarray:
     """A (0, 0) array standing for an absent w_hr / w_peep (one compiled signature per dtype)."""
     return _DUMMIES[dtype]
+
+
+def _address_strides(a: np.ndarray, dtype: np.dtype) -> tuple[int, int, int]:
+    """(address, strides of the first two axes in elements of ``dtype``) of a (T, B, S) array whose
+    last axis is contiguous (y / dy, possibly a view inside a wider array)."""
+    isz = dtype.itemsize
+    return a.ctypes.data, a.strides[0] // isz, a.strides[1] // isz
 
 
 def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:
