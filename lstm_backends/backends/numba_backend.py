@@ -43,6 +43,7 @@ GEMM: the own micro-kernel by default (``gemm="auto"`` / ``"own"``); ``gemm="mkl
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -67,15 +68,11 @@ _PEEP, _CLIP, _IFORGET = 1, 2, 4  # gate feature bits of the kernels
 SHORT_STEPS, SHORT_BATCH = 2, 16
 
 
-_KERNELS: list[Any] = []
-
-
+@functools.cache
 def _kernels() -> Any:
-    if not _KERNELS:
-        from . import _numba_kernels
+    from . import _numba_kernels
 
-        _KERNELS.append(_numba_kernels)
-    return _KERNELS[0]
+    return _numba_kernels
 
 
 def _lanes(dtype: np.dtype) -> int:
@@ -188,15 +185,12 @@ class _Threads:
                 cls.set_n(old)
 
 
-_BUDGET: list[int] = []
-
-
+@functools.cache
 def _default_budget() -> int:
-    if not _BUDGET:  # NUMBA_NUM_THREADS is fixed once Numba is imported
-        import numba
+    """Numba's ``NUMBA_NUM_THREADS`` (fixed once Numba is imported)."""
+    import numba
 
-        _BUDGET.append(int(numba.config.NUMBA_NUM_THREADS))
-    return _BUDGET[0]
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 class NumbaBackend(Backend):
@@ -450,7 +444,7 @@ class NumbaBackend(Backend):
         return workers
 
     def _cell(self, args: CellArgs) -> None:
-        k = _KERNELS[0] if _KERNELS else _kernels()
+        k = _kernels()
         dtype = args.dtype
         flags, clip = _features(args)
         dummy = _DUMMIES[dtype]
