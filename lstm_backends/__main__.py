@@ -98,9 +98,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     dtype = np.dtype(args.dtype)
     names = args.backend or [b.name for b in list_backends()
                              if b.available and "forward" in b.capabilities and str(dtype) in b.dtypes]
-    peers = [] if args.no_peers else [p for p in available_peers() if not (args.no_torch and p == "torch")]
-    if dtype == np.float64:
-        peers = [p for p in peers if p != "onnxruntime"]  # onnxruntime has no float64 LSTM
+    peers = [] if args.no_peers else [p for p in available_peers(dtype) if not (args.no_torch and p == "torch")]
     threads = args.threads or os.cpu_count() or 1
     sizes = args.size or [_size(s) for s in DEFAULT_SIZES]
     ours = [f"ours:{n}" for n in names]

@@ -56,13 +56,15 @@ __all__ = ["PEERS", "Result", "available_peers", "compare", "run_contender"]
 PEERS = {"torch": "torch", "onnxruntime": "onnxruntime"}
 
 
-def available_peers() -> list[str]:
+def available_peers(dtype: Any = np.float32) -> list[str]:
     """The peers whose packages are installed (``torch``, ``onnxruntime``; onnxruntime needs
-    ``onnx`` to build its model)."""
+    ``onnx`` to build its model) and that run ``dtype`` (onnxruntime has no float64 LSTM)."""
     import importlib.util
 
     found = []
     for name, module in PEERS.items():
+        if name == "onnxruntime" and np.dtype(dtype) != np.float32:
+            continue
         needs = [module] + (["onnx"] if name == "onnxruntime" else [])
         if all(importlib.util.find_spec(m) is not None for m in needs):
             found.append(name)
@@ -116,7 +118,7 @@ def _onnx_model(p: Any) -> bytes:
     t, b, i = p.x.shape
     h = p.params.w_hh.shape[1]
     w, r, bias = to_onnx([p.params])  # (1, 4H, I), (1, 4H, H), (1, 8H): gates i, o, f, c
-    elem = TensorProto.FLOAT if p.x.dtype == np.float32 else TensorProto.DOUBLE
+    elem = TensorProto.FLOAT  # onnxruntime has no float64 LSTM (available_peers leaves it out)
     inits = [numpy_helper.from_array(np.ascontiguousarray(a), n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))]
     node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "h0", "c0"], ["Y", "Y_h", "Y_c"], hidden_size=h)
     graph = helper.make_graph(
