@@ -569,6 +569,18 @@ def time_backward(be, sizes, repeat, results):
             f"cuDNN {cud} ms  ours/cuDNN {ratio}  (~{row['ours_tflops']:.2f} TFLOP/s at 3x the forward's FLOPs)")
 
 
+def _cudnn_table(title, rows):
+    """Markdown lines of a section of ``_versus_cudnn`` rows."""
+    lines = ["", f"## {title}", "", "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b, t, i, h = r["size"]
+        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+    return lines
+
+
 def write_markdown(results, path):
     lines = [f"# GPU check ({results['device']})", "", f"{results['versions']}", "",
              "## Correctness (worst error / tolerance; <= 1 passes)", "",
@@ -578,13 +590,7 @@ def write_markdown(results, path):
         b, t, i, h = r["size"]
         lines.append(f"| {b} | {t} | {i} | {h} | {r['dtype']} | {r['reverse']} | {r['err_over_tol']:.3g} | "
                      f"{r['rel_l2']:.2e} | {_verdict(r['passed'])} |")
-    lines += ["", "## Forward time, float32, device-resident inputs (CUDA events, medians)", "",
-              "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |", "|---|---|---|---|---|---|---|"]
-    for r in results["timing"]:
-        b, t, i, h = r["size"]
-        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+    lines += _cudnn_table("Forward time, float32, device-resident inputs (CUDA events, medians)", results["timing"])
     lines += ["", "## Full-cell variants (worst error / tolerance)", "",
               "| variant | B | T | I | H | P | dtype | reverse | worst/tol | result |", "|---" * 10 + "|"]
     for r in results["features"]:
@@ -605,13 +611,8 @@ def write_markdown(results, path):
         b, t, i, h, p = r["size"]
         lines.append(f"| {r['variant']} | {b} | {t} | {i} | {h} | {p} | {r['dtype']} | {r['reverse']} | "
                      f"{r['max_rel']:.2e} | {r['deterministic']} | {_verdict(r['passed'])} |")
-    lines += ["", "## Training time: forward_train + backward vs cuDNN forward + backward (float32, medians)", "",
-              "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |", "|---|---|---|---|---|---|---|"]
-    for r in results["backward_timing"]:
-        b, t, i, h = r["size"]
-        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+    lines += _cudnn_table("Training time: forward_train + backward vs cuDNN forward + backward (float32, medians)",
+                          results["backward_timing"])
     for key in ("stack", "streaming", "cell_timing", "lstmp_stack", "lstmp_streaming", "backward_stack"):
         if results.get(key):
             lines += ["", f"## {key}", "", f"{results[key]}"]
