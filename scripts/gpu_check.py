@@ -40,6 +40,7 @@ optional) to prove the script itself works without a GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -92,6 +93,119 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _verdict(passed) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def _torch_cuda():
+    """The torch module when it is installed and sees a GPU, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def _cuda_ms(stream, work) -> float:
+    """Milliseconds of ``work()`` queued on the numba ``stream``, by CUDA events (waits for the end)."""
+    from numba import cuda
+
+    start, end = cuda.event(), cuda.event()
+    start.record(stream)
+    work()
+    end.record(stream)
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def _torch_ms(torch, work, inference=True) -> float:
+    """Milliseconds of ``work()`` on torch's current stream, by CUDA events (waits for the end);
+    under ``torch.inference_mode()`` unless ``inference`` is false."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    with torch.inference_mode() if inference else contextlib.nullcontext():
+        start.record()
+        work()
+        end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def _interleaved_medians(runners, repeat):
+    """Each runner once to warm up (JIT compile, cuDNN plans), then ``repeat`` interleaved rounds:
+    the median time of each."""
+    for fn in runners.values():
+        fn()
+    times = {k: [] for k in runners}
+    for _ in range(repeat):
+        for k, fn in runners.items():
+            times[k].append(fn())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _torch_lstm(torch, i, h, params):
+    """``torch.nn.LSTM(i, h)`` on the GPU holding our (w_ih, w_hh, b_ih, b_hh)."""
+    lstm = torch.nn.LSTM(i, h).cuda()
+    with torch.no_grad():
+        for name, v in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), params):
+            getattr(lstm, name).copy_(torch.from_numpy(v))
+    return lstm
+
+
+def _versus_cudnn(size, med, flop_count):
+    """The timing row of ours against cuDNN (``cudnn`` may be missing from ``med``), and the
+    cuDNN time and ratio as printed."""
+    row = {"size": size, "ours_ms": med["ours"], "cudnn_ms": med.get("cudnn"),
+           "ratio": med["ours"] / med["cudnn"] if "cudnn" in med else None,
+           "ours_tflops": flop_count / med["ours"] / 1e9}
+    ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
+    cud = f"{row['cudnn_ms']:.3f}" if row["cudnn_ms"] else "-"
+    return row, cud, ratio
+
+
+def _stacked_error(be, t, b, i, h, seed, problem_seed, **layer):
+    """A stacked bidirectional ``lb.LSTM`` on device input against the float64 numpy one with the
+    same weights: the output y and the worst error / tolerance of (y, h_n, c_n)."""
+    from numba import cuda
+
+    lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend=be, seed=seed, **layer)
+    ref_lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend="numpy", dtype=np.float64, **layer)
+    ref_lstm.load_state_dict(lstm.state_dict())
+    p = random_problem(t, b, i, h, seed=problem_seed, lengths="random")
+    y, (h_n, c_n) = lstm(cuda.to_device(p.x), lengths=p.lengths)
+    ry, (rh, rc) = ref_lstm(p.x.astype(np.float64), lengths=p.lengths)
+    return y, max(worst_error(a.copy_to_host(), r, np.float32) for a, r in ((y, ry), (h_n, rh), (c_n, rc)))
+
+
+def _stream_cells(be, p, steps, **options):
+    """Streaming ``cell`` over the steps of problem ``p`` on device arrays, resident weights and
+    ``out=(h, c)`` in place: the final h (device) and the number of device allocations made after
+    the first (warm-up) step."""
+    from numba import cuda
+
+    params = be.to_device(p.params)
+    hd, cd = cuda.to_device(p.h0), cuda.to_device(p.c0)
+    xs = [cuda.to_device(p.x[s]) for s in range(steps)]
+    be.cell(xs[0], hd, cd, params, out=(hd, cd), **options)  # warm: compiles, creates the scratch
+    count = [0]
+    originals = {n: getattr(cuda, n) for n in ("device_array", "to_device", "device_array_like")}
+
+    def counting(fn):
+        def wrapper(*a, **k):
+            count[0] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    for n, fn in originals.items():
+        setattr(cuda, n, counting(fn))
+    try:
+        for s in range(1, steps):
+            be.cell(xs[s], hd, cd, params, out=(hd, cd), **options)
+    finally:
+        for n, fn in originals.items():
+            setattr(cuda, n, fn)
+    return hd, count[0]
+
+
 def check_correctness(be, sizes, dtypes, results):
     from numba import cuda
 
@@ -113,7 +227,7 @@ def check_correctness(be, sizes, dtypes, results):
                                                "reverse": reverse, "err_over_tol": max(errs), "rel_l2": rel,
                                                "passed": passed})
                 log(f"  B={b:<4} T={t:<4} I={i:<5} H={h:<5} {np.dtype(dtype).name} reverse={reverse!s:<5} "
-                    f"worst/tol={max(errs):.3g} relL2={rel:.2e} {'PASS' if passed else 'FAIL'}")
+                    f"worst/tol={max(errs):.3g} relL2={rel:.2e} {_verdict(passed)}")
     return ok
 
 
@@ -136,7 +250,7 @@ def check_interop(be, results):
             passed &= tuple(back.shape) == (10, 4, 48)
             results["interop"]["torch"] = passed
             ok &= passed
-            log(f"  torch CUDA tensors in, device arrays out: {'PASS' if passed else 'FAIL'}")
+            log(f"  torch CUDA tensors in, device arrays out: {_verdict(passed)}")
     except ImportError:
         results["interop"]["torch"] = "not installed"
     try:
@@ -147,7 +261,7 @@ def check_interop(be, results):
         passed = worst_error(cupy.asnumpy(cupy.asarray(y)), ref[0], np.float32) <= 1
         results["interop"]["cupy"] = passed
         ok &= passed
-        log(f"  CuPy arrays in, device arrays out: {'PASS' if passed else 'FAIL'}")
+        log(f"  CuPy arrays in, device arrays out: {_verdict(passed)}")
     except ImportError:
         results["interop"]["cupy"] = "not installed"
     return ok
@@ -155,54 +269,26 @@ def check_interop(be, results):
 
 def check_stack_and_streaming(be, results, smoke):
     """Stacked bidirectional layer on device input; allocation-free streaming cell."""
-    from numba import cuda
-
     ok = True
     t, b, i, h = (5, 3, 4, 6) if smoke else (50, 16, 256, 256)
-    lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend=be, seed=3)
-    ref_lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend="numpy", dtype=np.float64)
-    ref_lstm.load_state_dict(lstm.state_dict())
-    p = random_problem(t, b, i, h, seed=9, lengths="random")
-    y, (h_n, c_n) = lstm(cuda.to_device(p.x), lengths=p.lengths)
-    ry, (rh, rc) = ref_lstm(p.x.astype(np.float64), lengths=p.lengths)
-    err = max(worst_error(a.copy_to_host(), r, np.float32) for a, r in ((y, ry), (h_n, rh), (c_n, rc)))
+    y, err = _stacked_error(be, t, b, i, h, seed=3, problem_seed=9)
     passed = err <= 1.0 and not isinstance(y, np.ndarray)
     results["stack"] = {"size": [b, t, i, h], "err_over_tol": err, "passed": passed}
     ok &= passed
     log(f"  stacked bidirectional on device, B={b} T={t} I={i} H={h}: worst/tol={err:.3g} "
-        f"{'PASS' if passed else 'FAIL'}")
+        f"{_verdict(passed)}")
 
     steps = 4 if smoke else 200
     p = random_problem(steps, b, i, h, seed=10)
     ref = reference_forward(p)[0]
-    params = be.to_device(p.params)
-    hd, cd = cuda.to_device(p.h0), cuda.to_device(p.c0)
-    xs = [cuda.to_device(p.x[s]) for s in range(steps)]
-    be.cell(xs[0], hd, cd, params, out=(hd, cd))  # warm: compiles, creates the scratch
-    count = [0]
-    originals = {n: getattr(cuda, n) for n in ("device_array", "to_device", "device_array_like")}
-
-    def counting(fn):
-        def wrapper(*a, **k):
-            count[0] += 1
-            return fn(*a, **k)
-        return wrapper
-
-    for n, fn in originals.items():
-        setattr(cuda, n, counting(fn))
-    try:
-        for s in range(1, steps):
-            be.cell(xs[s], hd, cd, params, out=(hd, cd))
-    finally:
-        for n, fn in originals.items():
-            setattr(cuda, n, fn)
+    hd, count = _stream_cells(be, p, steps)
     err = worst_error(hd.copy_to_host(), ref[-1], np.float32)
-    passed = err <= 1.0 and count[0] == 0
-    results["streaming"] = {"steps": steps, "device_allocations_after_warmup": count[0], "err_over_tol": err,
+    passed = err <= 1.0 and count == 0
+    results["streaming"] = {"steps": steps, "device_allocations_after_warmup": count, "err_over_tol": err,
                             "passed": passed}
     ok &= passed
     log(f"  streaming cell, {steps} steps on device arrays: worst/tol={err:.3g}, device allocations after the "
-        f"first step: {count[0]} {'PASS' if passed else 'FAIL'}")
+        f"first step: {count} {_verdict(passed)}")
     return ok
 
 
@@ -220,37 +306,22 @@ def time_cell(be, repeat, results, smoke):
                                                              np.zeros((b, h), np.float32)))
     n = 2 if smoke else 200
 
-    def ours():
-        start, end = cuda.event(), cuda.event()
-        start.record(stream)
+    def steps():
         for _ in range(n):
             be.cell(dx, hd, cd, dparams, out=(hd, cd), stream=stream)
-        end.record(stream)
-        end.synchronize()
-        return start.elapsed_time(end) / n * 1e3  # microseconds per step, launches included
 
-    runners = {"ours": ours}
-    try:
-        import torch
+    runners = {"ours": lambda: _cuda_ms(stream, steps) / n * 1e3}  # microseconds per step, launches included
+    torch = _torch_cuda()
+    if torch is not None:
+        cell = torch.nn.LSTMCell(i, h).cuda()
+        tx = torch.from_numpy(x).cuda()
+        th, tc = torch.zeros(b, h, device="cuda"), torch.zeros(b, h, device="cuda")
 
-        if torch.cuda.is_available():
-            cell = torch.nn.LSTMCell(i, h).cuda()
-            tx = torch.from_numpy(x).cuda()
-            th, tc = torch.zeros(b, h, device="cuda"), torch.zeros(b, h, device="cuda")
+        def torch_steps():
+            for _ in range(n):
+                cell(tx, (th, tc))
 
-            def torch_cell():
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                with torch.inference_mode():
-                    start.record()
-                    for _ in range(n):
-                        cell(tx, (th, tc))
-                    end.record()
-                end.synchronize()
-                return start.elapsed_time(end) / n * 1e3
-
-            runners["torch"] = torch_cell
-    except ImportError:
-        pass
+        runners["torch"] = lambda: _torch_ms(torch, torch_steps) / n * 1e3
     for fn in runners.values():
         fn()
     times = {k: statistics.median([fn() for _ in range(max(2, repeat // 3))]) for k, fn in runners.items()}
@@ -261,12 +332,7 @@ def time_cell(be, repeat, results, smoke):
 def time_against_cudnn(be, sizes, repeat, results):
     from numba import cuda
 
-    try:
-        import torch
-
-        have_torch = torch.cuda.is_available()
-    except ImportError:
-        have_torch = False
+    torch = _torch_cuda()
     stream = cuda.stream()
     for b, t, i, h in sizes:
         p = random_problem(t, b, i, h, seed=11)
@@ -274,45 +340,21 @@ def time_against_cudnn(be, sizes, repeat, results):
         dparams = be.to_device(p.params, stream=stream)
 
         def ours(dx=dx, dparams=dparams, dh=dh, dc=dc):
-            start, end = cuda.event(), cuda.event()
-            start.record(stream)
-            be.forward(dx, dparams, dh, dc, stream=stream)
-            end.record(stream)
-            end.synchronize()
-            return start.elapsed_time(end)
+            return _cuda_ms(stream, lambda: be.forward(dx, dparams, dh, dc, stream=stream))
 
         runners = {"ours": ours}
-        if have_torch:
-            lstm = torch.nn.LSTM(i, h).cuda()
-            with torch.no_grad():
-                for name, v in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), p.params):
-                    getattr(lstm, name).copy_(torch.from_numpy(v))
+        if torch is not None:
+            lstm = _torch_lstm(torch, i, h, p.params)
             tx = torch.from_numpy(p.x).cuda()
             th, tc = torch.from_numpy(p.h0).cuda()[None], torch.from_numpy(p.c0).cuda()[None]
 
             def cudnn(lstm=lstm, tx=tx, th=th, tc=tc):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                with torch.inference_mode():
-                    start.record()
-                    lstm(tx, (th, tc))
-                    end.record()
-                end.synchronize()
-                return start.elapsed_time(end)
+                return _torch_ms(torch, lambda: lstm(tx, (th, tc)))
 
             runners["cudnn"] = cudnn
-        for fn in runners.values():  # warm-up (JIT compile, cuDNN plans)
-            fn()
-        times = {k: [] for k in runners}
-        for _ in range(repeat):
-            for k, fn in runners.items():
-                times[k].append(fn())
-        med = {k: statistics.median(v) for k, v in times.items()}
-        row = {"size": [b, t, i, h], "ours_ms": med["ours"], "cudnn_ms": med.get("cudnn"),
-               "ratio": med["ours"] / med["cudnn"] if "cudnn" in med else None,
-               "ours_tflops": flops(b, t, i, h) / med["ours"] / 1e9}
+        med = _interleaved_medians(runners, repeat)
+        row, cud, ratio = _versus_cudnn([b, t, i, h], med, flops(b, t, i, h))
         results["timing"].append(row)
-        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
-        cud = f"{row['cudnn_ms']:.3f}" if row["cudnn_ms"] else "-"
         log(f"  B={b:<4} T={t:<4} I={i:<5} H={h:<5} ours {row['ours_ms']:.3f} ms  cuDNN {cud} ms  "
             f"ours/cuDNN {ratio}  ({row['ours_tflops']:.2f} TFLOP/s)")
 
@@ -350,53 +392,27 @@ def check_features(be, sizes, dtypes, results, smoke):
                                                 "dtype": np.dtype(dtype).name, "reverse": reverse,
                                                 "err_over_tol": err, "passed": passed})
                     log(f"  {variant:<13} B={b:<4} T={t:<4} I={i:<4} H={h:<4} P={p:<4} {np.dtype(dtype).name} "
-                        f"reverse={reverse!s:<5} worst/tol={err:.3g} {'PASS' if passed else 'FAIL'}")
+                        f"reverse={reverse!s:<5} worst/tol={err:.3g} {_verdict(passed)}")
     # a stacked bidirectional LSTMP on device input stays on the device
     t, b, i, h, p = (4, 3, 4, 5, 2) if smoke else (50, 16, 256, 256, 128)
-    lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, proj_size=p, backend=be, seed=5)
-    ref_lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, proj_size=p, backend="numpy", dtype=np.float64)
-    ref_lstm.load_state_dict(lstm.state_dict())
-    prob = random_problem(t, b, i, h, seed=12, lengths="random")
-    y, (h_n, c_n) = lstm(cuda.to_device(prob.x), lengths=prob.lengths)
-    ry, (rh, rc) = ref_lstm(prob.x.astype(np.float64), lengths=prob.lengths)
-    err = max(worst_error(a.copy_to_host(), r, np.float32) for a, r in ((y, ry), (h_n, rh), (c_n, rc)))
+    y, err = _stacked_error(be, t, b, i, h, seed=5, problem_seed=12, proj_size=p)
     passed = err <= 1.0 and not isinstance(y, np.ndarray) and y.shape == (t, b, 2 * p)
     ok &= passed
     results["lstmp_stack"] = {"size": [b, t, i, h, p], "err_over_tol": err, "passed": passed}
     log(f"  stacked bidirectional LSTMP on device, B={b} T={t} I={i} H={h} P={p}: worst/tol={err:.3g} "
-        f"{'PASS' if passed else 'FAIL'}")
+        f"{_verdict(passed)}")
     # streaming with projection + peepholes + clip: in place, resident weights, no allocation once warm
     steps = 4 if smoke else 100
     prob = random_problem(steps, b, i, h, seed=13, proj_size=p, peephole=True, clip=0.5)
     ref = reference_forward(prob)[1]
-    params = be.to_device(prob.params)
-    hd, cd = cuda.to_device(prob.h0), cuda.to_device(prob.c0)
-    xs = [cuda.to_device(prob.x[k]) for k in range(steps)]
-    be.cell(xs[0], hd, cd, params, out=(hd, cd), clip=0.5)
-    count = [0]
-    originals = {n: getattr(cuda, n) for n in ("device_array", "to_device", "device_array_like")}
-
-    def counting(fn):
-        def wrapper(*a, **k):
-            count[0] += 1
-            return fn(*a, **k)
-        return wrapper
-
-    for n, fn in originals.items():
-        setattr(cuda, n, counting(fn))
-    try:
-        for k in range(1, steps):
-            be.cell(xs[k], hd, cd, params, out=(hd, cd), clip=0.5)
-    finally:
-        for n, fn in originals.items():
-            setattr(cuda, n, fn)
+    hd, count = _stream_cells(be, prob, steps, clip=0.5)
     err = worst_error(hd.copy_to_host(), ref, np.float32)
-    passed = err <= 1.0 and count[0] == 0
+    passed = err <= 1.0 and count == 0
     ok &= passed
-    results["lstmp_streaming"] = {"steps": steps, "device_allocations_after_warmup": count[0], "err_over_tol": err,
+    results["lstmp_streaming"] = {"steps": steps, "device_allocations_after_warmup": count, "err_over_tol": err,
                                   "passed": passed}
     log(f"  streaming LSTMP cell with peepholes and clip, {steps} steps: worst/tol={err:.3g}, device allocations "
-        f"after the first step: {count[0]} {'PASS' if passed else 'FAIL'}")
+        f"after the first step: {count} {_verdict(passed)}")
     return ok
 
 
@@ -407,13 +423,7 @@ def time_features(be, sizes, repeat, results, smoke=False):
     from numba import cuda
 
     variants = ["plain", "all"] if smoke else list(VARIANTS)
-
-    try:
-        import torch
-
-        have_torch = torch.cuda.is_available()
-    except ImportError:
-        have_torch = False
+    torch = _torch_cuda()
     stream = cuda.stream()
     for b, t, i, h, p in sizes:
         runners = {}
@@ -424,35 +434,18 @@ def time_features(be, sizes, repeat, results, smoke=False):
             dparams = be.to_device(prob.params, stream=stream)
 
             def run(dx=dx, dparams=dparams, dh=dh, dc=dc, options=prob.options):
-                start, end = cuda.event(), cuda.event()
-                start.record(stream)
-                be.forward(dx, dparams, dh, dc, stream=stream, **options)
-                end.record(stream)
-                end.synchronize()
-                return start.elapsed_time(end)
+                return _cuda_ms(stream, lambda: be.forward(dx, dparams, dh, dc, stream=stream, **options))
 
             runners[variant] = run
-        if have_torch:
+        if torch is not None:
             lstm = torch.nn.LSTM(i, h, proj_size=p).cuda()
             tx = torch.randn(t, b, i, device="cuda")
 
             def cudnn_proj(lstm=lstm, tx=tx):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                with torch.inference_mode():
-                    start.record()
-                    lstm(tx)
-                    end.record()
-                end.synchronize()
-                return start.elapsed_time(end)
+                return _torch_ms(torch, lambda: lstm(tx))
 
             runners["cudnn projection"] = cudnn_proj
-        for fn in runners.values():
-            fn()
-        times = {k: [] for k in runners}
-        for _ in range(repeat):
-            for k, fn in runners.items():
-                times[k].append(fn())
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = _interleaved_medians(runners, repeat)
         row = {"size": [b, t, i, h, p], "ms": med,
                "cost_over_plain": {k: med[k] / med["plain"] - 1 for k in variants if k != "plain"}}
         results["feature_timing"].append(row)
@@ -510,7 +503,7 @@ def check_backward(be, sizes, dtypes, results, smoke):
                                             "deterministic": same, "passed": passed})
                 log(f"  {variant:<10} B={b:<4} T={t:<4} I={i:<4} H={h:<4} P={p:<4} {dt} reverse={reverse!s:<5} "
                     f"max|err|/max|ref|={worst:.2e} (worst: {max(errs, key=lambda k: errs[k][0])}) "
-                    f"bitwise repeatable={same} {'PASS' if passed else 'FAIL'}")
+                    f"bitwise repeatable={same} {_verdict(passed)}")
     # a stacked bidirectional layer trained on device input
     t, b, i, h = (3, 2, 3, 4) if smoke else (50, 16, 256, 256)
     lstm = lb.LSTM(i, h, num_layers=2, bidirectional=True, backend=be, seed=7)
@@ -528,7 +521,7 @@ def check_backward(be, sizes, dtypes, results, smoke):
     ok &= passed
     results["backward_stack"] = {"size": [b, t, i, h], "max_rel": worst, "passed": passed}
     log(f"  stacked bidirectional LSTM trained on device, B={b} T={t} I={i} H={h}: max|err|/max|ref|={worst:.2e} "
-        f"{'PASS' if passed else 'FAIL'}")
+        f"{_verdict(passed)}")
     return ok
 
 
@@ -537,12 +530,7 @@ def time_backward(be, sizes, repeat, results):
     dc0 and every weight gradient), float32, device-resident, CUDA events, interleaved medians."""
     from numba import cuda
 
-    try:
-        import torch
-
-        have_torch = torch.cuda.is_available()
-    except ImportError:
-        have_torch = False
+    torch = _torch_cuda()
     stream = cuda.stream()
     for b, t, i, h in sizes:
         p = random_problem(t, b, i, h, seed=17)
@@ -551,52 +539,46 @@ def time_backward(be, sizes, repeat, results):
         dparams = be.to_device(p.params, stream=stream)
 
         def ours(dx=dx, dparams=dparams, dh=dh, dc=dc, dy=dy):
-            start, end = cuda.event(), cuda.event()
-            start.record(stream)
-            tape = be.forward_train(dx, dparams, dh, dc, stream=stream)[3]
-            be.backward(tape, dy, stream=stream)
-            end.record(stream)
-            end.synchronize()
-            return start.elapsed_time(end)
+            def work():
+                tape = be.forward_train(dx, dparams, dh, dc, stream=stream)[3]
+                be.backward(tape, dy, stream=stream)
+            return _cuda_ms(stream, work)
 
         runners = {"ours": ours}
-        if have_torch:
-            lstm = torch.nn.LSTM(i, h).cuda()
-            with torch.no_grad():
-                for name, v in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), p.params):
-                    getattr(lstm, name).copy_(torch.from_numpy(v))
+        if torch is not None:
+            lstm = _torch_lstm(torch, i, h, p.params)
             tx = torch.from_numpy(p.x).cuda().requires_grad_()
             th = torch.from_numpy(p.h0).cuda()[None].requires_grad_()
             tc = torch.from_numpy(p.c0).cuda()[None].requires_grad_()
             tdy = torch.from_numpy(dy_host).cuda()
 
             def cudnn(lstm=lstm, tx=tx, th=th, tc=tc, tdy=tdy):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                out, _ = lstm(tx, (th, tc))
-                out.backward(tdy)
-                end.record()
-                end.synchronize()
+                def work():
+                    out, _ = lstm(tx, (th, tc))
+                    out.backward(tdy)
+                ms = _torch_ms(torch, work, inference=False)
                 lstm.zero_grad(set_to_none=True)
                 tx.grad = th.grad = tc.grad = None
-                return start.elapsed_time(end)
+                return ms
 
             runners["cudnn"] = cudnn
-        for fn in runners.values():
-            fn()
-        times = {k: [] for k in runners}
-        for _ in range(repeat):
-            for k, fn in runners.items():
-                times[k].append(fn())
-        med = {k: statistics.median(v) for k, v in times.items()}
-        row = {"size": [b, t, i, h], "ours_ms": med["ours"], "cudnn_ms": med.get("cudnn"),
-               "ratio": med["ours"] / med["cudnn"] if "cudnn" in med else None,
-               "ours_tflops": 3 * flops(b, t, i, h) / med["ours"] / 1e9}
+        med = _interleaved_medians(runners, repeat)
+        row, cud, ratio = _versus_cudnn([b, t, i, h], med, 3 * flops(b, t, i, h))
         results["backward_timing"].append(row)
-        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
-        cud = f"{row['cudnn_ms']:.3f}" if row["cudnn_ms"] else "-"
         log(f"  B={b:<4} T={t:<4} I={i:<5} H={h:<5} forward_train+backward: ours {row['ours_ms']:.3f} ms  "
             f"cuDNN {cud} ms  ours/cuDNN {ratio}  (~{row['ours_tflops']:.2f} TFLOP/s at 3x the forward's FLOPs)")
+
+
+def _cudnn_table(title, rows):
+    """Markdown lines of a section of ``_versus_cudnn`` rows."""
+    lines = ["", f"## {title}", "", "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b, t, i, h = r["size"]
+        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+    return lines
 
 
 def write_markdown(results, path):
@@ -607,20 +589,14 @@ def write_markdown(results, path):
     for r in results["correctness"]:
         b, t, i, h = r["size"]
         lines.append(f"| {b} | {t} | {i} | {h} | {r['dtype']} | {r['reverse']} | {r['err_over_tol']:.3g} | "
-                     f"{r['rel_l2']:.2e} | {'PASS' if r['passed'] else 'FAIL'} |")
-    lines += ["", "## Forward time, float32, device-resident inputs (CUDA events, medians)", "",
-              "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |", "|---|---|---|---|---|---|---|"]
-    for r in results["timing"]:
-        b, t, i, h = r["size"]
-        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+                     f"{r['rel_l2']:.2e} | {_verdict(r['passed'])} |")
+    lines += _cudnn_table("Forward time, float32, device-resident inputs (CUDA events, medians)", results["timing"])
     lines += ["", "## Full-cell variants (worst error / tolerance)", "",
               "| variant | B | T | I | H | P | dtype | reverse | worst/tol | result |", "|---" * 10 + "|"]
     for r in results["features"]:
         b, t, i, h, p = r["size"]
         lines.append(f"| {r['variant']} | {b} | {t} | {i} | {h} | {p} | {r['dtype']} | {r['reverse']} | "
-                     f"{r['err_over_tol']:.3g} | {'PASS' if r['passed'] else 'FAIL'} |")
+                     f"{r['err_over_tol']:.3g} | {_verdict(r['passed'])} |")
     timed = list(results["feature_timing"][0]["cost_over_plain"]) if results["feature_timing"] else []
     lines += ["", "## Cost of each feature over the plain kernel (float32, forward, medians)", "",
               "| B | T | I | H | P | plain ms | " + " | ".join(timed) + " |", "|---" * (6 + len(timed)) + "|"]
@@ -634,14 +610,9 @@ def write_markdown(results, path):
     for r in results["backward"]:
         b, t, i, h, p = r["size"]
         lines.append(f"| {r['variant']} | {b} | {t} | {i} | {h} | {p} | {r['dtype']} | {r['reverse']} | "
-                     f"{r['max_rel']:.2e} | {r['deterministic']} | {'PASS' if r['passed'] else 'FAIL'} |")
-    lines += ["", "## Training time: forward_train + backward vs cuDNN forward + backward (float32, medians)", "",
-              "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |", "|---|---|---|---|---|---|---|"]
-    for r in results["backward_timing"]:
-        b, t, i, h = r["size"]
-        cudnn = "-" if r["cudnn_ms"] is None else f"{r['cudnn_ms']:.3f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {b} | {t} | {i} | {h} | {r['ours_ms']:.3f} | {cudnn} | {ratio} |")
+                     f"{r['max_rel']:.2e} | {r['deterministic']} | {_verdict(r['passed'])} |")
+    lines += _cudnn_table("Training time: forward_train + backward vs cuDNN forward + backward (float32, medians)",
+                          results["backward_timing"])
     for key in ("stack", "streaming", "cell_timing", "lstmp_stack", "lstmp_streaming", "backward_stack"):
         if results.get(key):
             lines += ["", f"## {key}", "", f"{results[key]}"]
@@ -685,7 +656,7 @@ def main() -> int:
                             raise_on_failure=False):
             results["conformance"].append(r._asdict())
             ok &= r.passed or r.skipped
-            log(f"  {'PASS' if r.passed else 'FAIL'} {r.name} {r.message[:300]}")
+            log(f"  {_verdict(r.passed)} {r.name} {r.message[:300]}")
         log("correctness at real sizes:")
         sizes = SMOKE_SIZES if args.smoke else FULL_SIZES
         ok &= check_correctness(be, sizes, (np.float32,) if args.smoke else (np.float32, np.float64), results)
@@ -718,7 +689,7 @@ def main() -> int:
     with open(os.path.join(args.out, "gpu_check.json"), "w") as fh:
         json.dump(results, fh, indent=2, default=str)
     write_markdown(results, os.path.join(args.out, "gpu_check.md"))
-    log(f"\n{'PASS' if ok else 'FAIL'} in {results['seconds']:.0f} s; wrote {args.out}/gpu_check.json, gpu_check.md")
+    log(f"\n{_verdict(ok)} in {results['seconds']:.0f} s; wrote {args.out}/gpu_check.json, gpu_check.md")
     return 0 if ok else 1
 
 

@@ -69,7 +69,7 @@ def _tiles_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
     PADDED = TILE + 1  # noqa: N806 - +1 column: reads w_tile[tx, kk] avoid shared-memory bank conflicts
 
     def tiles(a, w):
-        """acc = sum_k a[m, k] * w[n, k] for this thread's (m, n); shared by both variants."""
+        """(acc, m, n): acc = sum_k a[m, k] * w[n, k] for this thread's output element (m, n)."""
         a_tile = cuda.shared.array((TILE, TILE), nb_dtype)
         w_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
         tx = cuda.threadIdx.x
@@ -88,42 +88,51 @@ def _tiles_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
             for kk in range(TILE):
                 acc += a_tile[ty, kk] * w_tile[tx, kk]
             cuda.syncthreads()
-        return acc
+        return acc, m, cuda.blockIdx.x * TILE + tx
 
     return cuda.jit(device=True, inline="always")(tiles)  # IR-inlined: compile_ptx needs no GPU
 
 
-def _matmul_nt_factory(nb_dtype, TILE=TILE, with_bias=True):  # noqa: N803 - compile-time constants
-    tiles = _tiles_factory(nb_dtype, TILE)
-
+def _matmul_factory(tiles, name, doc, with_bias=False, masked=False):
+    """A tiled GEMM kernel: the tile loop ``tiles(a, w) -> (acc, m, n)`` (every thread of the
+    block takes part: shared-memory tiles) and the bounds-checked epilogue out[m, n] = acc; with
+    ``with_bias`` + bias[n]; with ``masked`` only for the rows m with step < lengths[m].  The
+    kernel is named ``name`` (profiles, PTX) and documented by ``doc``."""
     if with_bias:
-        def matmul_nt_bias(a, w, bias, out):
-            """out[m, n] = sum_k a[m, k] * w[n, k] + bias[n].
-
-            a : (M, K)   w : (N, K)   bias : (N,)   out : (M, N)
-            grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
-            """
-            acc = tiles(a, w)
-            n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-            m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+        def kernel(a, w, bias, out):
+            acc, m, n = tiles(a, w)
             if m < out.shape[0] and n < out.shape[1]:
                 out[m, n] = acc + bias[n]
+    elif masked:
+        def kernel(step, lengths, a, w, out):
+            acc, m, n = tiles(a, w)
+            if m < out.shape[0] and n < out.shape[1] and step < lengths[m]:
+                out[m, n] = acc
+    else:
+        def kernel(a, w, out):
+            acc, m, n = tiles(a, w)
+            if m < out.shape[0] and n < out.shape[1]:
+                out[m, n] = acc
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__doc__ = doc
+    return kernel
 
-        return matmul_nt_bias
 
-    def matmul_nt(a, w, out):
-        """out[m, n] = sum_k a[m, k] * w[n, k] (no bias: the recurrent product).
+def _matmul_nt_factory(nb_dtype, TILE=TILE, with_bias=True):  # noqa: N803 - compile-time constants
+    tiles = _tiles_factory(nb_dtype, TILE)
+    if with_bias:
+        doc = """out[m, n] = sum_k a[m, k] * w[n, k] + bias[n].
 
-        a : (M, K)   w : (N, K)   out : (M, N)
+        a : (M, K)   w : (N, K)   bias : (N,)   out : (M, N)
         grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
         """
-        acc = tiles(a, w)
-        n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-        m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-        if m < out.shape[0] and n < out.shape[1]:
-            out[m, n] = acc
+        return _matmul_factory(tiles, "matmul_nt_bias", doc, with_bias=True)
+    doc = """out[m, n] = sum_k a[m, k] * w[n, k] (no bias: the recurrent product).
 
-    return matmul_nt
+    a : (M, K)   w : (N, K)   out : (M, N)
+    grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+    """
+    return _matmul_factory(tiles, "matmul_nt", doc)
 
 
 def _gate_math_factory(nb_dtype):
@@ -323,9 +332,7 @@ def _matmul_nt_proj_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time c
         m : (B, H)   w_hr : (P, H)   h : (B, P)   y : (T, B, P), may be a strided view
         grid: (ceil(P / TILE), ceil(B / TILE)) blocks of (TILE, TILE) threads
         """
-        acc = tiles(m, w_hr)  # every thread of the block takes part (shared-memory tiles)
-        n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-        b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+        acc, b, n = tiles(m, w_hr)  # every thread of the block takes part (shared-memory tiles)
         if b < h.shape[0] and n < h.shape[1]:
             steps = lengths[b]
             if step < steps:
@@ -543,11 +550,11 @@ def _bwd_dh_total_factory(nb_dtype):
     return bwd_dh_total
 
 
-def _matmul_nn_factory(nb_dtype, TILE=TILE, masked=False):  # noqa: N803 - compile-time constants
+def _tiles_nn_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
     PADDED = TILE + 1  # noqa: N806
 
     def tiles_nn(a, w):
-        """acc = sum_k a[m, k] * w[k, n] for this thread's (m, n)."""
+        """(acc, m, n): acc = sum_k a[m, k] * w[k, n] for this thread's output element (m, n)."""
         a_tile = cuda.shared.array((TILE, TILE), nb_dtype)
         w_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
         tx = cuda.threadIdx.x
@@ -566,52 +573,35 @@ def _matmul_nn_factory(nb_dtype, TILE=TILE, masked=False):  # noqa: N803 - compi
             for kk in range(TILE):
                 acc += a_tile[ty, kk] * w_tile[kk, tx]
             cuda.syncthreads()
-        return acc
+        return acc, m, n
 
-    tiles = cuda.jit(device=True, inline="always")(tiles_nn)
+    return cuda.jit(device=True, inline="always")(tiles_nn)
 
+
+def _matmul_nn_factory(nb_dtype, TILE=TILE, masked=False):  # noqa: N803 - compile-time constants
+    tiles = _tiles_nn_factory(nb_dtype, TILE)
     if masked:
-        def matmul_nn_rows(step, lengths, a, w, out):
-            """out[m, n] = sum_k a[m, k] * w[k, n] for the rows m with step < lengths[m]; the other
-            rows of out are not written (the recurrent gradient dh = dz @ W_hh of the rows that ran
-            step ``step``; the others keep dh_n).
-
-            a : (M, K)   w : (K, N)   out : (M, N)
-            grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
-            """
-            acc = tiles(a, w)
-            n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-            m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-            if m < out.shape[0] and n < out.shape[1] and step < lengths[m]:
-                out[m, n] = acc
-
-        return matmul_nn_rows
-
-    def matmul_nn(a, w, out):
-        """out[m, n] = sum_k a[m, k] * w[k, n] (out = a @ w).
+        doc = """out[m, n] = sum_k a[m, k] * w[k, n] for the rows m with step < lengths[m]; the other
+        rows of out are not written (the recurrent gradient dh = dz @ W_hh of the rows that ran
+        step ``step``; the others keep dh_n).
 
         a : (M, K)   w : (K, N)   out : (M, N)
         grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
         """
-        acc = tiles(a, w)
-        n = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-        m = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-        if m < out.shape[0] and n < out.shape[1]:
-            out[m, n] = acc
+        return _matmul_factory(tiles, "matmul_nn_rows", doc, masked=True)
+    doc = """out[m, n] = sum_k a[m, k] * w[k, n] (out = a @ w).
 
-    return matmul_nn
+    a : (M, K)   w : (K, N)   out : (M, N)
+    grid: (ceil(N / TILE), ceil(M / TILE)) blocks of (TILE, TILE) threads
+    """
+    return _matmul_factory(tiles, "matmul_nn", doc)
 
 
-def _matmul_tn_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
+def _tiles_tn_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
     PADDED = TILE + 1  # noqa: N806
 
-    def matmul_tn(a, b, out):
-        """out[n, k] = sum_m a[m, n] * b[m, k] (out = a.T @ b): a weight gradient, reduced over all
-        M = T * B rows by one thread per output element in a fixed order (no atomics).
-
-        a : (M, N)   b : (M, K)   out : (N, K)
-        grid: (ceil(K / TILE), ceil(N / TILE)) blocks of (TILE, TILE) threads
-        """
+    def tiles_tn(a, b):
+        """(acc, n, k): acc = sum_m a[m, n] * b[m, k] for this thread's output element (n, k)."""
         a_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
         b_tile = cuda.shared.array((TILE, PADDED), nb_dtype)
         tx = cuda.threadIdx.x
@@ -629,12 +619,19 @@ def _matmul_tn_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time consta
             for mm in range(TILE):
                 acc += a_tile[mm, ty] * b_tile[mm, tx]
             cuda.syncthreads()
-        n = n_block + ty
-        k = k_block + tx
-        if n < out.shape[0] and k < out.shape[1]:
-            out[n, k] = acc
+        return acc, n_block + ty, k_block + tx
 
-    return matmul_tn
+    return cuda.jit(device=True, inline="always")(tiles_tn)
+
+
+def _matmul_tn_factory(nb_dtype, TILE=TILE):  # noqa: N803 - compile-time constant
+    doc = """out[n, k] = sum_m a[m, n] * b[m, k] (out = a.T @ b): a weight gradient, reduced over all
+    M = T * B rows by one thread per output element in a fixed order (no atomics).
+
+    a : (M, N)   b : (M, K)   out : (N, K)
+    grid: (ceil(K / TILE), ceil(N / TILE)) blocks of (TILE, TILE) threads
+    """
+    return _matmul_factory(_tiles_tn_factory(nb_dtype, TILE), "matmul_tn", doc)
 
 
 def _h_prev_factory(nb_dtype):

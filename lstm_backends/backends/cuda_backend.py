@@ -263,7 +263,6 @@ class CudaBackend(Backend):
         """Queue one layer/direction on the call's stream (h_n, c_n hold the running state)."""
         ctx: _Call = args.context
         k, xp, rec, d_lens, grid, block = self._prologue(args)
-        batch = args.batch
         if args.plain:
             for s in range(int(args.lengths.max())):  # launches only: no host synchronisation in here
                 _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)
@@ -271,15 +270,14 @@ class CudaBackend(Backend):
             return
         v, peep, limit, m = self._variant(args, ctx)
         project = args.w_hr is not None
+        proj_grid, proj_block = _tile_grid(k, args.batch, args.proj_size)
         for s in range(int(args.lengths.max())):
             _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)  # (B, S) @ (4H, S).T
             v.lstm_gates[grid, block, ctx.stream](s, args.reverse, xp, rec, d_lens, args.h_n, args.c_n, args.y,
                                                   peep, limit, m)
             if project:  # h = m @ W_hr.T, written with y for the rows still running
-                tile = k.matmul_tile
-                proj_grid = ((args.proj_size + tile - 1) // tile, (batch + tile - 1) // tile)
-                k.matmul_nt_proj[proj_grid, (tile, tile), ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
-                                                                      args.h_n, args.y)
+                k.matmul_nt_proj[proj_grid, proj_block, ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
+                                                                    args.h_n, args.y)
 
     def _forward_train(self, args: TrainArgs) -> None:
         """``_forward`` with the training variant of the gate kernel, which also writes the tape
@@ -291,17 +289,16 @@ class CudaBackend(Backend):
         k, xp, rec, d_lens, grid, block = self._prologue(args)
         v = train_variants(np.dtype(args.dtype), peephole=args.w_peep is not None, clip=args.clip is not None,
                            input_forget=args.input_forget, project=args.w_hr is not None)
-        _, peep, limit, m = self._variant(args, ctx)
+        peep, limit, m = self._variant_args(args, ctx)
         clipped = args.clipped if args.clipped is not None else self._buffer(ctx, "flags", (1, 1, 1), np.bool_)
-        tile = k.matmul_tile
-        proj_grid = ((args.proj_size + tile - 1) // tile, (args.batch + tile - 1) // tile)
+        proj_grid, proj_block = _tile_grid(k, args.batch, args.proj_size)
         for s in range(int(args.lengths.max())):
             _matmul(k, args.h_n, args.w_hh, rec, ctx.stream)
             v.lstm_gates[grid, block, ctx.stream](s, args.reverse, xp, rec, d_lens, args.h_n, args.c_n, args.y, peep,
                                                   limit, m, args.gates, args.cells, clipped)
             if args.w_hr is not None:
-                k.matmul_nt_proj[proj_grid, (tile, tile), ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
-                                                                      args.h_n, args.y)
+                k.matmul_nt_proj[proj_grid, proj_block, ctx.stream](s, args.reverse, d_lens, m, args.w_hr,
+                                                                    args.h_n, args.y)
 
     def _backward(self, args: BackwardArgs) -> None:
         """BPTT on the call's stream, no host synchronisation and no atomics.
@@ -334,8 +331,8 @@ class CudaBackend(Backend):
         dgates = scratch((steps, batch, four_h), zero=not tape.full)  # dz at every [t, b]
         m_all = scratch((steps, batch, hidden), zero=not tape.full)  # o * tanh(c) at every [t, b]
         dg_step = scratch((batch, four_h))
-        placeholder = self._buffer(ctx, "placeholder3", (1, 1, 1), dtype)
-        dpeep = scratch((steps, batch, 3 * hidden), zero=not tape.full) if peephole else placeholder
+        dpeep = (scratch((steps, batch, 3 * hidden), zero=not tape.full) if peephole
+                 else self._buffer(ctx, "placeholder3", (1, 1, 1), dtype))
         peep = tape.w_peep if peephole else self._buffer(ctx, "placeholder", (1, 1), dtype)
         clipped = tape.clipped if tape.clipped is not None else self._buffer(ctx, "flags", (1, 1, 1), np.bool_)
         v = train_variants(dtype, peephole=peephole, clip=tape.clip is not None, input_forget=tape.input_forget,
@@ -367,9 +364,7 @@ class CudaBackend(Backend):
         else:
             h_src = m_all
         h_prev = scratch((steps, batch, width))
-        threads = min(256, h_prev.size)
-        k.h_prev[min(1024, (h_prev.size + threads - 1) // threads), threads, stream](tape.reverse, d_lens, h_src,
-                                                                                      tape.h0, h_prev)
+        k.h_prev[_flat_launch(h_prev.size) + (stream,)](tape.reverse, d_lens, h_src, tape.h0, h_prev)
         _matmul_tn(k, flat, h_prev.reshape(rows, width), args.dw_hh, stream)
         _col_sum(k, flat, args.db, stream)
         if project:
@@ -380,10 +375,8 @@ class CudaBackend(Backend):
     def _accumulate(self, dst: Any, src: Any, ctx: _Call) -> None:
         if dst.size == 0:
             return
-        threads = min(256, dst.size)
         flat_dst, flat_src = dst.reshape(dst.size), src.reshape(src.size)
-        _k(np.dtype(dst.dtype)).add[min(1024, (dst.size + threads - 1) // threads), threads, ctx.stream](
-            flat_dst, flat_src, flat_dst)
+        _k(np.dtype(dst.dtype)).add[_flat_launch(dst.size) + (ctx.stream,)](flat_dst, flat_src, flat_dst)
 
     def _variant(self, args: ForwardArgs | CellArgs, ctx: _Call) -> tuple[Any, Any, Any, Any]:
         """The gate kernels compiled for this call's features, and their extra arguments: the
@@ -391,14 +384,19 @@ class CudaBackend(Backend):
         for ``o * tanh(c)`` (a placeholder without a projection)."""
         from ._cuda_kernels import gate_variants
 
-        project = args.w_hr is not None
         v = gate_variants(np.dtype(args.dtype), peephole=args.w_peep is not None, clip=args.clip is not None,
-                          input_forget=args.input_forget, project=project)
-        placeholder = self._buffer(ctx, "placeholder", (1, 1), args.dtype)
+                          input_forget=args.input_forget, project=args.w_hr is not None)
+        return (v, *self._variant_args(args, ctx))
+
+    def _variant_args(self, args: ForwardArgs | CellArgs, ctx: _Call) -> tuple[Any, Any, Any]:
+        """The extra arguments of the full-cell gate kernels (see ``_variant``); the 1x1
+        placeholder is fetched only when a feature is off."""
+        placeholder = (self._buffer(ctx, "placeholder", (1, 1), args.dtype)
+                       if args.w_peep is None or args.w_hr is None else None)
         peep = args.w_peep if args.w_peep is not None else placeholder
         limit = np.dtype(args.dtype).type(0 if args.clip is None else args.clip)
-        m = self._buffer(ctx, "m", (args.batch, args.hidden_size), args.dtype) if project else placeholder
-        return v, peep, limit, m
+        m = self._buffer(ctx, "m", (args.batch, args.hidden_size), args.dtype) if args.w_hr is not None else placeholder
+        return peep, limit, m
 
     def _cell(self, args: CellArgs) -> None:
         """Two products into per-thread scratch, then one fused launch writing (h_out, c_out)
@@ -433,33 +431,34 @@ def _stream_key(stream: Any) -> Any:
         return repr(handle)
 
 
+def _tile_grid(k: Any, rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(grid, block) of a tiled GEMM writing a (rows, cols) output: one TILE x TILE block per tile."""
+    tile = k.matmul_tile
+    return ((cols + tile - 1) // tile, (rows + tile - 1) // tile), (tile, tile)
+
+
 def _matmul(k: Any, a: Any, w: Any, out: Any, stream: Any, bias: Any = None) -> None:
     """out = a @ w.T (+ bias) on ``stream``."""
-    tile = k.matmul_tile
-    rows, cols = out.shape
-    grid = ((cols + tile - 1) // tile, (rows + tile - 1) // tile)
+    grid, block = _tile_grid(k, *out.shape)
     if bias is None:
-        k.matmul_nt[grid, (tile, tile), stream](a, w, out)
+        k.matmul_nt[grid, block, stream](a, w, out)
     else:
-        k.matmul_nt_bias[grid, (tile, tile), stream](a, w, bias, out)
+        k.matmul_nt_bias[grid, block, stream](a, w, bias, out)
 
 
 def _matmul_nn(k: Any, a: Any, w: Any, out: Any, stream: Any, step: int | None = None, lengths: Any = None) -> None:
     """out = a @ w on ``stream``; with ``step``, only the rows m with step < lengths[m] are written."""
-    tile = k.matmul_tile
-    rows, cols = out.shape
-    grid = ((cols + tile - 1) // tile, (rows + tile - 1) // tile)
+    grid, block = _tile_grid(k, *out.shape)
     if step is None:
-        k.matmul_nn[grid, (tile, tile), stream](a, w, out)
+        k.matmul_nn[grid, block, stream](a, w, out)
     else:
-        k.matmul_nn_rows[grid, (tile, tile), stream](step, lengths, a, w, out)
+        k.matmul_nn_rows[grid, block, stream](step, lengths, a, w, out)
 
 
 def _matmul_tn(k: Any, a: Any, b: Any, out: Any, stream: Any) -> None:
     """out = a.T @ b on ``stream`` (a weight gradient: one fixed-order sum over all rows)."""
-    tile = k.matmul_tile
-    rows, cols = out.shape
-    k.matmul_tn[((cols + tile - 1) // tile, (rows + tile - 1) // tile), (tile, tile), stream](a, b, out)
+    grid, block = _tile_grid(k, *out.shape)
+    k.matmul_tn[grid, block, stream](a, b, out)
 
 
 def _col_sum(k: Any, a: Any, out: Any, stream: Any) -> None:
@@ -480,10 +479,13 @@ def _gate_launch(batch: int, hidden: int, block: tuple[int, int]) -> tuple[tuple
     return grid, block
 
 
+def _flat_launch(size: int) -> tuple[int, int]:
+    """(blocks, threads) of a grid-stride kernel over ``size`` elements (size > 0)."""
+    threads = min(256, size)  # no idle threads for tiny arrays (the simulator pays for each)
+    return min(1024, (size + threads - 1) // threads), threads
+
+
 def _fill(arr: Any, value: float, stream: Any) -> None:
     if arr.size == 0:
         return
-    k = _k(np.dtype(arr.dtype))
-    threads = min(256, arr.size)  # no idle threads for tiny arrays (the simulator pays for each)
-    blocks = min(1024, (arr.size + threads - 1) // threads)
-    k.fill[blocks, threads, stream](arr.reshape(arr.size), arr.dtype.type(value))
+    _k(np.dtype(arr.dtype)).fill[_flat_launch(arr.size) + (stream,)](arr.reshape(arr.size), arr.dtype.type(value))
