@@ -59,7 +59,7 @@ def test_get_backend_compiles_and_imports_nothing():
         import sys, lstm_backends as lb
         be = lb.get_backend("numba")
         be.describe_path  # the instance exists; nothing heavy is imported until a call
-        print(sorted(m for m in sys.modules if m.startswith("numba") or m.endswith("_numba_kernels")))
+        print(sorted(m for m in sys.modules if m.startswith("numba") or m.startswith("lstm_backends.backends._numba")))
         """
     )
     assert out.returncode == 0, out.stderr
@@ -69,7 +69,7 @@ def test_get_backend_compiles_and_imports_nothing():
 def test_every_kernel_is_cached():
     from numba.core.registry import CPUDispatcher
 
-    from lstm_backends.backends import _numba_kernels as k
+    from lstm_backends.backends import _numba as k
 
     dispatchers = {n: v for n, v in vars(k).items() if isinstance(v, CPUDispatcher)}
     assert {"forward_entry", "backward_entry", "cell_entry", "cell_team_entry", "run_team",
@@ -87,7 +87,7 @@ import sys, time, json
 t0 = time.perf_counter()
 import numpy as np
 import lstm_backends as lb
-from lstm_backends.backends import _numba_kernels as k
+from lstm_backends.backends import _numba as k
 be = lb.get_backend("numba")
 rng = np.random.default_rng(0)
 x = rng.standard_normal((20, 4, 16)).astype(np.float32)
@@ -122,7 +122,7 @@ def test_cold_then_warm_cache_in_fresh_processes(tmp_path):
 
 
 def test_warmup_compiles_every_dtype():
-    from lstm_backends.backends import _numba_kernels as k
+    from lstm_backends.backends import _numba as k
 
     warmup()
     assert {str(sig[0].dtype) for sig in k.cell_entry.signatures} >= {"float32", "float64"}
@@ -331,7 +331,7 @@ def test_a_team_that_does_not_form_runs_solo_with_the_same_bits():
     up waiting, does everything alone, the second leaves; the results do not change."""
     import numba
 
-    from lstm_backends.backends import _numba_kernels as k
+    from lstm_backends.backends import _numba as k
 
     p = random_problem(6, 3, 5, 40, dtype=np.float32, seed=2, lengths="random")
     expected = [a.copy() for a in p.forward(NumbaBackend(kind="serial"))]
@@ -491,7 +491,7 @@ def _ref64(which, x):
 def test_float64_math_is_accurate_over_the_whole_range(which, name):
     """tanh64 / sigmoid64 / exp64 of the float64 gate update: <= 1e-15 relative error wherever the
     result is a normal number (one subnormal ulp where it is subnormal), exact special values."""
-    from lstm_backends.backends import _numba_kernels as k
+    from lstm_backends.backends import _numba as k
 
     rng = np.random.default_rng(which)
     mags = np.geomspace(1e-310, 800, 200_000)

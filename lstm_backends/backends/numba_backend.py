@@ -1,7 +1,7 @@
 """The ``numba`` backend: compiled CPU kernels with their own AVX-512 / AVX2 micro-kernel.
 
 This module imports only NumPy; Numba and the kernels
-(:mod:`lstm_backends.backends._numba_kernels`) load on first use, so listing backends stays
+(the package :mod:`lstm_backends.backends._numba`) load on first use, so listing backends stays
 cheap and importing the package compiles nothing.
 
 Paths (``describe_path`` says which one a call takes; ``kind=`` forces one, for tests):
@@ -70,9 +70,9 @@ SHORT_STEPS, SHORT_BATCH = 2, 16
 
 @functools.cache
 def _kernels() -> Any:
-    from . import _numba_kernels
+    from . import _numba
 
-    return _numba_kernels
+    return _numba
 
 
 def _lanes(dtype: np.dtype) -> int:
@@ -483,7 +483,7 @@ def describe_threads() -> list[str]:
 
     layer = _Threads.start()
     be = NumbaBackend()
-    isa = "AVX-512" if _kernels()._AVX512 else "AVX2/SSE (no AVX-512 on this CPU)"
+    isa = "AVX-512" if _kernels().has_avx512() else "AVX2/SSE (no AVX-512 on this CPU)"
     lines = [
         f"threading layer: {layer} -- {_LAYER_COST.get(layer, 'unknown layer')}",
         f"thread budget: {be.budget} per backend instance (NumbaBackend(num_threads=n) or "

@@ -1,0 +1,134 @@
+"""Numba kernels of the ``numba`` backend (imported on first use only): the front door.
+
+Versions, llm.c style (each checked against the NumPy reference; every one gives bitwise the
+same results as the others):
+
+1. **serial**: one thread.  Pack the weights, then per step the input product, the
+   recurrent product and the fused gate update, panel by panel.
+2. **team** (hidden split): ``n`` workers in one parallel region per call; worker ``w``
+   owns a contiguous block of panels (its part of the packing, of every product and of
+   the gate update: its W_hh panels stay in its own L2).  Per step: phase A (the input
+   product and the half of h the worker's panels sum first), wait, phase B (the other
+   half, the gate update), publish.  With two workers phase A needs no partner data, so
+   the per-step barrier hides behind it.
+3. **bulk** (team or serial with a bulk input projection): the input product of every
+   step first, as one compute-bound GEMM per panel; then only the recurrent product per
+   step.  Wins at small batches (W_ih is streamed once, not once per step).
+4. **cell**: one step from the row-major weights, read in place (no packing: 16x16
+   in-register transposes feed the same FMA chains); ``cell_team_entry`` splits its hidden
+   panels over a team in one ``prange`` region (each core keeps its block of the weights in
+   its own cache from call to call).
+5. **mkl** (opt-in): the team structure on MKL's packed GEMM (sequential MKL); not
+   bitwise equal to the others (MKL's own summation order).
+6. **training**: ``forward_train`` is versions 1-3 with the gate update also storing the
+   tape; **backward** a team worker of its own (``_bwd_worker``): per step the fused
+   pointwise backward (``gate_bwd``, IR), a barrier, ``dh = dz W_hh`` on ``mk``; after the
+   loop ``dx = dz W_ih`` and the weight gradients as products over the rows of all steps.
+   Bitwise the same for every kind and team size (work split over outputs, never over a sum).
+
+Layout.  The 4H gate rows are regrouped into *panels* of ``U`` hidden units (``U = 16``
+float32, ``8`` float64: one 64-byte vector), the four gates side by side:
+``Wp[p, k, q*U + u] = W[q*H + p*U + u, k]`` (zero past H), so a panel row is 4 vectors
+and the gate update of a panel runs on the tile the product just wrote, in registers.
+
+Summation order (the reason all kinds agree bit for bit).  Every gate pre-activation is
+one FMA chain: the bias (``b_ih + b_hh``), then ``x_k W_ih[:, k]`` for ``k = 0..I-1``,
+then ``h_k W_hh[:, k]`` in the *canonical two-half order* fixed by H (and the projection
+size) alone: panels ``p < ceil(NP/2)`` sum ``h[0:ks]`` then ``h[ks:S]``, the others
+``h[ks:S]`` then ``h[0:ks]``.  A projection output is one chain over ``k = 0..H-1``.
+Nothing depends on the kind, the team size, the tile position or the thread count.
+
+Micro-kernels are LLVM IR emitted by ``@intrinsic``\\ s as ``noinline`` functions
+(``llvm.fma``: numba does not contract without fastmath, and contraction would make the
+bits depend on the inlining context): ``mk`` (1..6 rows x 4 vectors, packed weights,
+accumulators in registers over k), ``mkt`` (the same chains from row-major weights via
+in-register transposes: the cell), ``pack`` (the transposes, storing), ``gate`` (the fused
+update, 8 compile-time variants of peephole / clip / input_forget, masked for a partial
+last panel).  float32 uses Eigen's clamped rational tanh (abs. error 3.6e-7) and
+sigma(x) = (1 + tanh(x/2)) / 2; float64 the branch-free ``tanh64``/``sigmoid64``/``exp64``
+below (<= 4e-16 relative, vectorised).
+
+Compile time.  Each worker is a C callback (``cfunc``) compiled on first use per dtype and
+gate variant (peephole / clip / input_forget are compile-time: a plain forward never compiles
+the others) and reached by address, so the parallel region (one for every kind and dtype) and
+the entry hold no copy of it; the heavy code is IR, which costs LLVM time only.  Nothing
+compiles at import; ``error_model="numpy"``.
+
+Rooms (imports run one way, top to bottom)::
+
+    _jit.py          jit options and the cache rule
+    ir.py            llvmlite building blocks, the host's instruction set
+    microkernels.py  mk, mkt, pack (IR)
+    nonlinear.py     tanh / sigmoid / exp (IR)
+    gates.py         the fused gate update, its backward, math64 (IR)
+    blocks.py        the argument blocks between entries and workers (A_*, G_*, W_*)
+    intrinsics.py    Numba's view of the IR, memory ops, atomics, math64_apply
+    team.py          handshake, waits, barrier, run_team
+    rows.py          row / panel helpers shared by the workers
+    forward.py  backward.py  cell.py  mkl.py
+    __init__.py      this page; loading the workers (worker(), bwd_worker())
+
+The cache rule (for contributors).  Every kernel is ``cache=True`` through ``_jit._JIT``,
+and Numba's own rule (a cached function is stale when *its* file changes) is not enough here:
+a worker is built from helpers and IR in every file of this package.  ``_jit`` therefore
+installs a cache locator whose source stamp is the sha256 of *all* the package's ``.py``
+files: an edit anywhere here (or an upgrade) recompiles every kernel once.  So: keep every
+jitted helper and IR generator of the kernels inside this package (a helper imported from
+outside it would not be covered), never cache a function outside it with these options, and
+if Numba's internals change, ``_jit`` turns caching off with a ``CacheDisabledWarning``
+rather than risk stale code.  ``tests/test_numba_cache.py`` proves the rule by editing a
+helper in a copy of the package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cfunc, types
+
+from ._jit import CACHE
+from .backward import _bwd_worker, backward_entry
+from .blocks import GARGS, NARGS, W_TEAM, WAIT_TICKS
+from .cell import cell_entry, cell_team_entry
+from .forward import _worker, forward_entry
+from .gates import CLIP, IFORGET, PEEP
+from .intrinsics import math64_apply
+from .ir import _AVX512
+from .team import run_team
+
+__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "WAIT_TICKS", "W_TEAM", "backward_entry", "bwd_worker",
+           "cell_entry", "cell_team_entry", "forward_entry", "has_avx512", "math64_apply", "run_team", "worker"]
+
+_WORKERS: dict = {}
+
+
+def has_avx512() -> bool:
+    """Whether the host has AVX-512 (the kernels' 64-byte vectors are one register each)."""
+    return bool(_AVX512)
+
+
+def _callback(key, fn):
+    """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)`` of ``key[0]``'s dtype, compiled
+    or loaded from Numba's cache on first use, kept under ``key``."""
+    cf = _WORKERS.get(key)
+    if cf is None:
+        ft = types.float32 if key[0] == "float32" else types.float64
+        cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
+        _WORKERS[key] = cf
+    return cf
+
+
+def bwd_worker(dtype):
+    """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
+    compiled or loaded from Numba's cache on first use."""
+    return _callback((np.dtype(dtype).name, "backward"), _bwd_worker)
+
+
+def worker(dtype, gemm="own"):
+    """The forward worker C callback of ``dtype`` (``gemm="mkl"``: on MKL's packed GEMM; MKL must
+    be registered first), compiled or loaded from Numba's cache on first use.  Its signature is
+    ``void(dtype zero, int64 p, int64 argp)``."""
+    if gemm == "mkl":
+        from .mkl import _mkl_worker
+
+        return _callback((np.dtype(dtype).name, gemm), _mkl_worker)
+    return _callback((np.dtype(dtype).name, gemm), _worker)
