@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ._errors import BackendUnavailableError, UnknownBackendError
+from .backends._base import Backend, set_backends_with
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -168,8 +169,6 @@ def _entry(name: str) -> _Entry:
 
 def _check_backend(obj: Any, what: str) -> None:
     """``TypeError`` unless ``obj`` is a Backend subclass or instance."""
-    from .backends._base import Backend
-
     if isinstance(obj, Backend) or (isinstance(obj, type) and issubclass(obj, Backend)):
         return
     raise TypeError(
@@ -257,6 +256,9 @@ def backends_with(feature: str, *, training: bool = False) -> list[str]:
                 continue
             names.append(e.name)
     return names
+
+
+set_backends_with(backends_with)  # the base class names alternatives through it, without importing this module
 
 
 def list_backends() -> list[BackendInfo]:
@@ -360,8 +362,6 @@ def get_backend(name: Any = "auto", *, requires: Any = ()) -> Any:
     """
     requires = frozenset(requires)
     if not isinstance(name, str):
-        from .backends._base import Backend
-
         if isinstance(name, Backend):
             for feature in sorted(requires):
                 name._require(feature)

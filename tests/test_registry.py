@@ -261,6 +261,43 @@ def test_missing_capability_is_a_clear_error():
     assert isinstance(lb.UnsupportedFeatureError("x"), NotImplementedError)
 
 
+def test_refusals_name_the_registered_alternatives_exactly(clean_registry):
+    """The base class names alternatives through the lookup the registry installs (it does not
+    import the registry): registrations made later are seen, and the messages are unchanged."""
+    class Plain(NumpyBackend):
+        name = "plain"
+        capabilities = frozenset({"forward", "cell", "backward", "clip"})
+        backward_features = frozenset()
+
+    class Peeps(NumpyBackend):
+        name = "peeps"
+        capabilities = frozenset({"forward", "cell", "backward", "peephole", "clip"})
+        backward_features = frozenset({"clip"})
+
+    be = Plain()
+    with pytest.raises(lb.UnsupportedFeatureError) as info:
+        be._require("bf16")
+    assert str(info.value) == ("backend 'plain' does not support 'bf16' (its capabilities: backward, cell, clip, "
+                               "forward); no registered backend does")
+    lb.register_backend("peeps", Peeps)
+    with pytest.raises(lb.UnsupportedFeatureError) as info:
+        be._require("peephole", "params.w_peep (peepholes)")
+    assert str(info.value) == (
+        "backend 'plain' does not support params.w_peep (peepholes), capability 'peephole' (its capabilities: "
+        f"backward, cell, clip, forward); backends that do: {', '.join(lb.backends_with('peephole'))}"
+    )
+    assert "peeps" in lb.backends_with("peephole")
+    x = np.zeros((2, 1, 3), np.float32)
+    with pytest.raises(lb.UnsupportedFeatureError) as info:
+        be.forward_train(x, lb.testing.random_params(3, 2), clip=3.0)
+    others = [n for n in lb.backends_with("clip", training=True) if n != "plain"]
+    assert "peeps" in others
+    assert str(info.value) == (
+        "backend 'plain' cannot train (forward_train / backward) with clip=3: its backward pass lacks the feature "
+        f"'clip' (it supports: none); backends that train with it: {', '.join(others)}"
+    )
+
+
 def test_one_install_hint_per_backend():
     # the hint lives on the class only; the registry adds none for built-ins
     for path in _registry._BUILTINS.values():

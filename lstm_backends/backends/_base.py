@@ -66,6 +66,33 @@ from .._validation import (
 __all__ = ["Availability", "Backend"]
 
 
+def _no_backends_with(feature: str, *, training: bool = False) -> list[str]:
+    """The lookup before the registry installs its own: no backend is registered, none is named."""
+    return []
+
+
+# Names the registered backends that have a capability, for the refusal messages of
+# ``Backend._require`` / ``_require_features`` only.  The registry installs
+# ``lstm_backends.backends_with`` here when it is imported (it imports this module; this
+# module never imports the registry, so the dependency runs one way).
+_backends_with: Callable[..., list[str]] = _no_backends_with
+
+
+def set_backends_with(lookup: Callable[..., list[str]]) -> None:
+    """Install the lookup that names the backends having a capability in refusal messages.
+
+    Called once by :mod:`lstm_backends._registry` on import; not part of the public API.
+
+    Parameters
+    ----------
+    lookup : callable
+        ``lookup(feature, *, training=False) -> list of str``, as
+        :func:`lstm_backends.backends_with`.
+    """
+    global _backends_with
+    _backends_with = lookup
+
+
 class Availability(NamedTuple):
     """Whether a backend can run here, and if not, why.
 
@@ -184,9 +211,7 @@ class Backend:
         capability too.
         """
         if feature not in self.capabilities:
-            from .._registry import backends_with
-
-            others = [n for n in backends_with(feature) if n != self.name]
+            others = [n for n in _backends_with(feature) if n != self.name]
             asked = f"{what}, capability {feature!r}" if what else repr(feature)
             raise UnsupportedFeatureError(
                 f"backend {self.name!r} does not support {asked} (its capabilities: "
@@ -202,9 +227,7 @@ class Backend:
             self._require(feature, what)
         for feature, what in asked if train else ():
             if feature not in self.backward_features:
-                from .._registry import backends_with
-
-                others = [n for n in backends_with(feature, training=True) if n != self.name]
+                others = [n for n in _backends_with(feature, training=True) if n != self.name]
                 supported = ", ".join(sorted(self.backward_features)) or "none"
                 raise UnsupportedFeatureError(
                     f"backend {self.name!r} cannot train (forward_train / backward) with {what}: its backward pass "
