@@ -10,6 +10,7 @@ import numpy as np
 from ._args import StackTape
 from ._params import LSTMParams
 from ._registry import get_backend
+from ._validation import describe, is_device_array
 from .backends._base import _check_tape
 
 __all__ = ["LSTM"]
@@ -218,9 +219,12 @@ class LSTM:
         Parameters
         ----------
         x : array, shape (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched
+            An array (NumPy, or a device array on a device backend) of the layer's dtype,
+            or a nested list, which is converted to it.
         hx : tuple (h0, c0) of arrays shaped (L * D, B, S) and (L * D, B, H), optional
             Initial states (without the batch axis when unbatched); zeros when omitted.
-            ``S`` is ``proj_size`` when projecting, else ``H``.
+            ``S`` is ``proj_size`` when projecting, else ``H``.  Like ``x``: the layer's
+            dtype, or lists.
         lengths : array_like of int, shape (B,), optional
             Valid steps per row (like a packed sequence): outputs past a row's length
             are zero and its final state is taken at its last valid step.
@@ -229,40 +233,51 @@ class LSTM:
         -------
         y : array, shape (T, B, D * S) (or (B, T, D * S) with ``batch_first``)
         (h_n, c_n) : arrays, shapes (L * D, B, S) and (L * D, B, H)
+
+        Raises
+        ------
+        TypeError
+            An array of another dtype than the layer's (the message says how to cast it, or
+            which ``dtype=`` the layer would need); ``hx`` that is not a pair ``(h0, c0)``.
+        ValueError
+            A shape that does not fit; when the batch sizes of ``lengths`` or ``hx`` match
+            the other layout of ``x``, the message suggests flipping ``batch_first``.
         """
         y, state, _ = self._run(x, hx, lengths, train=False)
         return y, state
 
     def _run(self, x: Any, hx: tuple[Any, Any] | None, lengths: Any, *, train: bool) -> tuple[Any, Any, Any]:
-        x_shape = getattr(x, "shape", None) or np.shape(x)
+        """Check the call with the layer's own words (layout, dtype, ``hx``), then run the stack.
+
+        Only what the layer knows better than the backend is checked here: the rest (lengths'
+        values, device placement, …) is left to the backend's validation.
+        """
+        x = self._as_input("x", x)
+        h0, c0 = self._unpack_state(hx)
+        x_shape = tuple(describe(x)[0])
         unbatched = len(x_shape) == 2
+        layout = "(T, I)" if unbatched else "(B, T, I)" if self.batch_first else "(T, B, I)"
+        if len(x_shape) not in (2, 3):
+            raise ValueError(f"x must have shape {layout} or (T, I); got shape {x_shape}")
+        if x_shape[-1] != self.input_size:
+            raise ValueError(f"x must have shape {layout} with I={self.input_size} (this LSTM's input_size); "
+                             f"got shape {x_shape}")
         if unbatched:
-            x = x[:, None, :]
-            if hx is not None:
-                hx = (hx[0][:, None, :], hx[1][:, None, :])
             if lengths is not None:
                 raise ValueError("lengths needs batched input (T, B, I)")
-        elif len(x_shape) != 3:
-            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise ValueError(f"x must have shape {layout} or (T, I); got shape {tuple(x_shape)}")
-        elif self.batch_first:
-            if not hasattr(x, "swapaxes"):
-                raise ValueError(
-                    "batch_first=True needs an array with swapaxes (NumPy); for device arrays "
-                    "pass time-major (T, B, I) input with batch_first=False"
-                )
-            x = x.swapaxes(0, 1)
-        h0 = c0 = None
-        if hx is not None:
-            h0, c0 = hx
-            batch = x.shape[1]
-            stack = self.num_layers * self.num_directions
-            letter = "P" if self.proj_size else "H"
-            for name, s, width, w_name in (("h0", h0, self.state_size, letter), ("c0", c0, self.hidden_size, "H")):
-                expected = (stack, batch, width)
-                shape = tuple(getattr(s, "shape", None) or np.shape(s))
-                if shape != expected:
-                    raise ValueError(f"{name} must have shape (L * D, B, {w_name}) = {expected}; got shape {shape}")
+            self._check_states(h0, c0, None, x_shape)
+            x = x[:, None, :]
+            if h0 is not None:
+                h0, c0 = h0[:, None, :], c0[:, None, :]
+        else:
+            self._check_batch(x_shape, h0, c0, lengths)
+            if self.batch_first:
+                if not hasattr(x, "swapaxes"):
+                    raise ValueError(
+                        "batch_first=True needs an array with swapaxes (NumPy); for device arrays "
+                        "pass time-major (T, B, I) input with batch_first=False"
+                    )
+                x = x.swapaxes(0, 1)
         if train:
             y, h_n, c_n, tape = self.backend.forward_layers_train(x, self.params, h0, c0, lengths=lengths)
             tape.layout = "TI" if unbatched else "BTI" if self.batch_first else "TBI"
@@ -274,6 +289,92 @@ class LSTM:
         if self.batch_first:
             y = y.swapaxes(0, 1)
         return y, (h_n, c_n), tape
+
+    def _as_input(self, name: str, a: Any) -> Any:
+        """``a`` as an array of this layer's dtype, or a ``TypeError`` saying how to get one.
+
+        Arrays (NumPy, device arrays) and array-likes with a dtype of their own (e.g. a CPU
+        tensor) must have the layer's dtype: nothing is cast silently.  Other array-likes
+        (nested lists, tuples) have no dtype to keep and are converted to the layer's.
+        """
+        if isinstance(a, np.ndarray) or is_device_array(a):
+            dtype = describe(a)[1]
+        elif a is None:
+            raise TypeError(f"{name} must be an array; got None")
+        else:
+            try:
+                a = np.asarray(a) if hasattr(a, "dtype") else np.asarray(a, dtype=self.dtype)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must be an array of numbers; np.asarray could not convert the "
+                                f"{type(a).__name__} given to {self.dtype.name}: {exc}") from None
+            dtype = a.dtype
+        if dtype != self.dtype:
+            layer = self.dtype.name
+            if dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise TypeError(f"mixed dtypes: {name} is {dtype.name} but this LSTM is {layer}; cast with "
+                                f"{name}.astype(np.{layer}) or build the layer as LSTM(..., dtype=np.{dtype.name})")
+            raise TypeError(f"{name} has dtype {dtype.name} but this LSTM computes in {layer} (LSTM supports "
+                            f"float32 and float64); cast with {name}.astype(np.{layer})")
+        return a
+
+    def _unpack_state(self, hx: Any) -> tuple[Any, Any]:
+        """``(h0, c0)`` from ``hx`` (both checked by :meth:`_as_input`), or ``(None, None)``."""
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)):
+            got = f"an array of shape {tuple(describe(hx)[0])}" if hasattr(hx, "shape") else type(hx).__name__
+            raise TypeError(f"hx must be the pair (h0, c0), as in torch.nn.LSTM: call lstm(x, (h0, c0)); got {got}")
+        if len(hx) != 2:
+            raise ValueError(f"hx must be the pair (h0, c0), as in torch.nn.LSTM: call lstm(x, (h0, c0)); "
+                             f"got a {type(hx).__name__} of {len(hx)} items")
+        for name, s in zip(("h0", "c0"), hx):
+            if s is None:
+                raise TypeError(f"hx must be the pair (h0, c0) of arrays; {name} is None (omit hx for zero states)")
+        return self._as_input("h0", hx[0]), self._as_input("c0", hx[1])
+
+    def _check_states(self, h0: Any, c0: Any, batch: int | None, x_shape: tuple[int, ...], hint: str = "") -> None:
+        """``h0``/``c0`` shapes: (L * D, B, S) and (L * D, B, H), without B for unbatched ``x``
+        (``batch`` None); ``hint`` ends the message of a batched mismatch."""
+        if h0 is None:
+            return
+        stack = self.num_layers * self.num_directions
+        letter = "P" if self.proj_size else "H"
+        for name, s, width, w_name in (("h0", h0, self.state_size, letter), ("c0", c0, self.hidden_size, "H")):
+            shape = tuple(describe(s)[0])
+            if batch is None:
+                if shape != (stack, width):
+                    raise ValueError(f"{name} must have shape (L * D, {w_name}) = {(stack, width)} for unbatched x of "
+                                     f"shape (T, I) = {x_shape}; got shape {shape}")
+            elif shape != (stack, batch, width):
+                raise ValueError(f"{name} must have shape (L * D, B, {w_name}) = {(stack, batch, width)}; got shape "
+                                 f"{shape}{hint}")
+
+    def _check_batch(self, x_shape: tuple[int, ...], h0: Any, c0: Any, lengths: Any) -> None:
+        """The batch sizes of ``lengths`` and the states against ``x``'s.
+
+        When they all count ``x``'s other leading axis instead, ``x`` is likely in the other
+        layout: the error says to flip ``batch_first``.  (A (B, T, I) array read as (T, B, I)
+        is a valid input of its own, so nothing else can tell.)
+        """
+        batch_axis = 0 if self.batch_first else 1
+        batch, other = x_shape[batch_axis], x_shape[1 - batch_axis]
+        lengths_shape = None if lengths is None or is_device_array(lengths) else tuple(np.shape(lengths))
+        counts = [lengths_shape[0]] if lengths_shape is not None and len(lengths_shape) == 1 else []
+        for s in (h0, c0):
+            shape = () if s is None else describe(s)[0]
+            if len(shape) == 3:
+                counts.append(shape[1])
+        hint = ""
+        if other != batch and other in counts and batch not in counts:
+            if self.batch_first:
+                hint = (f"; x of shape {x_shape} is read as (B, T, I) with B={batch} (batch_first=True): if it is "
+                        "(T, B, I), build the layer with batch_first=False")
+            else:
+                hint = (f"; x of shape {x_shape} is read as (T, B, I) with B={batch}: if it is (B, T, I), build the "
+                        "layer as LSTM(..., batch_first=True)")
+        if lengths_shape is not None and lengths_shape != (batch,) and hint:
+            raise ValueError(f"lengths must have shape (B,) = ({batch},); got shape {lengths_shape}{hint}")
+        self._check_states(h0, c0, batch, x_shape, hint)
 
     # ------------------------------------------------------------------ training
     def forward_train(
