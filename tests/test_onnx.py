@@ -162,6 +162,20 @@ def _backends(needs):
     return names
 
 
+def backend_or_skip(name, needs=()):
+    """Skip (with the reason) unless backend ``name`` is available and has the capabilities ``needs``:
+    for tests parametrized over every known backend, so that none is silently left out."""
+    info = next(b for b in lb.list_backends() if b.name == name)
+    if not info.available:
+        pytest.skip(f"backend {name!r} is not available here: {info.reason}")
+    if info.name == "cuda" and "simulated" in info.reason:
+        pytest.skip("backend 'cuda' runs under the CUDA simulator here; test_cuda_backend_runs_onnx_nodes_under_"
+                    "simulator covers ONNX nodes on it")
+    missing = set(needs) - set(info.capabilities)
+    if missing:
+        pytest.skip(f"backend {name!r} lacks the capabilities {', '.join(sorted(missing))} this test needs")
+
+
 def _needs(peephole, clip, input_forget, activations=None):
     return ({"peephole"} if peephole else set()) | ({"clip"} if clip or input_forget else set()) \
         | ({"activations"} if activations else set())
@@ -298,6 +312,52 @@ def test_optional_inputs_constants_and_no_hidden_size_attribute():
         assert all(not p.b_ih.any() and p.w_peep is None for p in node.params)
 
 
+def test_weights_given_at_call_time():
+    """Weights that are graph inputs (or computed by other nodes) load, and are given at call time, by the
+    operator's names (keywords) or by the model's tensor names (run); a given weight replaces a constant."""
+    pytest.importorskip("onnxruntime")
+    w = random_weights("bidirectional", peephole=True, seed=35)
+    rng = np.random.default_rng(36)
+    X = rng.standard_normal((T, B, I)).astype(np.float32)  # noqa: N806
+    lens = np.array([T, 0, 2], np.int32)
+    h0 = rng.uniform(-1, 1, (2, B, H)).astype(np.float32)
+    expected = run_ort(make_model(w, "bidirectional"), X, lens, h0)
+    fed = make_model(w, "bidirectional", weights_from="input")
+    for name in _backends({"peephole"}):
+        node = lbo.load(fed, backend=name)
+        assert node.call_time == ("W", "R", "B", "P") and node.params == [] and node.dtype is None
+        assert node.hidden_size == H and node.input_size is None
+        assert node.describe()["call_time"] == ["W", "R", "B", "P"]
+        _close(node(X, lens, h0, W=w["W"], R=w["R"], B=w["B"], P=w["P"]), expected, np.float32, f"{name} keywords")
+        got = node.run({"X": X, "sequence_lens": lens, "initial_h": h0, "initial_c": np.zeros_like(h0), **w})
+        assert list(got) == ["Y", "Y_h", "Y_c"]
+        _close(list(got.values()), expected, np.float32, f"{name} run(feeds)")
+    node = lbo.load(fed, backend="numpy")
+    with pytest.raises(ValueError, match=r"LSTM node 'lstm': input W \('W'\), R \('R'\), B \('B'\), P \('P'\) are "
+                                         r"not a constant of the model .*give them at call time"):
+        node(X)
+    with pytest.raises(ValueError, match=r"input P \('P'\) is not a constant"):
+        node(X, W=w["W"], R=w["R"], B=w["B"])
+    with pytest.raises(ValueError, match=r"input R must have shape \(2, 20, 5\)"):
+        node(X, W=w["W"], R=w["R"][:, :, :4], B=w["B"], P=w["P"])
+    with pytest.raises(ValueError, match="cannot become an lstm_backends.LSTM"):
+        node.to_lstm()
+    result = lbo.check_against_onnxruntime(node)
+    assert not result["compared"] and "not constants" in result["reason"]
+    with pytest.raises(ValueError, match=r"LSTM node 'lstm' has no input named 'Q'; its inputs: X='X', W='W'"):
+        node.run({"X": X, "Q": X})
+    with pytest.raises(ValueError, match=r"no value for input R \('R'\) in feeds"):
+        node.run({"X": X, "W": w["W"]})
+    # a weight given for a constant replaces it for that call only; one the node lacks is refused
+    plain = lbo.load(make_model({**w, "P": None}, "bidirectional"), backend="numpy")
+    other = random_weights("bidirectional", seed=37)
+    _close(plain(X, W=other["W"], R=other["R"], B=other["B"]),
+           run_ort(make_model({**other, "P": None}, "bidirectional"), X), np.float32, "override")
+    _close(plain(X), run_ort(make_model({**w, "P": None}, "bidirectional"), X), np.float32, "constants again")
+    with pytest.raises(ValueError, match=r"LSTM node 'lstm' has no input P \(its weight inputs: W, R, B\)"):
+        plain(X, P=w["P"])
+
+
 def test_auto_picks_a_backend_with_the_needed_capabilities():
     plain = lbo.load(make_model(random_weights("forward", seed=41)))
     assert plain.backend.name == lb.get_backend("auto").name
@@ -420,7 +480,6 @@ def test_bad_models_and_nodes(tmp_path):
     "kw, match",
     [({"extra_attrs": {"frobnicate": 1}}, "node 'lstm': unknown attribute 'frobnicate'"),
      ({"hidden_size": 7}, r"node 'lstm': attribute hidden_size=7 is inconsistent with input W of shape \(1, 20, 3\)"),
-     ({"weights_from": "input"}, r"node 'lstm': input W \('W'\) is a graph input, not a constant"),
      ({"extra_attrs": {"direction": "sideways"}}, "node 'lstm': attribute direction must be forward, reverse or"),
      ({"layout": 2}, "node 'lstm': attribute layout must be 0 or 1"),
      ({"clip": -1.0}, "node 'lstm': attribute clip must be positive"),
