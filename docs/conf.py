@@ -32,5 +32,6 @@ html_title = "lstm_backends"
 html_static_path = ["_static"]
 exclude_patterns = ["_build"]
 intersphinx_mapping: dict[str, tuple[str, None]] = {}
-doctest_global_setup = "import numpy as np\nimport lstm_backends as lb"
+# no doctest_global_setup: every page shows its own imports in its first example, and the
+# doctest build (which would fail on a missing one) keeps it that way
 nitpicky = False

@@ -17,6 +17,9 @@ exported here: :class:`Backend`, :class:`Availability`, :class:`ForwardArgs`,
 :class:`CellArgs`, :data:`CAPABILITIES` and, for training, :class:`TrainArgs`,
 :class:`BackwardArgs`, :class:`Tape`, :class:`StackTape`, :class:`LSTMGrads` and
 :data:`BACKWARD_FEATURES`.
+
+The compiled backends compile each kernel on its first use and cache the machine code on disk:
+:func:`warmup` (or ``lstm-backends warmup``) does it ahead of time.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ._registry import (
     registered_backends,
     unregister_backend,
 )
+from ._warmup import warmup
 from .backends._base import Availability, Backend
 from .layer import LSTM
 
@@ -73,6 +77,7 @@ __all__ = [
     "list_backends",
     "register_backend",
     "unregister_backend",
+    "warmup",
 ]
 
 

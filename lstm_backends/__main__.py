@@ -33,6 +33,18 @@ def _backend_name(name: str) -> str:
     return name
 
 
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lstm-backends")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -62,6 +74,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  version {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads")
         for line in describe_threads():
             print(f"  {line}")
+        from .backends import _mkl
+
+        if _mkl.available():  # which GEMM is faster is measured here: the last bench, else a short probe
+            from ._probe import mkl_advice
+
+            print(f"  {mkl_advice()}")
     except ImportError as exc:
         print(f"  not importable: {exc}")
     print("\nBLAS (threadpoolctl):")
@@ -88,7 +106,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from . import list_backends
     from ._bench import Size, plot, print_progress
-    from ._peers import available_peers, compare, format_results
+    from ._peers import available_peers, compare, format_results, peer_status
+    from ._probe import save_last_bench
 
     if args.plot:
         try:
@@ -112,11 +131,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     peak, rows = compare(
         sizes, ours + peers, dtype=dtype, threads=threads, rounds=args.rounds,
         budget=args.budget, cell=None if args.no_cell else Size(1, *sizes[0][1:]),
-        progress=None if args.quiet else print_progress, envs=envs,
+        progress=None if args.quiet else print_progress, envs=envs, max_spread=args.max_spread, reruns=args.reruns,
     )
-    print(format_results(peak, rows, threads))
+    print(format_results(peak, rows, threads, max_spread=args.max_spread))
     if not peers:
-        print("\n(no peer installed: pip install torch onnx onnxruntime, or lstm-backends[peers], to compare)")
+        print(f"\n({_peers_note(args, peer_status(dtype))})")
+    kept = save_last_bench(rows, threads=threads, dtype=dtype.name)
+    if kept and not args.quiet:
+        print(f"(summary kept for `lstm-backends info`: {kept})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"threads": threads, "sgemm_gflops": peak, "rows": [r.as_dict() for r in rows]}, fh, indent=2)
@@ -133,6 +155,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peers_note(args: argparse.Namespace, status: dict[str, str]) -> str:
+    """Why no peer ran: what the flags left out and, for the others, why each cannot run."""
+    if args.no_peers:
+        installed = [name for name, why in status.items() if not why]
+        return "peers skipped by --no-peers" + (f"; installed: {', '.join(installed)}" if installed else "")
+    reasons = [f"{name} left out by --no-torch" if name == "torch" and args.no_torch and not why else f"{name} {why}"
+               for name, why in status.items()]
+    return "no peer to compare: " + "; ".join(reasons) + ' (pip install -e ".[peers,torch]" in a clone)'
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import get_backend, list_backends
     from .testing import run_conformance
@@ -144,13 +176,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failures = 0
     for name in names:
         print(f"{name}:")
-        for r in run_conformance(get_backend(name), args.check or None, raise_on_failure=False):
+        results = run_conformance(get_backend(name), args.check or None, raise_on_failure=False)
+        # columns as wide as their longest entry, so long check names do not shift the rest
+        width = max((len(r.name) for r in results), default=0)
+        worsts = {r.name: f"worst {r.worst:.2g} of tolerance" if r.passed else "" for r in results}
+        worst_width = max((len(worsts[r.name]) for r in results if not r.skipped), default=0)
+        for r in results:
             if r.skipped:
-                print(f"  skip  {r.name:<18} {r.message}")
+                print(f"  skip  {r.name:<{width}}  {r.message}")
                 continue
             status = "pass" if r.passed else "FAIL"
-            worst = f"worst {r.worst:.2g} of tolerance" if r.passed else ""
-            print(f"  {status}  {r.name:<18} {worst:<26} {r.seconds:6.2f} s")
+            print(f"  {status}  {r.name:<{width}}  {worsts[r.name]:<{worst_width}}  {r.seconds:6.2f} s")
             if not r.passed:
                 failures += 1
                 print(f"        {r.message}")
@@ -163,10 +199,12 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 
     from . import onnx as lbo
 
+    run = args.run or bool(args.input or args.dim)  # --input / --dim imply --run
     nodes = lbo.load_all(args.model, backend=args.backend)
     if not nodes:
         print(f"{args.model}: no LSTM node")
-        return 0
+        return lbo._cli_run(args.model, backend=args.backend, inputs=args.input, dims=args.dim, seed=args.seed,
+                            check=not args.no_check) if run else 0
     check = not args.no_check and importlib.util.find_spec("onnxruntime") is not None
     failures = 0
     for name, node in nodes.items():
@@ -189,15 +227,21 @@ def cmd_onnx(args: argparse.Namespace) -> int:
                 failures += not result["agrees"]
     if not check and not args.no_check:
         print("\n(onnxruntime is not installed: nothing was compared)")
+    if run:
+        failures += lbo._cli_run(args.model, backend=args.backend, inputs=args.input, dims=args.dim,
+                                 seed=args.seed, check=not args.no_check)
     return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._peers import MAX_SPREAD, RERUNS
+
     parser = argparse.ArgumentParser(
         prog="lstm-backends", description="Fast LSTM layers outside PyTorch: inspect, benchmark and verify backends."
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback when a command fails (not for usage errors)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("info", help="backends, Numba, BLAS and CUDA on this machine",
                        description="Show every known backend (available or why not), Numba, BLAS and CUDA.")
@@ -217,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds; each launches every contender once in a fresh process (default 2)")
     p.add_argument("--budget", type=float, default=0.5, help="seconds of timed calls per process (default 0.5)")
     p.add_argument("--threads", type=int, default=None, help="thread budget of every contender (default: all cores)")
+    p.add_argument("--max-spread", type=float, default=MAX_SPREAD, metavar="FACTOR",
+                   help="re-run a contender whose per-process medians spread by more than this (slowest / "
+                   f"fastest; needs --rounds 2 or more), and flag it NOISY if they still do (default {MAX_SPREAD})")
+    p.add_argument("--reruns", type=int, default=RERUNS, metavar="N",
+                   help=f"extra fresh processes a spread contender gets at most (default {RERUNS}; 0: flag only)")
     p.add_argument("--no-peers", action="store_true", help="time our backends only")
     p.add_argument("--no-torch", action="store_true", help="leave torch out of the peers")
     p.add_argument("--no-cell", action="store_true", help="skip the streaming cell comparison")
@@ -235,13 +284,64 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("onnx", help="list the LSTM nodes of an ONNX model and check them against onnxruntime",
                        description="List every LSTM node of an ONNX file with its attributes and the backend "
                        "that runs it; when onnxruntime is installed, run each node on random inputs with "
-                       "both and compare (needs the onnx extra).")
+                       "both and compare (needs the onnx extra).  With --run, also run the whole model in one call "
+                       "(lstm_backends.onnx.load_model) and compare its outputs with onnxruntime's.")
     p.add_argument("model", help="path of the .onnx file")
     p.add_argument("--backend", default="auto", type=_backend_or_auto, metavar="NAME",
                    help="backend to run the nodes on (default: auto, the fastest with the features a node needs)")
     p.add_argument("--no-check", action="store_true", help="only list, do not compare with onnxruntime")
+    p.add_argument("--run", action="store_true",
+                   help="also run the whole model (LSTM nodes on our backends, the other nodes in onnx.reference) on "
+                   "random inputs shaped as the graph declares, or on --input files, and print each output's max "
+                   "|ours - onnxruntime| when onnxruntime is installed")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="value of a model input for --run, repeatable (implies --run; other inputs stay random)")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="size of a named dynamic axis of the random inputs, repeatable; a bare N sizes every other "
+                   "dynamic axis (default 3; implies --run)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs of --run (default 0)")
     p.set_defaults(func=cmd_onnx)
+    p = sub.add_parser("warmup", help="compile the kernels ahead of time (cached on disk for every later process)",
+                       description="Compile (or load from the on-disk cache) the kernels of the compiled backends "
+                       "for the given dtypes, with progress, and say where the machine code is cached.  Run once "
+                       "after installing: later processes then load the kernels in a fraction of a second.")
+    p.add_argument("--training", action="store_true", help="also the training kernels (forward_train, backward)")
+    p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32", "float64"],
+                   help="dtypes to compile (default: both)")
+    p.add_argument("--backend", action="append", type=_backend_name, metavar="NAME",
+                   help="backend to warm up, repeatable (default: numba, and cuda where it can run)")
+    p.set_defaults(func=cmd_warmup)
     return parser
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """``lstm-backends warmup``: compile with a progress line per step, then where the cache is."""
+    import time
+
+    from ._warmup import warmup
+
+    t0 = time.perf_counter()
+    started: list[float] = []
+
+    def progress(index: int, total: int, label: str) -> None:
+        now = time.perf_counter()
+        if started:
+            print(f" {now - started[-1]:.1f} s", flush=True)
+        started.append(now)
+        print(f"[{index}/{total}] {label} ...", end="", flush=True)
+
+    print("compiling the kernels (or loading them from the cache, where they are already compiled):")
+    steps = warmup(args.backend, args.dtypes, training=args.training, progress=progress)
+    if started:
+        print(f" {time.perf_counter() - started[-1]:.1f} s", flush=True)
+    print(f"{len(steps)} steps in {time.perf_counter() - t0:.1f} s")
+    if any(label.startswith("numba") for label, _ in steps):
+        from .backends.numba_backend import cache_dir
+
+        where = cache_dir()
+        print(f"numba kernels cached in {where} (NUMBA_CACHE_DIR moves it)" if where
+              else "numba kernels are not cached on disk (caching is off): every process compiles again")
+    return 0
 
 
 def _backend_or_auto(name: str) -> str:
@@ -264,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
     if getattr(args, "rounds", 1) < 1:
         parser.error("--rounds must be at least 1")
+    if getattr(args, "max_spread", 1.0) < 1 or getattr(args, "reruns", 0) < 0:
+        parser.error("--max-spread must be at least 1 and --reruns at least 0")
     if args.debug:
         return int(args.func(args))
     try:

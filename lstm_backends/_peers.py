@@ -30,6 +30,13 @@ Every child builds the same seeded problem, sets its thread count to the budget,
 calls for a fixed wall-clock budget (after warm-up calls) and prints one JSON line; it
 saves its outputs so the parent can check them against the float64 reference before any
 figure is trusted.
+
+Noise: a contender whose per-process medians spread by more than :data:`MAX_SPREAD`
+(slowest / fastest, so it needs two rounds or more) is re-run in fresh processes, up to
+``reruns`` times, until the median of all its runs lies within that factor of its fastest
+run; if it still does not, its row is flagged ``noisy`` (the machine was busy: rerun the
+bench).  One process that ran while another job hogged the cores would otherwise move a
+two-round median by any amount (a 23 ms contender once read 839 ms).
 """
 
 from __future__ import annotations
@@ -50,10 +57,15 @@ import numpy as np
 
 from ._bench import Size, flops, parse_size
 
-__all__ = ["PEERS", "Result", "available_peers", "compare", "run_contender"]
+__all__ = ["MAX_SPREAD", "PEERS", "Result", "available_peers", "compare", "peer_status", "run_contender"]
 
 #: the libraries a user would pick instead, and the module each needs
 PEERS = {"torch": "torch", "onnxruntime": "onnxruntime"}
+#: slowest / fastest per-process median of a contender beyond which it is re-run (then flagged):
+#: a busy neighbour slows a process by integer factors, a quiet machine's rounds agree within ~10-20 %
+MAX_SPREAD = 1.5
+#: extra fresh processes a spread contender gets at most
+RERUNS = 2
 
 
 def available_peers(dtype: Any = np.float32) -> list[str]:
@@ -69,6 +81,21 @@ def available_peers(dtype: Any = np.float32) -> list[str]:
         if all(importlib.util.find_spec(m) is not None for m in needs):
             found.append(name)
     return found
+
+
+def peer_status(dtype: Any = np.float32) -> dict[str, str]:
+    """Every peer with why it is left out at ``dtype``: ``""`` if it runs, else the reason
+    (``"not installed: pip install torch"``, ``"no float64 LSTM"``)."""
+    import importlib.util
+
+    runs = set(available_peers(dtype))
+    status = {}
+    for name, module in PEERS.items():
+        needs = [module] + (["onnx"] if name == "onnxruntime" else [])
+        missing = [m for m in needs if importlib.util.find_spec(m) is None]
+        status[name] = "" if name in runs else f"not installed: pip install {' '.join(missing)}" if missing \
+            else f"no {np.dtype(dtype).name} LSTM"
+    return status
 
 
 FULL_CLIP = 3.0
@@ -276,6 +303,9 @@ class Result:
     agrees: bool
     info: dict = field(default_factory=dict)
     ratio_best_peer: float = float("nan")
+    spread: float = float("nan")  # slowest / fastest of runs_s (nan with one run)
+    reruns: int = 0  # extra processes run because the rounds spread by more than the limit
+    noisy: bool = False  # still spread after the re-runs: the median is not to be trusted
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -359,6 +389,8 @@ def compare(
     timeout: float = 900.0,
     envs: dict[str, dict[str, str]] | None = None,
     idle: bool = False,
+    max_spread: float = MAX_SPREAD,
+    reruns: int = RERUNS,
 ) -> tuple[float, list[Result]]:
     """Time contenders, each in a fresh process, in alternating rounds; check their outputs.
 
@@ -386,6 +418,12 @@ def compare(
         {"LSTM_BACKENDS_GEMM": "mkl"}}``).
     idle : bool
         Before each process, wait for an idle machine (see :func:`wait_idle`).
+    max_spread : float
+        A contender whose per-process medians spread by more than this factor (slowest /
+        fastest) is re-run; one still spread after ``reruns`` extra processes is flagged
+        ``noisy`` (see the module's notes).
+    reruns : int
+        Extra processes a spread contender gets at most (0: flag only).
 
     Returns
     -------
@@ -438,11 +476,20 @@ def compare(
             f = flops(size.batch, size.steps, size.input_size, size.hidden_size)
             size_rows = []
             for name in names:
-                meds = [d["median_s"] for d in runs[name]]
+                extra = 0
+                while _spread_out(meds := [d["median_s"] for d in runs[name]], max_spread) and extra < reruns:
+                    extra += 1
+                    say(f"[{k + 1}/{len(jobs)}] {'cell ' if is_cell else ''}{size}: {name} spread "
+                        f"{max(meds) / min(meds):.2f}x > {max_spread}x over its runs: re-run {extra}/{reruns}")
+                    child_env = {**env, **(envs or {}).get(name.replace("ours-cell:", "ours:"), {})}
+                    runs[name].append(_launch(name, size, dtype, threads, budget, seed, None, child_env, timeout,
+                                              idle))
                 med = statistics.median(meds)
                 info = {k_: v for k_, v in runs[name][0].items() if k_ not in ("name", "median_s", "samples")}
                 size_rows.append(Result(size, name, med, meds, f / med / 1e9, 100 * f / med / 1e9 / peak,
-                                        errors[name], bool(errors[name] <= 1.0), info))
+                                        errors[name], bool(errors[name] <= 1.0), info,
+                                        spread=max(meds) / min(meds) if len(meds) > 1 else float("nan"),
+                                        reruns=extra, noisy=_spread_out(meds, max_spread)))
             peer_times = [r.median_s for r in size_rows if not r.name.startswith("ours")
                           and _contender_dtype(r.name, dtype) == dtype]
             if peer_times:
@@ -452,9 +499,25 @@ def compare(
     return peak, results
 
 
-def format_results(peak: float, results: Sequence[Result], threads: int) -> str:
-    """An aligned text table: median, GFLOP/s, % of the sgemm peak, ours / best peer."""
-    header = ["T", "B", "I", "H", "contender", "median ms", "GFLOP/s", "% peak", "/ best peer", "err/tol", "ok"]
+def _spread_out(medians: Sequence[float], max_spread: float) -> bool:
+    """Runs that need another one: they spread by more than ``max_spread`` and their median is
+    not within that factor of the fastest (a single slow outlier among agreeing runs is fine)."""
+    if len(medians) < 2 or max(medians) <= max_spread * min(medians):
+        return False
+    return len(medians) == 2 or statistics.median(medians) > max_spread * min(medians)
+
+
+def _spread_text(r: Result) -> str:
+    if np.isnan(r.spread):
+        return "-"
+    return f"{r.spread:.2f}" + (f" re-run x{r.reruns}" if r.reruns else "") + (" NOISY" if r.noisy else "")
+
+
+def format_results(peak: float, results: Sequence[Result], threads: int, max_spread: float = MAX_SPREAD) -> str:
+    """An aligned text table: median, GFLOP/s, % of the sgemm peak, ours / best peer, the spread of
+    the per-process medians (slowest / fastest; ``re-run xN``, ``NOISY``), and notes on flagged rows."""
+    header = ["T", "B", "I", "H", "contender", "median ms", "GFLOP/s", "% peak", "/ best peer", "err/tol", "ok",
+              "spread"]
     lines = [header]
     for r in results:
         t, b, i, h = r.size
@@ -464,7 +527,7 @@ def format_results(peak: float, results: Sequence[Result], threads: int) -> str:
                 "path") else ""),
             f"{r.median_s * 1e3:.4f}" if is_cell else f"{r.median_s * 1e3:.3f}", f"{r.gflops:.1f}",
             f"{r.pct_peak:.0f}%", "-" if np.isnan(r.ratio_best_peer) else f"{r.ratio_best_peer:.2f}",
-            f"{r.worst_error:.2g}", "yes" if r.agrees else "NO",
+            f"{r.worst_error:.2g}", "yes" if r.agrees else "NO", _spread_text(r),
         ])
     widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
     out = [f"each contender in its own fresh process, {threads} threads; sgemm 2048^3 float32 peak measured in "
@@ -473,6 +536,13 @@ def format_results(peak: float, results: Sequence[Result], threads: int) -> str:
         out.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    if any(r.reruns for r in results):
+        out.append(f"re-run xN: its processes' medians spread by more than {max_spread}x (slowest / fastest), so it "
+                   "ran N more times; its median is over all its runs")
+    noisy = [f"{r.name} at {r.size}" for r in results if r.noisy]
+    if noisy:
+        out.append(f"NOISY: still spread by more than {max_spread}x after the re-runs, do not trust its median (the "
+                   f"machine was busy; run the bench again): {', '.join(noisy)}")
     return "\n".join(out)
 
 

@@ -48,19 +48,32 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import lstm_backends as lb
+t_import = time.perf_counter() - t0
 from lstm_backends.testing import random_problem
 p = random_problem(100, 16, 128, 256, dtype=np.float32, seed=0)
 be = lb.get_backend("numba")
 t1 = time.perf_counter()
 p.forward(be)
 t2 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "first": t2 - t1, "path": be.describe_path(16, 256)}))
+out = {"import": t_import, "first": t2 - t1, "setup": t1 - t0 - t_import, "path": be.describe_path(16, 256)}
+if FURTHER:  # the first call of each further variant, in this order, after the float32 forward
+    q = random_problem(100, 16, 128, 256, dtype=np.float32, seed=1, peephole=True, clip=3.0, input_forget=True)
+    steps = [("peephole+clip+input_forget forward", lambda: q.forward(be)),
+             ("float64 forward", lambda: p.astype(np.float64).forward(be)),
+             ("cell", lambda: be.cell(p.x[0], p.h0, p.c0, p.params)),
+             ("forward_train + backward", lambda: be.backward(p.forward_train(be)[3], *p.output_grads(seed=0)))]
+    for name, run in steps:
+        t = time.perf_counter()
+        run()
+        out[name] = time.perf_counter() - t
+print(json.dumps(out))
 """
 
 
 def cold_start(repeat: int = 3, idle: bool = True) -> dict:
-    """Median seconds: (import, first float32 forward) with an empty Numba cache, and with a warm
-    one; every run a fresh process."""
+    """Median seconds in fresh processes: ``import lstm_backends``, the first float32 forward (B16 T100
+    I128 H256) with an empty Numba cache and with a warm one, and (empty cache) the first call of each
+    further variant after it."""
     from lstm_backends._peers import wait_idle
 
     runs: dict[str, list] = {"empty cache": [], "warm cache": []}
@@ -70,13 +83,19 @@ def cold_start(repeat: int = 3, idle: bool = True) -> dict:
             for label in runs:
                 if idle:
                     wait_idle()
-                res = subprocess.run([sys.executable, "-c", COLD], env=env, capture_output=True, text=True,
+                code = COLD.replace("FURTHER", "True" if label == "empty cache" else "False")
+                res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                      check=True)
                 runs[label].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    return {label: {"import_s": statistics.median(r["import"] for r in v),
-                    "first_forward_s": statistics.median(r["first"] for r in v),
-                    "total_s": statistics.median(r["import"] + r["first"] for r in v), "path": v[0]["path"]}
-            for label, v in runs.items()}
+    out = {}
+    for label, v in runs.items():
+        out[label] = {"import_s": statistics.median(r["import"] for r in v),
+                      "first_forward_s": statistics.median(r["first"] for r in v),
+                      "total_s": statistics.median(r["import"] + r["setup"] + r["first"] for r in v),
+                      "path": v[0]["path"]}
+        further = [k for k in v[0] if k not in ("import", "first", "setup", "path")]
+        out[label]["further_s"] = {k: statistics.median(r[k] for r in v) for k in further}
+    return out
 
 
 def _paired(rows: list, name: str, peers: list[str]) -> float:
@@ -188,8 +207,10 @@ def main() -> int:
     if args.cold:
         cold = cold_start(idle=idle)
         for label, v in cold.items():
-            print(f"cold start, {label}: import {v['import_s']:.2f} s + first float32 forward "
-                  f"{v['first_forward_s']:.2f} s = {v['total_s']:.2f} s ({v['path']})")
+            print(f"cold start, {label}: import {v['import_s']:.3f} s, first float32 forward "
+                  f"{v['first_forward_s']:.2f} s, {v['total_s']:.2f} s in all ({v['path']})")
+            for name, s in v["further_s"].items():
+                print(f"  then the first {name}: {s:.2f} s")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"threads": args.threads, "rounds": args.rounds, "sgemm_gflops": peak, "rows": summary,

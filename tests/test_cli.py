@@ -11,6 +11,15 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "lstm_backends", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """bench keeps its last summary and info reads it: in a directory of the test's own (the
+    subprocesses inherit the variable), never the user's cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LSTM_BACKENDS_CACHE_DIR", str(cache))
+    return cache
+
+
 @pytest.mark.parametrize("cmd", [[], ["info"], ["bench"], ["verify"], ["onnx"]])
 def test_help_everywhere(cmd):
     out = _cli(*cmd, "--help")
@@ -37,6 +46,9 @@ def test_bench_checks_times_and_writes(tmp_path):
     assert png.stat().st_size > 1000
     assert "agrees with the float64 reference" in out.stdout and "fresh process" in out.stdout
     assert "[1/3]" in out.stderr  # progress
+    # --no-peers says what it did, not that no peer is installed
+    assert "peers skipped by --no-peers" in out.stdout and "no peer installed" not in out.stdout
+    assert (tmp_path / "cache" / "last_bench.json").exists()  # kept for `info`
 
 
 @pytest.mark.skipif(not __import__("lstm_backends._peers", fromlist=["x"]).available_peers(),
@@ -54,7 +66,8 @@ def test_bench_against_peers_in_fresh_processes(tmp_path):
     # with the mkl extra installed, the numba backend on MKL's packed GEMM is timed too
     mkl = {"ours:numba@mkl"} if _mkl.available() else set()
     assert {r["name"] for r in forward} == {"ours:numba", *mkl, *available_peers()}
-    assert all(r["agrees"] and len(r["runs_s"]) == 2 for r in rows)
+    # two rounds, plus the re-runs of a contender whose rounds spread (tiny problems on a shared machine)
+    assert all(r["agrees"] and len(r["runs_s"]) == 2 + r["reruns"] for r in rows)
     ours = next(r for r in forward if r["name"] == "ours:numba")
     best = min(r["median_s"] for r in forward if not r["name"].startswith("ours"))
     assert ours["ratio_best_peer"] == pytest.approx(ours["median_s"] / best)
@@ -154,6 +167,53 @@ def test_onnx_lists_nodes_and_checks_them_against_onnxruntime(tmp_path):
     assert out.returncode == 2 and "unknown backend 'nope'" in out.stderr
 
 
+def test_onnx_run_runs_the_whole_model_and_compares_with_onnxruntime(tmp_path, capsys):
+    """``onnx MODEL --run`` (in process: one interpreter for the seven calls)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tests.test_onnx_model import keras_style_model
+
+    def cli(*args):
+        code = main(["onnx", *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    model, _ = keras_style_model(0)
+    path, twin = tmp_path / "keras.onnx", tmp_path / "keras1.onnx"
+    onnx.save(model, str(path))
+    onnx.save(keras_style_model(1)[0], str(twin))
+    code, out, err = cli(str(path), "--run", "--backend", "numpy", "--dim", "batch=4", "--dim", "2")
+    assert code == 0, err
+    for words in ("whole model: LSTM nodes: lstm on numpy; 7 other node(s) in onnx.reference",
+                  "input  x: float32 (4, 2, 3) (random)", "input  lengths: int32 (4,) (random)",
+                  "output probs: float32 (4, 2, 2)  max |ours - onnxruntime| = ", "output state: float32 (4, 5)"):
+        assert words in out, out
+    assert out.count("agrees") == 3  # the node check, then both outputs
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((2, 3, 3), np.float32))
+    code, out, err = cli(str(path), "--input", f"x={x}", "--dim", "batch=2", "--no-check")
+    assert code == 0, err
+    assert f"input  x: float32 (2, 3, 3) ({x})" in out and "onnxruntime" not in out
+    code, out, err = cli(str(twin), "--run")  # layout 1: onnxruntime refuses it, we run it
+    assert code == 0, err
+    assert "onnxruntime cannot run this model" in out and "output probs: float32 (3, 3, 2)" in out
+    code, out, err = cli(str(path), "--input", f"nope={x}")
+    assert code == 1 and "--input: the model has no input 'nope'; its inputs: 'x', 'lengths'" in err
+    code, out, err = cli(str(path), "--dim", "batch")
+    assert code == 1 and "--dim must look like NAME=VALUE" in err
+    plain = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["b"])], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)])), str(plain))
+    code, out, err = cli(str(plain), "--run")
+    assert code == 0 and "no LSTM node" in out and "LSTM nodes: none; 1 other node(s)" in out, out + err
+    assert "output b: float32 (2,)" in out and "agrees" in out
+
+
 def test_compare_checks_each_contender_against_its_own_dtype_problem():
     """A float64 contender (``@float64``) beside float32 ones is checked against the float64 problem's
     reference (not the float32 one, whose rounded inputs would make it disagree)."""
@@ -164,3 +224,146 @@ def test_compare_checks_each_contender_against_its_own_dtype_problem():
     by_name = {r.name: r for r in rows}
     assert by_name["ours:numpy"].agrees and by_name["ours:numpy@float64"].agrees
     assert by_name["ours:numpy@float64"].worst_error < 1e-3  # float64 tolerance, float64 inputs: far inside
+
+
+def test_version_prints_the_version():
+    from importlib.metadata import version
+
+    out = _cli("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"lstm-backends {version('lstm-backends')}"
+
+
+def test_verify_aligns_columns_for_long_check_names(capsys, monkeypatch):
+    from lstm_backends.testing import conformance
+
+    long_name = "a_check_whose_name_is_much_longer_than_the_others"
+    monkeypatch.setitem(conformance.CHECKS, long_name, lambda backend: 0.25)
+    assert main(["verify", "numpy", "--check", "forward", "--check", long_name, "--check", "cell"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  pass")]
+    assert len(rows) == 3
+    # every column starts at the same place on every row
+    assert len({row.index("worst") for row in rows}) == 1, rows
+    assert len({len(row) for row in rows}) == 1, rows  # the seconds, right-aligned, end together
+    assert all(row.index("worst") > row.index(name) + len(name) for row, name in zip(rows, ["forward", long_name]))
+
+
+@pytest.mark.parametrize(
+    "flags, status, words",
+    [
+        ({"no_peers": True}, {"torch": "", "onnxruntime": ""}, ["peers skipped by --no-peers", "torch, onnxruntime"]),
+        ({"no_torch": True}, {"torch": "", "onnxruntime": "not installed: pip install onnxruntime"},
+         ["torch left out by --no-torch", "onnxruntime not installed"]),
+        ({}, {"torch": "not installed: pip install torch", "onnxruntime": "no float64 LSTM"},
+         ["torch not installed", "onnxruntime no float64 LSTM"]),
+    ],
+)
+def test_bench_says_why_no_peer_ran(flags, status, words):
+    import argparse
+
+    from lstm_backends.__main__ import _peers_note
+
+    note = _peers_note(argparse.Namespace(**{"no_peers": False, "no_torch": False, **flags}), status)
+    for w in words:
+        assert w in note, note
+    assert "no peer installed" not in note
+
+
+def test_peer_status_names_the_reason():
+    from lstm_backends._peers import available_peers, peer_status
+
+    for dtype in ("float32", "float64"):
+        status = peer_status(dtype)
+        assert set(status) == {"torch", "onnxruntime"}
+        assert [n for n, why in status.items() if not why] == available_peers(dtype)
+    assert peer_status("float64")["onnxruntime"]  # never runs float64: a reason, whether installed or not
+
+
+def _spread_compare(monkeypatch, slow: list[float]):
+    """compare() where the n-th launch of ours:numpy after its first (real) one reports slow[n] times
+    the first one's median (the sgemm launches are faked: no timing is needed here)."""
+    from lstm_backends import _peers
+    from lstm_backends._bench import Size
+
+    real, first, calls = _peers._launch, {}, []
+
+    def launch(name, size, *args, **kwargs):
+        if name == "sgemm":
+            return {"name": name, "gflops": 100.0}
+        if not first:
+            first.update(real(name, size, *args, **kwargs))  # saves the outputs the check reads
+            return dict(first)
+        calls.append(name)
+        return {**first, "median_s": first["median_s"] * slow[len(calls) - 1]}
+
+    monkeypatch.setattr(_peers, "_launch", launch)
+    _, rows = _peers.compare([Size(3, 2, 3, 4)], ["ours:numpy"], rounds=2, budget=0.01)
+    return rows[0], calls, first["median_s"]
+
+
+def test_bench_reruns_a_contender_whose_rounds_spread(monkeypatch):
+    """One slow process (a busy neighbour: 40x) among two rounds: re-run, median over all runs."""
+    from lstm_backends._peers import format_results
+
+    row, calls, fast = _spread_compare(monkeypatch, [40.0, 1.1, 1.0])
+    assert len(calls) == 2 and row.reruns == 1 and not row.noisy  # one re-run settled it
+    assert row.median_s == pytest.approx(1.1 * fast) and row.spread == pytest.approx(40.0)
+    table = format_results(100.0, [row], 2)
+    assert "40.00 re-run x1" in table and "spread by more than 1.5x" in table and "NOISY" not in table
+
+
+def test_bench_flags_a_contender_still_spread_after_reruns(monkeypatch):
+    from lstm_backends._peers import format_results
+
+    row, calls, _ = _spread_compare(monkeypatch, [3.0, 3.0, 2.5, 1.0])
+    assert len(calls) == 3 and row.reruns == 2 and row.noisy  # 2 re-runs at most, still spread
+    table = format_results(100.0, [row], 2)
+    assert "re-run x2 NOISY" in table and "do not trust" in table and "ours:numpy at T=3,B=2,I=3,H=4" in table
+
+
+def test_bench_rounds_that_agree_are_not_rerun(monkeypatch):
+    row, calls, _ = _spread_compare(monkeypatch, [1.2])
+    assert len(calls) == 1 and row.reruns == 0 and not row.noisy and row.spread == pytest.approx(1.2)
+
+
+def test_info_mkl_advice_comes_from_the_last_bench_on_this_cpu(_private_cache, monkeypatch):
+    from lstm_backends import _probe
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import Result
+
+    def row(name, ms):
+        return Result(Size(100, 16, 128, 256), name, ms / 1e3, [ms / 1e3], 1.0, 1.0, 0.1, True)
+
+    monkeypatch.setattr(_probe, "probe_mkl_vs_own", lambda *a, **k: pytest.fail("probed despite a stored bench"))
+    assert _probe.save_last_bench([row("ours:numba", 30.0), row("ours:numba@mkl", 10.0), row("ours:numpy", 99.0)],
+                                  threads=2, dtype="float32") == _private_cache / "last_bench.json"
+    advice = _probe.mkl_advice()
+    assert _probe.cpu_name() in advice and "last `lstm-backends bench`" in advice
+    assert "T=100,B=16,I=128,H=256: own 30 ms, mkl 10 ms (MKL 3x faster)" in advice and "1 of 1 sizes" in advice
+
+
+def test_info_mkl_advice_probes_without_a_stored_bench(monkeypatch):
+    from lstm_backends import _probe
+
+    monkeypatch.setattr(_probe, "cpu_name", lambda: "Test CPU 9000")
+    monkeypatch.setattr(_probe, "probe_mkl_vs_own", lambda *a, **k: (0.004, 0.010, 2))
+    advice = _probe.mkl_advice()
+    assert "Test CPU 9000, probed now" in advice and "own 4 ms, mkl 10 ms -> MKL 2.5x slower here" in advice
+    # a stored bench of another CPU does not count
+    _probe.save_last_bench([], threads=2, dtype="float32")
+    assert "probed now" in _probe.mkl_advice()
+
+
+def test_mkl_probe_is_short_and_measures_both():
+    from lstm_backends.backends import _mkl
+
+    if not _mkl.available():
+        pytest.skip(f"MKL not usable here: {_mkl.info()}")
+    import time
+
+    from lstm_backends._probe import probe_mkl_vs_own
+
+    start = time.perf_counter()
+    own, mkl, threads = probe_mkl_vs_own()
+    assert 0 < own < 1 and 0 < mkl < 1 and threads >= 1
+    assert time.perf_counter() - start < 20  # loading the kernels included, on a loaded machine

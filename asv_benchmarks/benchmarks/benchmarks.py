@@ -6,7 +6,8 @@
   every backend that has the capabilities: the cost of each feature over the plain call.
 * ``Training``: ``forward_train`` + ``backward`` on every backend with the ``backward``
   capability, time and peak memory.
-* ``ColdStart``: import time and first-call time, each measured in a fresh
+* ``ColdStart``: import time, import + the first forward (B16 T100 I128 H256), and the first
+  call of each further variant (float64, cell, training, peephole/clip), each in a fresh
   subprocess (``track_``; the first call includes JIT compilation or cache loading).
 
 Backends come from the registry (built-ins and installed plugins); those that cannot
@@ -150,17 +151,32 @@ class Training:
         self._step()
 
 
-# Seconds of ``import lstm_backends`` (what=import) or of the first forward call.
+# Seconds of ``import lstm_backends`` (what=import); of the import and the first float32 forward
+# (B16 T100 I128 H256, what=BACKEND); of the first call of a further variant after that forward
+# (what=BACKEND-VARIANT: float64 forward, cell, forward_train + backward, peephole/clip forward).
 _COLD = """
 import time
 start = time.perf_counter()
+import numpy as np
 import lstm_backends as lb
-if {backend!r} != "import":
+what = {what!r}
+if what != "import":
     from lstm_backends.testing import random_problem
-    p = random_problem(10, 4, 32, 64, seed=0)
-    be = lb.get_backend({backend!r})
-    start = time.perf_counter()
+    name, _, variant = what.partition("-")
+    p = random_problem(100, 16, 128, 256, dtype=np.float32, seed=0)
+    be = lb.get_backend(name)
     p.forward(be)
+    if variant:
+        start = time.perf_counter()
+        if variant == "float64":
+            p.astype(np.float64).forward(be)
+        elif variant == "cell":
+            be.cell(p.x[0], p.h0, p.c0, p.params)
+        elif variant == "train":
+            be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))
+        elif variant == "features":
+            q = random_problem(100, 16, 128, 256, dtype=np.float32, seed=1, peephole=True, clip=3.0)
+            q.forward(be)
 print(time.perf_counter() - start)
 """
 
@@ -168,26 +184,27 @@ print(time.perf_counter() - start)
 class ColdStart:
     """Seconds, measured in a fresh interpreter each time."""
 
-    params = (["import", "numpy", "numba"],)
+    params = (["import", "numpy", "numba", "numba-float64", "numba-cell", "numba-train", "numba-features"],)
     param_names = ["what"]
     timeout = 600
     unit = "seconds"
 
     def setup(self, what):
         if what != "import":
-            _backend(what)
+            _backend(what.partition("-")[0])
 
     def _run(self, what, env):
-        out = subprocess.run([sys.executable, "-c", _COLD.format(backend=what)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-c", _COLD.format(what=what)], capture_output=True, text=True,
                              check=True, env=env)
         return float(out.stdout.strip())
 
     def track_first_call_warm_cache(self, what):
-        """``import lstm_backends`` (what=import) or the first forward with a warm JIT cache."""
+        """``import lstm_backends`` (what=import), import + the first forward, or the first call of a
+        further variant, with a warm JIT cache."""
         self._run(what, dict(os.environ))  # make sure the cache is warm
         return self._run(what, dict(os.environ))
 
     def track_first_call_empty_cache(self, what):
-        """The first forward when Numba's on-disk cache is empty (compilation included)."""
+        """The same with Numba's on-disk cache empty (compilation included)."""
         with tempfile.TemporaryDirectory() as cache:
             return self._run(what, dict(os.environ, NUMBA_CACHE_DIR=cache))

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import threading
 import time
@@ -57,7 +58,7 @@ import numpy as np
 from .._args import BackwardArgs, CellArgs, ForwardArgs, Tape, TrainArgs
 from ._base import Availability, Backend
 
-__all__ = ["KINDS", "NumbaBackend", "auto_kind", "describe_threads", "last_team_size", "warmup"]
+__all__ = ["KINDS", "NumbaBackend", "auto_kind", "cache_dir", "describe_threads", "last_team_size", "warmup"]
 
 #: kinds that ``NumbaBackend(kind=...)`` / ``LSTM_BACKENDS_NUMBA_KIND`` may force
 KINDS = ("auto", "serial", "serial+bulk", "team", "team+bulk")
@@ -73,6 +74,56 @@ def _kernels() -> Any:
     from . import _numba
 
     return _numba
+
+
+_log = logging.getLogger("lstm_backends")
+_FIRST_USE: set = set()   # (kernel family, dtype name) whose first call started in this process
+_told = threading.Event()
+
+
+def cache_dir() -> str | None:
+    """Where Numba keeps the numba backend's compiled kernels (``None``: caching is off).
+
+    Imports the kernels (compiling nothing).  ``NUMBA_CACHE_DIR`` moves it; by default it is the
+    ``__pycache__`` folder beside the kernel sources, or Numba's user-wide cache folder when that
+    one is not writable.
+    """
+    k = _kernels()
+    cache = getattr(k.forward_entry, "_cache", None)
+    return getattr(cache, "cache_path", None) if k.CACHE else None
+
+
+def _tell_compiling(family: str, dtype: str) -> None:
+    """Once per process, as compilation starts: what is compiling, where it is cached, how to avoid it."""
+    if _told.is_set():
+        return
+    _told.set()
+    where = cache_dir()
+    _log.warning(
+        "lstm_backends: compiling the numba backend's %s kernels for %s (first use; this takes a few seconds). "
+        "The machine code is cached%s, so later processes load it in a fraction of a second. To compile ahead "
+        "of time, run `lstm-backends warmup` (add --training for forward_train/backward) or lstm_backends.warmup(). "
+        "Silence this with logging.getLogger('lstm_backends').setLevel(logging.ERROR).",
+        family, dtype, f" in {where}" if where else " nowhere (caching is off)")
+
+
+def _first_use(family: str, dtype: np.dtype, run: Any, *args: Any) -> Any:
+    """``run(*args)``, the first call of ``family`` in ``dtype`` in this process, watching Numba's compiler
+    events: when it compiles (rather than loading from the cache), the user is told once per process."""
+    _FIRST_USE.add((family, dtype.name))
+    if _told.is_set():
+        return run(*args)
+    from numba.core import event
+
+    class _Watch(event.Listener):
+        def on_start(self, ev: Any) -> None:
+            _tell_compiling(family, dtype.name)
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    with event.install_listener("numba:run_pass", _Watch()):
+        return run(*args)
 
 
 def _lanes(dtype: np.dtype) -> int:
@@ -208,8 +259,9 @@ class NumbaBackend(Backend):
         the same results.
     gemm : {"auto", "own", "mkl"}, optional
         Matrix products: the own micro-kernel (``auto``, ``own``) or MKL's packed GEMM
-        (``mkl``: needs the ``mkl`` extra; opt-in because on AMD CPUs MKL runs its generic code
-        path and was measured 2.3-5x slower than the own kernel).  Default
+        (``mkl``: needs the ``mkl`` extra).  Which is faster depends on the CPU (on AMD CPUs
+        MKL may run a generic code path): ``lstm-backends info`` says which, measured on this
+        machine (the last ``lstm-backends bench``, else a short probe).  Default
         ``LSTM_BACKENDS_GEMM``, else ``auto``.
     """
 
@@ -352,6 +404,12 @@ class NumbaBackend(Backend):
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
     def _run(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
+        if ("forward", args.dtype.name) not in _FIRST_USE:
+            _first_use("forward", args.dtype, self._run_kernels, args, tape)
+        else:
+            self._run_kernels(args, tape)
+
+    def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
@@ -393,6 +451,12 @@ class NumbaBackend(Backend):
             self._misses = 0
 
     def _backward(self, args: BackwardArgs) -> None:
+        if ("backward", args.tape.dtype.name) not in _FIRST_USE:
+            _first_use("backward", args.tape.dtype, self._backward_kernels, args)
+        else:
+            self._backward_kernels(args)
+
+    def _backward_kernels(self, args: BackwardArgs) -> None:
         k = _kernels()
         tape = args.tape
         dtype = tape.dtype
@@ -444,6 +508,12 @@ class NumbaBackend(Backend):
         return workers
 
     def _cell(self, args: CellArgs) -> None:
+        if ("cell", args.dtype.name) not in _FIRST_USE:
+            _first_use("cell", args.dtype, self._cell_kernels, args)
+        else:
+            self._cell_kernels(args)
+
+    def _cell_kernels(self, args: CellArgs) -> None:
         k = _kernels()
         dtype = args.dtype
         flags, clip = _features(args)
@@ -476,7 +546,8 @@ _LAYER_COST = {
 def describe_threads() -> list[str]:
     """Lines for ``lstm-backends info``: threading layer, thread budget, GEMM path and their costs.
 
-    Starts Numba's thread pool (that is what selects the threading layer)."""
+    Starts Numba's thread pool (that is what selects the threading layer).  Which GEMM is faster here
+    is measured, not stated: ``lstm-backends info`` adds :func:`lstm_backends._probe.mkl_advice`."""
     import numba
 
     from . import _mkl
@@ -490,8 +561,8 @@ def describe_threads() -> list[str]:
         f"LSTM_BACKENDS_NUM_THREADS; Numba has {numba.config.NUMBA_NUM_THREADS} threads); no BLAS threads run "
         "inside the kernels",
         f"GEMM path: {'MKL packed GEMM (LSTM_BACKENDS_GEMM=mkl)' if be.gemm == 'mkl' else 'own micro-kernel'} "
-        f"({isa}); MKL, opt-in with gemm='mkl' / LSTM_BACKENDS_GEMM=mkl (2.3-5x slower than the own kernel on "
-        f"AMD Zen 5): {_mkl.info() if _mkl.available() else 'not usable: ' + _mkl.info()}",
+        f"({isa}); MKL, opt-in with gemm='mkl' / LSTM_BACKENDS_GEMM=mkl: "
+        f"{_mkl.info() if _mkl.available() else 'not usable: ' + _mkl.info()}",
         f"paths: B=1 H=256 -> {be.describe_path(1, 256)}; B=16 H=256 -> {be.describe_path(16, 256)}; "
         f"B=64 H=512 -> {be.describe_path(64, 512)}",
     ]
@@ -538,22 +609,62 @@ def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:
     return s
 
 
-def warmup(dtypes: tuple[Any, ...] = (np.float32, np.float64)) -> None:
-    """Compile (or load from Numba's on-disk cache) every kernel for the given dtypes.
+def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
+           progress: Any = None) -> list[tuple[str, float]]:
+    """Compile (or load from Numba's on-disk cache) the kernels of the given dtypes.
 
-    Call once at start-up to take compilation out of the first real call; with a warm cache
-    this only loads machine code.
+    Call once (``lstm-backends warmup`` from a shell) to take compilation out of the first real
+    calls: the machine code lands in :func:`cache_dir`, and every later process loads it in a
+    fraction of a second.  With a warm cache this only loads machine code.
 
     Parameters
     ----------
-    dtypes : tuple of numpy dtypes
+    dtypes : numpy dtype or sequence of them
+        ``float32`` and/or ``float64``.
+    training : bool
+        Also the training kernels (``forward_train`` shares the forward kernels; ``backward`` has its own).
+    progress : callable, optional
+        ``progress(index, total, label)`` before each step (``index`` from 1), e.g. to print it.
+
+    Returns
+    -------
+    list of (str, float)
+        Each step's label and seconds.
     """
     from ..testing import random_problem
 
-    for dtype in dtypes:
-        p = random_problem(2, 2, 3, 20, dtype=np.dtype(dtype), seed=0)
-        for kind in ("serial", "team"):
-            p.forward(NumbaBackend(kind=kind))
-        NumbaBackend(kind="serial").cell(p.x[0], p.h0, p.c0, p.params)
-        q = random_problem(1, 2, 3, 64, dtype=np.dtype(dtype), seed=0)  # 4 panels or more: the team cell
-        NumbaBackend(kind="team").cell(q.x[0], q.h0, q.c0, q.params)
+    if isinstance(dtypes, (str, np.dtype, type)):
+        dtypes = (dtypes,)
+    steps: list[tuple[str, Any]] = []
+    for dtype in (np.dtype(d) for d in dtypes):
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"warmup: the numba backend computes in float32 and float64; got {dtype}")
+        p = random_problem(2, 2, 3, 20, dtype=dtype, seed=0)
+        q = random_problem(1, 2, 3, 64, dtype=dtype, seed=0)  # 4 panels or more: the team cell
+
+        def forward(p: Any = p) -> None:
+            for kind in ("serial", "team"):
+                p.forward(NumbaBackend(kind=kind))
+
+        def cell(p: Any = p, q: Any = q) -> None:
+            NumbaBackend(kind="serial").cell(p.x[0], p.h0, p.c0, p.params)
+            NumbaBackend(kind="team").cell(q.x[0], q.h0, q.c0, q.params)
+
+        def backward(p: Any = p) -> None:
+            for kind in ("serial", "team"):
+                be = NumbaBackend(kind=kind)
+                be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))
+
+        steps += [(f"numba {dtype.name} forward", forward), (f"numba {dtype.name} cell", cell)]
+        if training:
+            steps.append((f"numba {dtype.name} forward_train + backward", backward))
+    done = []
+    for i, (label, run) in enumerate(steps, 1):
+        if progress is not None:
+            progress(i, len(steps), label)
+        t0 = time.perf_counter()
+        for family in ("forward", "cell", "backward"):  # warmup says what it compiles: no notice
+            _FIRST_USE.add((family, label.split()[1]))
+        run()
+        done.append((label, time.perf_counter() - t0))
+    return done

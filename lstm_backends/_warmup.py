@@ -1,0 +1,104 @@
+"""Compile the compiled backends' kernels ahead of time: :func:`lstm_backends.warmup`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["warmup"]
+
+
+def _default_backends() -> list[str]:
+    from ._registry import list_backends
+
+    return [b.name for b in list_backends() if b.name in ("numba", "cuda") and b.available]
+
+
+def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float32, np.float64), *,
+           training: bool = False, progress: Callable[[int, int, str], None] | None = None) -> list[tuple[str, float]]:
+    """Compile (or load from the on-disk cache) the kernels of the compiled backends.
+
+    The numba backend compiles each kernel family on its first call (a few seconds each: the forward
+    pass, the cell, the backward pass, per dtype) and caches the machine code on disk; every later
+    process loads it in a fraction of a second.  Call this once after installing (or run
+    ``lstm-backends warmup`` in a shell) so that no real call pays for compilation.
+
+    Parameters
+    ----------
+    backends : str or sequence of str, optional
+        Backend names; default: ``numba`` and, where it can run, ``cuda``.
+    dtypes : numpy dtype or sequence of them
+        ``float32`` and/or ``float64`` (default both).
+    training : bool
+        Also the training kernels (``forward_train`` and ``backward``).
+    progress : callable, optional
+        ``progress(index, total, label)`` before each step (``index`` from 1).
+
+    Returns
+    -------
+    list of (str, float)
+        Each step's label and its seconds.
+
+    Examples
+    --------
+    >>> import lstm_backends as lb
+    >>> steps = lb.warmup(["numpy"], dtypes="float32")   # the reference has nothing to compile
+    >>> [label for label, seconds in steps]
+    ['numpy float32 forward', 'numpy float32 cell']
+    """
+    from ._registry import get_backend
+    from .testing import random_problem
+
+    names = _default_backends() if backends is None else [backends] if isinstance(backends, str) else list(backends)
+    if isinstance(dtypes, (str, np.dtype, type)):
+        dtypes = (dtypes,)
+    dtypes = [np.dtype(d) for d in dtypes]
+    plan: list[tuple[str, Callable[[], Any]]] = []
+    for name in names:
+        be = get_backend(name)  # an unknown or unavailable backend raises its own helpful error
+        if be.name == "numba":
+            from .backends.numba_backend import warmup as numba_warmup
+
+            plan.append(("numba", lambda: numba_warmup(dtypes, training=training, progress=_nested)))
+            continue
+        for dtype in dtypes:
+            if dtype not in be.dtypes:
+                continue
+            p = random_problem(3, 2, 3, 20, dtype=dtype, seed=0)
+            plan.append((f"{be.name} {dtype.name} forward", lambda be=be, p=p: p.forward(be)))
+            if "cell" in be.capabilities:
+                plan.append((f"{be.name} {dtype.name} cell",
+                             lambda be=be, p=p: be.cell(p.x[0], p.h0, p.c0, p.params)))
+            if training and "backward" in be.capabilities:
+                plan.append((f"{be.name} {dtype.name} forward_train + backward",
+                             lambda be=be, p=p: be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))))
+
+    # numba's own steps report through the same progress callback, numbered in one sequence
+    total = sum(_numba_steps(dtypes, training) if label == "numba" else 1 for label, _ in plan)
+    done: list[tuple[str, float]] = []
+    counter = [0]
+
+    def _report(label: str) -> None:
+        counter[0] += 1
+        if progress is not None:
+            progress(counter[0], total, label)
+
+    def _nested(_i: int, _n: int, label: str) -> None:
+        _report(label)
+
+    for label, run in plan:
+        if label == "numba":
+            done += run()
+            continue
+        _report(label)
+        t0 = time.perf_counter()
+        run()
+        done.append((label, time.perf_counter() - t0))
+    return done
+
+
+def _numba_steps(dtypes: Sequence[np.dtype], training: bool) -> int:
+    return len(dtypes) * (3 if training else 2)

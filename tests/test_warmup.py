@@ -1,0 +1,103 @@
+"""Compilation speaks, once: ``lstm-backends warmup`` / ``lb.warmup`` and the first-use notice.
+
+Each test runs fresh processes on a private, empty ``NUMBA_CACHE_DIR`` (compilation is per process
+and the cache is per directory).  No test asserts a time: whether a call compiled is read from
+Numba's own counters (cache hits and misses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import lstm_backends as lb
+
+pytest.importorskip("numba")
+
+NOTICE = "compiling the numba backend's"
+
+FIRST_CALLS = """
+import json, numpy as np
+import lstm_backends as lb
+from lstm_backends.backends import _numba as k
+p = lb.testing.random_problem(5, 3, 4, 20, dtype=np.float32, seed=0)
+be = lb.get_backend("numba")
+p.forward(be)
+be.cell(p.x[0], p.h0, p.c0, p.params)
+hits = {"entry_hits": sum(k.forward_entry.stats.cache_hits.values()),
+        "entry_misses": sum(k.forward_entry.stats.cache_misses.values()),
+        "worker_hits": k.worker(np.float32).cache_hits,
+        "cell_misses": sum(k.cell_entry.stats.cache_misses.values()) + sum(k.cell_team_entry.stats.cache_misses.values())}
+if TRAIN:
+    y, h, c, tape = p.forward_train(be)
+    be.backward(tape, *p.output_grads(seed=0))
+    hits["bwd_misses"] = sum(k.backward_entry.stats.cache_misses.values())
+    hits["bwd_worker_hits"] = k.bwd_worker(np.float32).cache_hits
+print(json.dumps(hits))
+"""
+
+
+def _python(code: str, cache: str, *args: str, train: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(lb.__file__)),
+                                                    env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-c", textwrap.dedent(code).replace("TRAIN", str(train))] if code else \
+        [sys.executable, "-m", "lstm_backends", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out
+
+
+def test_warmup_cli_compiles_with_progress_then_every_first_call_loads(tmp_path):
+    cache = str(tmp_path / "cache")
+    out = _python("", cache, "warmup", "--training", "--dtypes", "float32")
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("[1/3] numba float32 forward ...") for line in lines), out.stdout
+    assert any(line.startswith("[2/3] numba float32 cell ...") for line in lines), out.stdout
+    assert any(line.startswith("[3/3] numba float32 forward_train + backward ...") for line in lines), out.stdout
+    assert f"numba kernels cached in {cache}" in out.stdout
+    assert NOTICE not in out.stderr   # warmup says what it does; no first-use notice on top
+
+    first = _python(FIRST_CALLS, cache, train=True)
+    got = json.loads(first.stdout.strip().splitlines()[-1])
+    assert got == {"entry_hits": 1, "entry_misses": 0, "worker_hits": 1, "cell_misses": 0, "bwd_misses": 0,
+                   "bwd_worker_hits": 1}, got
+    assert NOTICE not in first.stderr   # a warm cache prints nothing
+
+
+def test_the_first_compiling_call_tells_once_and_a_warm_one_stays_silent(tmp_path):
+    cache = str(tmp_path / "cache")
+    cold = _python(FIRST_CALLS, cache)
+    assert cold.stderr.count(NOTICE) == 1, cold.stderr   # forward and cell both compiled: told once
+    assert "forward kernels for float32" in cold.stderr
+    assert f"cached in {cache}" in cold.stderr and "lstm-backends warmup" in cold.stderr
+    assert "setLevel(logging.ERROR)" in cold.stderr
+    warm = _python(FIRST_CALLS, cache)
+    assert json.loads(warm.stdout.strip().splitlines()[-1])["entry_misses"] == 0
+    assert NOTICE not in warm.stderr
+
+
+def test_the_notice_is_silenced_through_the_logger(tmp_path):
+    code = "import logging; logging.getLogger('lstm_backends').setLevel(logging.ERROR)\n" + FIRST_CALLS
+    assert NOTICE not in _python(code, str(tmp_path / "cache")).stderr
+
+
+def test_lb_warmup_reports_its_steps_and_refuses_what_it_cannot_compile():
+    seen = []
+    steps = lb.warmup(["numpy"], dtypes=("float32", "float64"), training=True,
+                      progress=lambda i, n, label: seen.append((i, n, label)))
+    assert [label for label, _ in steps] == [
+        "numpy float32 forward", "numpy float32 cell", "numpy float32 forward_train + backward",
+        "numpy float64 forward", "numpy float64 cell", "numpy float64 forward_train + backward"]
+    assert seen == [(i + 1, 6, label) for i, (label, _) in enumerate(steps)]
+    with pytest.raises(lb.UnknownBackendError):
+        lb.warmup(["no-such-backend"])
+    from lstm_backends.backends.numba_backend import warmup
+
+    with pytest.raises(ValueError, match="float32 and float64"):
+        warmup("float16")
