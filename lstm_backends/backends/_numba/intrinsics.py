@@ -111,6 +111,24 @@ def _st(typingctx, addr, val):
 
 
 @intrinsic
+def _ldw(typingctx, base, index):
+    """int64 word ``index`` of the block at address ``base`` (``_ld(base + 8 * index)`` in one call:
+    every integer operation costs Numba compile time, and the argument blocks have many words)."""
+    def codegen(context, builder, signature, args):
+        return builder.load(builder.gep(_i64p(builder, args[0]), [args[1]]), align=8)
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _stw(typingctx, base, index, val):
+    """Word ``index`` of the block at ``base`` = ``val`` (``_st(base + 8 * index, val)`` in one call)."""
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], builder.gep(_i64p(builder, args[0]), [args[1]]), align=8)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
 def _ldf(typingctx, proto, addr):
     """A float of ``proto``'s type at address ``addr``."""
     if not isinstance(proto, types.Float):

@@ -13,7 +13,7 @@ from numba.extending import overload
 
 from ._jit import _JIT
 from .blocks import *  # noqa: F403 -- the A_* word offsets and W_* sync words of the argument block
-from .intrinsics import _addr, _gate, _lanes_of, _ld, _ldf, _memcpy, _memzero, _st, _store_rel
+from .intrinsics import _addr, _gate, _lanes_of, _ld, _ldf, _ldw, _memcpy, _memzero, _st, _store_rel
 from .microkernels import MRMAX
 from .rows import _bias_panel, _carry_rows, _final_state, _pack_proj, _project_rows, _record, _rows_left, _t_of
 from .team import _handshake, _share, _wait_others
@@ -89,53 +89,53 @@ def _mkl_worker(proto, p, argp):
     V = _lanes_of(proto)
     NB = 4 * V
     isz = 64 // V
-    T = _ld(argp + 8 * A_T)
-    B = _ld(argp + 8 * A_B)
-    I = _ld(argp + 8 * A_I)  # noqa: E741
-    H = _ld(argp + 8 * A_H)
-    S = _ld(argp + 8 * A_S)
-    nsteps = _ld(argp + 8 * A_NSTEPS)
-    rev = _ld(argp + 8 * A_REV) != 0
-    NP = _ld(argp + 8 * A_NP)
-    NPP = _ld(argp + 8 * A_NPP)
-    flags = _ld(argp + 8 * A_FLAGS)
+    T = _ldw(argp, A_T)
+    B = _ldw(argp, A_B)
+    I = _ldw(argp, A_I)  # noqa: E741
+    H = _ldw(argp, A_H)
+    S = _ldw(argp, A_S)
+    nsteps = _ldw(argp, A_NSTEPS)
+    rev = _ldw(argp, A_REV) != 0
+    NP = _ldw(argp, A_NP)
+    NPP = _ldw(argp, A_NPP)
+    flags = _ldw(argp, A_FLAGS)
     clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
-    direct = _ld(argp + 8 * A_DIRECT) != 0
-    sync = _ld(argp + 8 * A_SYNC)
-    index, n = _handshake(sync, _ld(argp + 8 * A_NLAUNCH), _ld(argp + 8 * A_WAIT))
+    direct = _ldw(argp, A_DIRECT) != 0
+    sync = _ldw(argp, A_SYNC)
+    index, n = _handshake(sync, _ldw(argp, A_NLAUNCH), _ldw(argp, A_WAIT))
     if index >= n:
         return
     w = index
-    x = _ld(argp + 8 * A_X)
-    w_ih = _ld(argp + 8 * A_WIH)
-    w_hh = _ld(argp + 8 * A_WHH)
-    b_ih = _ld(argp + 8 * A_BIH)
-    b_hh = _ld(argp + 8 * A_BHH)
-    w_hr = _ld(argp + 8 * A_WHR)
-    peep = _ld(argp + 8 * A_PEEP)
-    pstep = _ld(argp + 8 * A_PSTEP)
-    ldpeep = _ld(argp + 8 * A_LDPEEP)
-    order = _ld(argp + 8 * A_ORDER)
-    lens = _ld(argp + 8 * A_LENS)
-    y = _ld(argp + 8 * A_Y)
-    ys0 = _ld(argp + 8 * A_YS0)
-    ys1 = _ld(argp + 8 * A_YS1)
-    whrp = _ld(argp + 8 * A_WHRP)
-    bp = _ld(argp + 8 * A_BP)
-    LD = _ld(argp + 8 * A_LD)
-    acc = _ld(argp + 8 * A_ACC)
-    hb = _ld(argp + 8 * A_HB)
-    LDH = _ld(argp + 8 * A_LDH)
-    c = _ld(argp + 8 * A_C)
-    LDC = _ld(argp + 8 * A_LDC)
-    rbuf = _ld(argp + 8 * A_R)
-    xarows = _ld(argp + 8 * A_XAROWS)
-    xa = _ld(argp + 8 * A_XA) + w * xarows * I * isz
-    tof = _ld(argp + 8 * A_TOF) + w * B * 8
-    zero = _ld(argp + 8 * A_ZERO)
-    tape_g = _ld(argp + 8 * A_TG)
-    tape_c = _ld(argp + 8 * A_TC)
-    tape_k = _ld(argp + 8 * A_TK)
+    x = _ldw(argp, A_X)
+    w_ih = _ldw(argp, A_WIH)
+    w_hh = _ldw(argp, A_WHH)
+    b_ih = _ldw(argp, A_BIH)
+    b_hh = _ldw(argp, A_BHH)
+    w_hr = _ldw(argp, A_WHR)
+    peep = _ldw(argp, A_PEEP)
+    pstep = _ldw(argp, A_PSTEP)
+    ldpeep = _ldw(argp, A_LDPEEP)
+    order = _ldw(argp, A_ORDER)
+    lens = _ldw(argp, A_LENS)
+    y = _ldw(argp, A_Y)
+    ys0 = _ldw(argp, A_YS0)
+    ys1 = _ldw(argp, A_YS1)
+    whrp = _ldw(argp, A_WHRP)
+    bp = _ldw(argp, A_BP)
+    LD = _ldw(argp, A_LD)
+    acc = _ldw(argp, A_ACC)
+    hb = _ldw(argp, A_HB)
+    LDH = _ldw(argp, A_LDH)
+    c = _ldw(argp, A_C)
+    LDC = _ldw(argp, A_LDC)
+    rbuf = _ldw(argp, A_R)
+    xarows = _ldw(argp, A_XAROWS)
+    xa = _ldw(argp, A_XA) + w * xarows * I * isz
+    tof = _ldw(argp, A_TOF) + w * B * 8
+    zero = _ldw(argp, A_ZERO)
+    tape_g = _ldw(argp, A_TG)
+    tape_c = _ldw(argp, A_TC)
+    tape_k = _ldw(argp, A_TK)
     proj = NPP > 0
     g0, g1 = _share(w, n, NP)
     j0, j1 = _share(w, n, NPP)

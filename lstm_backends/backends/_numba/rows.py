@@ -8,7 +8,7 @@ from numba import njit
 
 from ._jit import _JIT
 from .blocks import A_CN, A_HN
-from .intrinsics import _lanes_of, _ld, _ldf, _memcpy, _mk, _pack, _st, _stf
+from .intrinsics import _lanes_of, _ld, _ldf, _ldw, _memcpy, _mk, _pack, _st, _stf
 
 
 @njit(inline="always", **_JIT)
@@ -98,8 +98,8 @@ def _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH
 def _final_state(argp, fin, c, order, B, S, H, LDH, LDC, hc0, hc1, u0, u1, isz):
     """h_n (columns [hc0, hc1) of the last h buffer ``fin``) and c_n (units [u0, u1)) in the caller's
     row order."""
-    hn = _ld(argp + 8 * A_HN)
-    cn = _ld(argp + 8 * A_CN)
+    hn = _ldw(argp, A_HN)
+    cn = _ldw(argp, A_CN)
     for rr in range(B):
         b = _ld(order + 8 * rr)
         _memcpy(hn + (b * S + hc0) * isz, fin + (rr * LDH + hc0) * isz, (hc1 - hc0) * isz)
