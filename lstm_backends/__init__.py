@@ -24,9 +24,6 @@ The compiled backends compile each kernel on its first use and cache the machine
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
 from . import layouts
 from ._args import BACKWARD_FEATURES, CAPABILITIES, BackwardArgs, CellArgs, ForwardArgs, StackTape, Tape, TrainArgs
 from ._errors import BackendUnavailableError, UnknownBackendError, UnsupportedFeatureError
@@ -44,11 +41,6 @@ from ._registry import (
 from ._warmup import warmup
 from .backends._base import Availability, Backend
 from .layer import LSTM
-
-try:
-    __version__ = _version("lstm-backends")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "BACKWARD_FEATURES",
@@ -81,9 +73,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: ``lb.testing``, ``lb.onnx`` without importing them at start-up
+def __getattr__(name: str):  # lazy: ``lb.testing``, ``lb.onnx``, ``__version__`` without their imports at start-up
     if name in ("testing", "onnx"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name == "__version__":  # importlib.metadata alone costs ~25 ms of import time
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("lstm-backends")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            return "0+unknown"
     raise AttributeError(f"module 'lstm_backends' has no attribute {name!r}")
