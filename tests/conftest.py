@@ -7,6 +7,16 @@ def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
 
 
+def pytest_configure(config):
+    # A pytest process run under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1): close the race in its
+    # shared arrays (docs/upstream/numba-cuda-shared-array-race.md).  Simulator subprocesses install
+    # the same patch themselves (tests/test_cuda.py).  Does nothing otherwise.
+    from lstm_backends.testing._cudasim_patch import install, simulator_enabled
+
+    if simulator_enabled():
+        install()
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--run-slow") or os.environ.get("LSTM_BACKENDS_RUN_SLOW") == "1":
         return

@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from lstm_backends.testing._cudasim_patch import SIMULATOR_PRELUDE
 from lstm_backends.testing.conformance import CHECKS
 
 pytest.importorskip("numba_cuda", reason='needs the cuda extra: pip install "lstm-backends[cuda]"')
@@ -34,8 +35,10 @@ def _env(sim):
 
 
 def _run(code, sim=True, timeout=900):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=_env(sim), timeout=timeout)
+    # under the simulator, first patch the race in its shared arrays (lstm_backends.testing._cudasim_patch)
+    code = (SIMULATOR_PRELUDE if sim else "") + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(sim),
+                          timeout=timeout)
 
 
 def test_unavailable_without_driver_says_why_and_how_to_fix():
@@ -204,8 +207,11 @@ def test_warm_streaming_cell_allocates_nothing_on_the_device():
 def test_gpu_check_script_smoke_under_simulator(tmp_path):
     """The prepared GPU script runs end to end (tiny sizes, no torch) under the simulator."""
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_check.py")
-    res = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path)], capture_output=True,
-                         text=True, env=_env(True), timeout=900)
+    # the script as __main__, after the shared-array patch (SIMULATOR_PRELUDE)
+    run_script = (SIMULATOR_PRELUDE + "import runpy, sys\n"
+                  "sys.argv.pop(0)\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+    res = subprocess.run([sys.executable, "-c", run_script, script, "--smoke", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=_env(True), timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert (tmp_path / "gpu_check.json").exists() and "PASS" in res.stdout
 
