@@ -355,6 +355,42 @@ def test_a_team_that_does_not_form_runs_solo_with_the_same_bits():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("peephole", [False, True])
+def test_team_cell_on_any_number_of_threads_is_the_serial_cell(peephole):
+    """The team cell's workers never wait for each other: its region run on one thread (every
+    iteration in turn), or on more, gives the one-thread cell bit for bit, h_out aliasing h
+    included (the last worker to finish copies h)."""
+    import numba
+
+    from lstm_backends.backends import _numba as k
+
+    p = random_problem(1, 6, 24, 70, dtype=np.float32, seed=5, peephole=peephole)
+    w_ih, w_hh, b_ih, b_hh = p.params[:4]
+    dummy = np.zeros((0, 0), np.float32)
+    w_peep = dummy if p.params.w_peep is None else p.params.w_peep
+    x = p.x[0]
+    h_ref, c_ref = np.empty_like(p.h0), np.empty_like(p.c0)
+    scratch = nbb._aligned_empty(1 << 16, np.float32)
+    assert k.cell_entry(x, p.h0, p.c0, w_ih, w_hh, b_ih, b_hh, dummy, w_peep, h_ref, c_ref, 1 if peephole else 0,
+                        0.0, scratch) == 0
+    fn = k.cell_worker(np.float32).address
+    old = numba.get_num_threads()
+    try:
+        for threads, n in ((1, 3), (min(2, old), 2), (min(2, old), 5)):
+            h, c = p.h0.copy(), p.c0.copy()
+            words = np.zeros(k.NARGS + k.SYNC_LEN, np.int64)
+            assert k.cell_team_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, h, c, 1 if peephole else 0, 0.0,
+                                     scratch, words, n) == 0
+            numba.set_num_threads(threads)
+            k.run_team(fn, np.float32(0), words.ctypes.data, n)
+            numba.set_num_threads(old)
+            assert words[k.NARGS] == n  # every worker ran, once
+            np.testing.assert_array_equal(h, h_ref)
+            np.testing.assert_array_equal(c, c_ref)
+    finally:
+        numba.set_num_threads(old)
+
+
 @pytest.mark.parametrize("kind", FORCED)
 def test_weights_changed_in_place_are_used(kind):
     """Packing happens on every call: an in-place change of any weight shows in the next call."""

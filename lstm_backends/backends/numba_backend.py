@@ -486,7 +486,7 @@ class NumbaBackend(Backend):
             h, c = args.h_n, args.c_n
 
     def _cell_workers(self, batch: int, input_size: int, hidden: int, dtype: Any, projection: bool) -> int:
-        """Workers of a cell call: 1 (``cell_entry``) or a team (``cell_team_entry``).
+        """Workers of a cell call: 1 (``cell_entry``) or a team (``cell_team_entry`` and the cell workers).
 
         ``auto``: a team when there are two panels per worker and the weights are big enough
         (``4H (I + H)`` elements from 64 Ki on: below that a launch costs more than the halved
@@ -522,10 +522,12 @@ class NumbaBackend(Backend):
         workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, dtype, args.w_hr is not None)
         scratch = _cell_scratch(dtype)
         for _ in range(2):  # a second time only when the scratch was too small
-            if workers > 1:
-                need = _Threads.call(workers, k.cell_team_entry, args.x, args.h, args.c, args.w_ih, args.w_hh,
-                                     args.b_ih, args.b_hh, w_peep, args.h_out, args.c_out, flags, clip, scratch,
-                                     workers)
+            if workers > 1:  # prepared by the entry, run by the cell workers in the team region
+                words, argp, fn, zero = _cell_team(k, dtype)
+                need = k.cell_team_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh, w_peep,
+                                         args.h_out, args.c_out, flags, clip, scratch, words, workers)
+                if not need:
+                    _Threads.launch(k, fn, zero, argp, workers)
             else:
                 need = k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                                     dummy if args.w_hr is None else args.w_hr, w_peep, args.h_out, args.c_out, flags,
@@ -597,6 +599,19 @@ def _address_strides(a: np.ndarray, dtype: np.dtype) -> tuple[int, int, int]:
     last axis is contiguous (y / dy, possibly a view inside a wider array)."""
     isz = dtype.itemsize
     return a.ctypes.data, a.strides[0] // isz, a.strides[1] // isz
+
+
+def _cell_team(k: Any, dtype: np.dtype) -> tuple[np.ndarray, int, int, Any]:
+    """This thread's (argument block, its address, the cell worker's address, a zero of ``dtype``) for a
+    team cell call (kept: a streaming loop asks every step)."""
+    cache = getattr(_tls, "cell_team", None)
+    if cache is None:
+        cache = _tls.cell_team = {}
+    got = cache.get(dtype)
+    if got is None:
+        words = np.zeros(k.NARGS + k.SYNC_LEN, np.int64)
+        got = cache[dtype] = (words, words.ctypes.data, k.cell_worker(dtype).address, dtype.type(0))
+    return got
 
 
 def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:

@@ -16,8 +16,9 @@ same results as the others):
    step.  Wins at small batches (W_ih is streamed once, not once per step).
 4. **cell**: one step from the row-major weights, read in place (no packing: 16x16
    in-register transposes feed the same FMA chains); ``cell_team_entry`` splits its hidden
-   panels over a team in one ``prange`` region (each core keeps its block of the weights in
-   its own cache from call to call).
+   panels over a team of cell workers in ``run_team``, the one parallel region of every kernel
+   (each core keeps its block of the weights in its own cache from call to call; no worker waits
+   for another, the last to finish copies h).
 5. **mkl** (opt-in): the team structure on MKL's packed GEMM (sequential MKL); not
    bitwise equal to the others (MKL's own summation order).
 6. **training**: ``forward_train`` is versions 1-3 with the gate update also storing the
@@ -48,11 +49,16 @@ last panel).  float32 uses Eigen's clamped rational tanh (abs. error 3.6e-7) and
 sigma(x) = (1 + tanh(x/2)) / 2; float64 the branch-free ``tanh64``/``sigmoid64``/``exp64``
 below (<= 4e-16 relative, vectorised).
 
-Compile time.  Each worker is a C callback (``cfunc``) compiled on first use per dtype and
-gate variant (peephole / clip / input_forget are compile-time: a plain forward never compiles
-the others) and reached by address, so the parallel region (one for every kind and dtype) and
-the entry hold no copy of it; the heavy code is IR, which costs LLVM time only.  Nothing
-compiles at import; ``error_model="numpy"``.
+Compile time.  Nothing compiles at import; each kernel family compiles on its first call,
+per dtype: the forward (``forward_entry``, the worker, ``run_team``; ``forward_train`` shares
+them), the cell (``cell_entry`` or ``cell_team_entry``), the backward (``backward_entry``, its
+worker), MKL's worker.  Each worker is a C callback (``cfunc``) reached by address, so the
+parallel region (one for every kind and dtype) and the entry hold no copy of it.  The gate
+update's 8 feature variants stay one IR function inside the worker, switched at run time:
+measured, they cost ~0.2 s of a ~3.7 s worker compile, and a worker per variant would make
+every further variant's first call pay a whole worker.  Numba's typing costs ~1-2 ms per
+integer operation, so the argument blocks are read and written word by word through
+``_ldw`` / ``_stw`` (one call each).  ``error_model="numpy"``.
 
 Rooms (imports run one way, top to bottom)::
 
@@ -87,16 +93,17 @@ from numba import cfunc, types
 
 from ._jit import CACHE
 from .backward import _bwd_worker, backward_entry
-from .blocks import GARGS, NARGS, W_TEAM, WAIT_TICKS
-from .cell import cell_entry, cell_team_entry
+from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
+from .cell import _cell_worker, cell_entry, cell_team_entry
 from .forward import _worker, forward_entry
 from .gates import CLIP, IFORGET, PEEP
 from .intrinsics import math64_apply
 from .ir import _AVX512
 from .team import run_team
 
-__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "WAIT_TICKS", "W_TEAM", "backward_entry", "bwd_worker",
-           "cell_entry", "cell_team_entry", "forward_entry", "has_avx512", "math64_apply", "run_team", "worker"]
+__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "SYNC_LEN", "WAIT_TICKS", "W_TEAM", "backward_entry",
+           "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry", "has_avx512",
+           "math64_apply", "run_team", "worker"]
 
 _WORKERS: dict = {}
 
@@ -121,6 +128,12 @@ def bwd_worker(dtype):
     """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
     compiled or loaded from Numba's cache on first use."""
     return _callback((np.dtype(dtype).name, "backward"), _bwd_worker)
+
+
+def cell_worker(dtype):
+    """The cell team's worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``; see
+    ``cell_team_entry``), compiled or loaded from Numba's cache on first use."""
+    return _callback((np.dtype(dtype).name, "cell"), _cell_worker)
 
 
 def worker(dtype, gemm="own"):

@@ -31,6 +31,11 @@ SPINS_BEFORE_YIELD = 2000
  G_HROW, G_DPACC, G_ZERO, G_P, G_WHR, G_DWHR, G_MP, G_DHT, G_CR, G_LDM, G_WHRC, G_WHRP, G_DM) = range(60)
 GARGS = NARGS
 
+# Cell team argument block (int64 words), from ``cell_team_entry`` to the cell workers; the word
+# ``NARGS + W_ARRIVED`` after it counts the workers that finished.
+(C_B, C_I, C_H, C_S, C_NP, C_SPLIT, C_KS, C_LDT, C_LDC, C_FLAGS, C_CLIP, C_N, C_X, C_HIN, C_CIN, C_COUT, C_HOUT,
+ C_WIH, C_WHH, C_TILES, C_BIAS, C_HB, C_PEEP, C_PSTEP, C_LDPEEP) = range(25)
 
-__all__ = [name for name in dir() if name[:2] in ("A_", "G_", "W_")] + [
+
+__all__ = [name for name in dir() if name[:2] in ("A_", "C_", "G_", "W_")] + [
     "GARGS", "MAXTEAM", "NARGS", "SPINS_BEFORE_YIELD", "SYNC_LEN", "WAIT_TICKS"]
