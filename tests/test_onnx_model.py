@@ -238,8 +238,10 @@ def test_weights_fed_as_graph_inputs_run_in_the_whole_model():
 def test_each_lstm_node_is_built_once(monkeypatch):
     """Weights are converted when the model loads, not per run; weights fed at run time are the exception."""
     calls = []
-    convert = lbo._convert
-    monkeypatch.setattr(lbo, "_convert", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
+    from lstm_backends.onnx import _nodes
+
+    convert = _nodes._convert
+    monkeypatch.setattr(_nodes, "_convert", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
     model, _ = keras_style_model(0)
     session = lbo.load_model(model, backend="numpy")
     assert calls == ["lstm"]
@@ -271,8 +273,10 @@ def test_lstm_inside_a_subgraph(monkeypatch):
         [numpy_helper.from_array(w[k], k) for k in ("W", "R", "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     calls = []
-    convert = lbo._convert
-    monkeypatch.setattr(lbo, "_convert", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
+    from lstm_backends.onnx import _nodes
+
+    convert = _nodes._convert
+    monkeypatch.setattr(_nodes, "_convert", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
     session = lbo.load_model(model, backend="numpy")
     assert list(session.lstm_nodes) == ["branch.then_branch/LSTM_0"]
     assert session.lstm_nodes["branch.then_branch/LSTM_0"].call_time == ()

@@ -32,7 +32,8 @@ be.cell(p.x[0], p.h0, p.c0, p.params)
 hits = {"entry_hits": sum(k.forward_entry.stats.cache_hits.values()),
         "entry_misses": sum(k.forward_entry.stats.cache_misses.values()),
         "worker_hits": k.worker(np.float32).cache_hits,
-        "cell_misses": sum(k.cell_entry.stats.cache_misses.values()) + sum(k.cell_team_entry.stats.cache_misses.values())}
+        "cell_misses": sum(k.cell_entry.stats.cache_misses.values())
+        + sum(k.cell_team_entry.stats.cache_misses.values())}
 if TRAIN:
     y, h, c, tape = p.forward_train(be)
     be.backward(tape, *p.output_grads(seed=0))
