@@ -278,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="run the conformance suite against one backend or all",
                        description="Run the conformance checks; exit non-zero if any fails.")
     p.add_argument("backend", nargs="?", type=_backend_name, help="backend name (default: every available one)")
+    from .testing.conformance import CHECKS
+
     p.add_argument("--check", action="append", metavar="NAME", type=_check_name,
-                   help="run only this check, repeatable")
+                   help=f"run only this check, repeatable; one of: {', '.join(CHECKS)}")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("onnx", help="list the LSTM nodes of an ONNX model and check them against onnxruntime",
                        description="List every LSTM node of an ONNX file with its attributes and the backend "

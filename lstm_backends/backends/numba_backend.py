@@ -78,7 +78,7 @@ def _kernels() -> Any:
 
 _log = logging.getLogger("lstm_backends")
 _FIRST_USE: set = set()   # (kernel family, dtype name) whose first call started in this process
-_told = threading.Event()
+_TOLD: set = set()        # (kernel family, dtype name) whose compilation the user was told of
 
 
 def cache_dir() -> str | None:
@@ -94,25 +94,28 @@ def cache_dir() -> str | None:
 
 
 def _tell_compiling(family: str, dtype: str) -> None:
-    """Once per process, as compilation starts: what is compiling, where it is cached, how to avoid it."""
-    if _told.is_set():
+    """As a kernel family starts compiling in this process: what compiles; the first time also where
+    it is cached and how to avoid it (one line each)."""
+    key = (family, dtype)
+    if key in _TOLD:
         return
-    _told.set()
+    _TOLD.add(key)
+    if len(_TOLD) > 1:
+        _log.warning("lstm_backends: compiling the numba backend's %s kernels for %s (first use only)", family, dtype)
+        return
     where = cache_dir()
     _log.warning(
-        "lstm_backends: compiling the numba backend's %s kernels for %s (first use; this takes a few seconds). "
-        "The machine code is cached%s, so later processes load it in a fraction of a second. To compile ahead "
-        "of time, run `lstm-backends warmup` (add --training for forward_train/backward) or lstm_backends.warmup(). "
-        "Silence this with logging.getLogger('lstm_backends').setLevel(logging.ERROR).",
-        family, dtype, f" in {where}" if where else " nowhere (caching is off)")
+        "lstm_backends: compiling the numba backend's %s kernels for %s (first use only: %s). Compile them all "
+        "ahead of time with `lstm-backends warmup --training`; silence this with "
+        "logging.getLogger('lstm_backends').setLevel(logging.ERROR)", family, dtype,
+        f"cached in {where}" if where else "caching is off, every process compiles again")
 
 
 def _first_use(family: str, dtype: np.dtype, run: Any, *args: Any) -> Any:
     """``run(*args)``, the first call of ``family`` in ``dtype`` in this process, watching Numba's compiler
-    events: when it compiles (rather than loading from the cache), the user is told once per process."""
+    events: when it compiles (rather than loading from the cache), the user is told (see
+    :func:`_tell_compiling`)."""
     _FIRST_USE.add((family, dtype.name))
-    if _told.is_set():
-        return run(*args)
     from numba.core import event
 
     class _Watch(event.Listener):
