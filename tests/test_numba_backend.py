@@ -379,10 +379,9 @@ def test_team_cell_on_any_number_of_threads_is_the_serial_cell(peephole):
         for threads, n in ((1, 3), (min(2, old), 2), (min(2, old), 5)):
             h, c = p.h0.copy(), p.c0.copy()
             words = np.zeros(k.NARGS + k.SYNC_LEN, np.int64)
-            assert k.cell_team_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, h, c, 1 if peephole else 0, 0.0,
-                                     scratch, words, n) == 0
             numba.set_num_threads(threads)
-            k.run_team(fn, np.float32(0), words.ctypes.data, n)
+            assert k.cell_team_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, h, c, 1 if peephole else 0, 0.0,
+                                     scratch, words, n, fn) == 0
             numba.set_num_threads(old)
             assert words[k.NARGS] == n  # every worker ran, once
             np.testing.assert_array_equal(h, h_ref)

@@ -77,7 +77,7 @@ def _kernels() -> Any:
 
 
 _log = logging.getLogger("lstm_backends")
-_FIRST_USE: set = set()   # (kernel family, dtype name) whose first call started in this process
+_FIRST_USE: set = set()   # (kernel family, dtype) whose first call started in this process (not dtype.name: slow)
 _TOLD: set = set()        # (kernel family, dtype name) whose compilation the user was told of
 
 
@@ -115,7 +115,7 @@ def _first_use(family: str, dtype: np.dtype, run: Any, *args: Any) -> Any:
     """``run(*args)``, the first call of ``family`` in ``dtype`` in this process, watching Numba's compiler
     events: when it compiles (rather than loading from the cache), the user is told (see
     :func:`_tell_compiling`)."""
-    _FIRST_USE.add((family, dtype.name))
+    _FIRST_USE.add((family, dtype))
     from numba.core import event
 
     class _Watch(event.Listener):
@@ -407,7 +407,7 @@ class NumbaBackend(Backend):
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
     def _run(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
-        if ("forward", args.dtype.name) not in _FIRST_USE:
+        if ("forward", args.dtype) not in _FIRST_USE:
             _first_use("forward", args.dtype, self._run_kernels, args, tape)
         else:
             self._run_kernels(args, tape)
@@ -454,7 +454,7 @@ class NumbaBackend(Backend):
             self._misses = 0
 
     def _backward(self, args: BackwardArgs) -> None:
-        if ("backward", args.tape.dtype.name) not in _FIRST_USE:
+        if ("backward", args.tape.dtype) not in _FIRST_USE:
             _first_use("backward", args.tape.dtype, self._backward_kernels, args)
         else:
             self._backward_kernels(args)
@@ -511,7 +511,7 @@ class NumbaBackend(Backend):
         return workers
 
     def _cell(self, args: CellArgs) -> None:
-        if ("cell", args.dtype.name) not in _FIRST_USE:
+        if ("cell", args.dtype) not in _FIRST_USE:
             _first_use("cell", args.dtype, self._cell_kernels, args)
         else:
             self._cell_kernels(args)
@@ -525,12 +525,11 @@ class NumbaBackend(Backend):
         workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, dtype, args.w_hr is not None)
         scratch = _cell_scratch(dtype)
         for _ in range(2):  # a second time only when the scratch was too small
-            if workers > 1:  # prepared by the entry, run by the cell workers in the team region
-                words, argp, fn, zero = _cell_team(k, dtype)
-                need = k.cell_team_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh, w_peep,
-                                         args.h_out, args.c_out, flags, clip, scratch, words, workers)
-                if not need:
-                    _Threads.launch(k, fn, zero, argp, workers)
+            if workers > 1:  # the entry prepares and runs the cell workers in the team region
+                words, fn = _cell_team(k, dtype)
+                need = _Threads.call(workers, k.cell_team_entry, args.x, args.h, args.c, args.w_ih, args.w_hh,
+                                     args.b_ih, args.b_hh, w_peep, args.h_out, args.c_out, flags, clip, scratch,
+                                     words, workers, fn)
             else:
                 need = k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                                     dummy if args.w_hr is None else args.w_hr, w_peep, args.h_out, args.c_out, flags,
@@ -604,16 +603,15 @@ def _address_strides(a: np.ndarray, dtype: np.dtype) -> tuple[int, int, int]:
     return a.ctypes.data, a.strides[0] // isz, a.strides[1] // isz
 
 
-def _cell_team(k: Any, dtype: np.dtype) -> tuple[np.ndarray, int, int, Any]:
-    """This thread's (argument block, its address, the cell worker's address, a zero of ``dtype``) for a
-    team cell call (kept: a streaming loop asks every step)."""
+def _cell_team(k: Any, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """This thread's argument block and the cell worker's address for a team cell call of ``dtype``
+    (kept: a streaming loop asks every step)."""
     cache = getattr(_tls, "cell_team", None)
     if cache is None:
         cache = _tls.cell_team = {}
     got = cache.get(dtype)
     if got is None:
-        words = np.zeros(k.NARGS + k.SYNC_LEN, np.int64)
-        got = cache[dtype] = (words, words.ctypes.data, k.cell_worker(dtype).address, dtype.type(0))
+        got = cache[dtype] = (np.zeros(k.NARGS + k.SYNC_LEN, np.int64), k.cell_worker(dtype).address)
     return got
 
 
@@ -682,7 +680,7 @@ def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
             progress(i, len(steps), label)
         t0 = time.perf_counter()
         for family in ("forward", "cell", "backward"):  # warmup says what it compiles: no notice
-            _FIRST_USE.add((family, label.split()[1]))
+            _FIRST_USE.add((family, np.dtype(label.split()[1])))
         run()
         done.append((label, time.perf_counter() - t0))
     return done

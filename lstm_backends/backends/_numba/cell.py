@@ -15,6 +15,7 @@ from .blocks import *  # noqa: F403 -- the C_* word offsets of the cell team's a
 from .intrinsics import _addr, _atomic_add, _gate, _lanes_of, _ldf, _ldw, _memcpy, _memzero, _mkt, _stf, _stw, _zero_of
 from .microkernels import MRCELL
 from .rows import _bias_panel
+from .team import run_team
 
 
 @njit(inline="always", **_JIT)
@@ -140,16 +141,16 @@ def cell_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h_out, c_out, flag
 
 
 @njit(**_JIT)
-def cell_team_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, h_out, c_out, flags, clip, scratch, words, n):
-    """Prepare :func:`cell_entry` (without a projection) for a team of ``n`` cell workers
-    (``cell_worker``, launched by the caller with ``run_team(fn, zero, address of words, n)``): the
-    bias in the scratch, the cell argument block (``C_*``) at the start of ``words`` (int64, at
-    least ``NARGS + SYNC_LEN``) and its finish counter.  Worker ``p`` takes hidden panels
+def cell_team_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, h_out, c_out, flags, clip, scratch, words, n, fn):
+    """:func:`cell_entry` (without a projection) on a team of ``n`` cell workers (the C callback at
+    address ``fn``, ``cell_worker``) in ``run_team``: the bias in the scratch, the cell argument block
+    (``C_*``) at the start of ``words`` (int64, at least ``NARGS + SYNC_LEN``) and its finish counter,
+    then the region (one call from Python: the caller sets Numba's thread count).  Worker ``p`` takes hidden panels
     ``[p NP / n, (p+1) NP / n)`` (each core keeps its block of the W_ih / W_hh rows in its cache
     from call to call); every panel is the same FMA chains as in ``cell_entry``: bitwise equal.  h
     is gathered in the scratch and copied to ``h_out`` by the worker that finishes last (``h_out``
     may be ``h``, which every worker reads whole).  Nothing waits: the iterations may run on any
-    number of threads.  Returns the scratch size needed (0: prepared; else nothing was)."""
+    number of threads.  Returns the scratch size needed (0: done; else nothing ran)."""
     B = x.shape[0]
     H = c.shape[1]
     S = h.shape[1]
@@ -188,6 +189,7 @@ def cell_team_entry(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, h_out, c_out, flags
     _stw(a, C_PSTEP, pstep)
     _stw(a, C_LDPEEP, ldpeep)
     _stw(a, NARGS + W_ARRIVED, 0)   # the finish counter
+    run_team(fn, proto, a, n)
     return 0
 
 
