@@ -110,11 +110,15 @@ def load_last_bench() -> dict | None:
 
 
 def _mkl_pairs(record: dict) -> list[tuple[str, float, float]]:
-    """(size, own seconds, mkl seconds) of every size where the record timed both, trustworthy rows only."""
+    """(size, own seconds, mkl seconds) of every size where the record timed both, trustworthy rows only,
+    and only sizes of at least a quarter of the probe's work (a toy bench says nothing about the GEMMs)."""
+    from ._bench import parse_size
+
     times: dict[tuple[str, str], float] = {}
     for row in record.get("rows", []):
         try:
-            if row["name"] in (OWN, MKL) and row["agrees"] and not row.get("noisy"):
+            if (row["name"] in (OWN, MKL) and row["agrees"] and not row.get("noisy")
+                    and parse_size(row["size"]).flops >= PROBE_SIZE.flops / 4):
                 times[row["name"], row["size"]] = float(row["median_s"])
         except (KeyError, TypeError, ValueError):
             continue

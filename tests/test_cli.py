@@ -342,6 +342,21 @@ def test_info_mkl_advice_comes_from_the_last_bench_on_this_cpu(_private_cache, m
     assert "T=100,B=16,I=128,H=256: own 30 ms, mkl 10 ms (MKL 3x faster)" in advice and "1 of 1 sizes" in advice
 
 
+def test_info_mkl_advice_ignores_a_toy_bench(_private_cache, monkeypatch):
+    """A bench of toy sizes (a quarter of the probe's work or less) says nothing about the GEMMs: probe."""
+    from lstm_backends import _probe
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import Result
+
+    def row(name, ms):
+        return Result(Size(20, 4, 16, 32), name, ms / 1e3, [ms / 1e3], 1.0, 1.0, 0.1, True)
+
+    monkeypatch.setattr(_probe, "probe_mkl_vs_own", lambda *a, **k: (0.004, 0.002, 2))
+    _probe.save_last_bench([row("ours:numba", 0.1), row("ours:numba@mkl", 0.3)], threads=2, dtype="float32")
+    advice = _probe.mkl_advice()
+    assert "probed now" in advice and "MKL 2x faster here" in advice
+
+
 def test_info_mkl_advice_probes_without_a_stored_bench(monkeypatch):
     from lstm_backends import _probe
 
