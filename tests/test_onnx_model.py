@@ -287,6 +287,35 @@ def test_lstm_inside_a_subgraph(monkeypatch):
     assert calls == ["branch.then_branch/LSTM_0"], "the evaluator's node is the one built at load"
 
 
+def test_identical_lstm_nodes_over_different_constants_get_their_own_weights():
+    """Both branches of an If hold the same LSTM node text over their own initializers of the same
+    names: the evaluator's node cannot tell which one it is, and each branch must still get its own
+    weights (no silent mix-up)."""
+    w_then, w_else = random_weights("forward", seed=7), random_weights("forward", seed=8)
+
+    def branch(name, w):
+        return helper.make_graph(
+            [helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "Y_h"], hidden_size=H)], name, [],
+            [helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(w[k], k) for k in ("W", "R", "B")])
+
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["out"], name="branch", then_branch=branch("then", w_then),
+                          else_branch=branch("else", w_else))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, I]),
+              helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = lbo.load_model(model, backend="numpy")
+    x = np.random.default_rng(9).standard_normal((4, 2, I)).astype(np.float32)
+    outs = {}
+    for flag in (True, False):
+        feeds = {"x": x, "flag": np.array(flag)}
+        outs[flag] = session.run(None, feeds)[0]
+        agree([outs[flag]], ort_run(model, feeds), f"If branch {flag}")
+    assert np.abs(outs[True] - outs[False]).max() > 1e-3   # the two branches' weights really differ
+
+
 def test_unnamed_outputs_do_not_leak_into_absent_inputs():
     """An LSTM whose Y is unnamed (""), followed by one whose B is absent (""): the evaluator keeps
     both under the name "", so the first node must hand back None there, not its Y."""

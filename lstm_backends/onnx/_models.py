@@ -131,7 +131,15 @@ class OnnxModel:
                 overridable = frozenset(role for role, ref in lstm.weight_names.items()
                                         if not path and ref in feedable and ref in initializers)
                 self.lstm_nodes[lstm.name] = lstm
-                nodes[_node_key(node)] = (lstm, overridable)
+                key = _node_key(node)
+                if key in nodes:
+                    # The same node text in two places (the branches of an If, each with constants of its
+                    # own under the same names): the evaluator cannot tell them apart, so every weight it
+                    # hands over is compared with the first one's and converted when it differs.
+                    first, _ = nodes[key]
+                    overridable = frozenset(first.weight_names)
+                    lstm = first
+                nodes[key] = (lstm, overridable)
         self._optional = feedable & initializers
         self.input_names = [i.name for i in graph.input if i.name not in initializers]
         self.output_names = [o.name for o in graph.output]
