@@ -7,7 +7,8 @@ The answer comes from a measurement on this machine, never from a sentence writt
    this CPU (``bench`` keeps a small summary, :func:`save_last_bench`, in :func:`cache_dir`);
 2. otherwise a short probe (:func:`probe_mkl_vs_own`): one float32 forward of
    :data:`PROBE_SIZE` with each GEMM, alternated, :data:`PROBE_REPEATS` times, the minimum of
-   each (about a second, most of it loading the compiled kernels).
+   each (about a second, most of it loading the compiled kernels; seconds more the first time,
+   when they compile).
 
 The summary lives in ``$LSTM_BACKENDS_CACHE_DIR`` if set (set it empty to keep and read
 nothing), else ``$XDG_CACHE_HOME/lstm_backends``, else ``~/.cache/lstm_backends``.

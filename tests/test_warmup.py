@@ -85,6 +85,25 @@ def test_each_compiling_family_says_so_once_and_a_warm_cache_stays_silent(tmp_pa
     assert NOTICE not in warm.stderr
 
 
+def test_kernels_warmup_skipped_still_say_so(tmp_path):
+    """lb.warmup() without training compiles no backward: in the same process, the first backward
+    says that it compiles (and nothing else does: the forward was warmed up, silently)."""
+    code = """
+    import numpy as np
+    import lstm_backends as lb
+    lb.warmup(["numba"], "float32")
+    p = lb.testing.random_problem(5, 3, 4, 20, dtype=np.float32, seed=0)
+    be = lb.get_backend("numba")
+    p.forward(be)
+    y, h, c, tape = p.forward_train(be)
+    be.backward(tape, *p.output_grads(seed=0))
+    print("{}")
+    """
+    out = _python(code, str(tmp_path / "cache"))
+    told = [line for line in out.stderr.splitlines() if NOTICE in line]
+    assert len(told) == 1 and "backward kernels for float32" in told[0], out.stderr
+
+
 def test_the_notice_is_silenced_through_the_logger(tmp_path):
     code = "import logging; logging.getLogger('lstm_backends').setLevel(logging.ERROR)\n" + FIRST_CALLS
     assert NOTICE not in _python(code, str(tmp_path / "cache")).stderr

@@ -77,8 +77,9 @@ def _kernels() -> Any:
 
 
 _log = logging.getLogger("lstm_backends")
-_FIRST_USE: set = set()   # (kernel family, dtype) whose first call started in this process (not dtype.name: slow)
-_TOLD: set = set()        # (kernel family, dtype name) whose compilation the user was told of
+_FIRST_USE: set = set()   # (kernels, dtype) whose first call started in this process (not dtype.name: slow)
+_TOLD: set = set()        # (kernels, dtype name) whose compilation the user was told of
+_quiet = threading.local()   # .on while warmup() runs: it says what it compiles itself
 
 
 def cache_dir() -> str | None:
@@ -93,40 +94,47 @@ def cache_dir() -> str | None:
     return getattr(cache, "cache_path", None) if k.CACHE else None
 
 
-def _tell_compiling(family: str, dtype: str) -> None:
-    """As a kernel family starts compiling in this process: what compiles; the first time also where
-    it is cached and how to avoid it (one line each)."""
-    key = (family, dtype)
-    if key in _TOLD:
+def _tell_compiling(what: str, dtype: str) -> None:
+    """As kernels start compiling in this process: which; the first time also where they are cached
+    and how to avoid it (one line each)."""
+    key = (what, dtype)
+    if key in _TOLD or getattr(_quiet, "on", False):
         return
     _TOLD.add(key)
     if len(_TOLD) > 1:
-        _log.warning("lstm_backends: compiling the numba backend's %s kernels for %s (first use only)", family, dtype)
+        _log.warning("lstm_backends: compiling the numba backend's %s kernels for %s (first use only)", what, dtype)
         return
     where = cache_dir()
     _log.warning(
         "lstm_backends: compiling the numba backend's %s kernels for %s (first use only: %s). Compile them all "
         "ahead of time with `lstm-backends warmup --training`; silence this with "
-        "logging.getLogger('lstm_backends').setLevel(logging.ERROR)", family, dtype,
+        "logging.getLogger('lstm_backends').setLevel(logging.ERROR)", what, dtype,
         f"cached in {where}" if where else "caching is off, every process compiles again")
 
 
-def _first_use(family: str, dtype: np.dtype, run: Any, *args: Any) -> Any:
-    """``run(*args)``, the first call of ``family`` in ``dtype`` in this process, watching Numba's compiler
-    events: when it compiles (rather than loading from the cache), the user is told (see
-    :func:`_tell_compiling`)."""
-    _FIRST_USE.add((family, dtype))
+def _first_use(key: tuple[str, np.dtype], run: Any, *args: Any) -> Any:
+    """``run(*args)``, the first call of the kernels ``key = (what, dtype)`` in this process, watching
+    Numba's compiler events: when this thread compiles one of the package's kernels (rather than
+    loading it from the cache), the user is told (see :func:`_tell_compiling`)."""
+    _FIRST_USE.add(key)
     from numba.core import event
+
+    what, dtype = key
+    me = threading.get_ident()
 
     class _Watch(event.Listener):
         def on_start(self, ev: Any) -> None:
-            _tell_compiling(family, dtype.name)
+            if threading.get_ident() == me and str(ev.data.get("module", "")).startswith(_KERNEL_MODULES):
+                _tell_compiling(what, dtype.name)
 
         def on_end(self, ev: Any) -> None:
             pass
 
     with event.install_listener("numba:run_pass", _Watch()):
         return run(*args)
+
+
+_KERNEL_MODULES = "lstm_backends.backends._numba"
 
 
 def _lanes(dtype: np.dtype) -> int:
@@ -407,8 +415,9 @@ class NumbaBackend(Backend):
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
     def _run(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
-        if ("forward", args.dtype) not in _FIRST_USE:
-            _first_use("forward", args.dtype, self._run_kernels, args, tape)
+        key = ("forward" if self.gemm != "mkl" else "MKL forward", args.dtype)
+        if key not in _FIRST_USE:
+            _first_use(key, self._run_kernels, args, tape)
         else:
             self._run_kernels(args, tape)
 
@@ -454,8 +463,9 @@ class NumbaBackend(Backend):
             self._misses = 0
 
     def _backward(self, args: BackwardArgs) -> None:
-        if ("backward", args.tape.dtype) not in _FIRST_USE:
-            _first_use("backward", args.tape.dtype, self._backward_kernels, args)
+        key = ("backward", args.tape.dtype)
+        if key not in _FIRST_USE:
+            _first_use(key, self._backward_kernels, args)
         else:
             self._backward_kernels(args)
 
@@ -511,18 +521,19 @@ class NumbaBackend(Backend):
         return workers
 
     def _cell(self, args: CellArgs) -> None:
-        if ("cell", args.dtype) not in _FIRST_USE:
-            _first_use("cell", args.dtype, self._cell_kernels, args)
+        workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, args.dtype, args.w_hr is not None)
+        key = ("cell" if workers == 1 else "team cell", args.dtype)
+        if key not in _FIRST_USE:
+            _first_use(key, self._cell_kernels, args, workers)
         else:
-            self._cell_kernels(args)
+            self._cell_kernels(args, workers)
 
-    def _cell_kernels(self, args: CellArgs) -> None:
+    def _cell_kernels(self, args: CellArgs, workers: int) -> None:
         k = _kernels()
         dtype = args.dtype
         flags, clip = _features(args)
         dummy = _DUMMIES[dtype]
         w_peep = dummy if args.w_peep is None else args.w_peep
-        workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, dtype, args.w_hr is not None)
         scratch = _cell_scratch(dtype)
         for _ in range(2):  # a second time only when the scratch was too small
             if workers > 1:  # the entry prepares and runs the cell workers in the team region
@@ -679,8 +690,10 @@ def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
         if progress is not None:
             progress(i, len(steps), label)
         t0 = time.perf_counter()
-        for family in ("forward", "cell", "backward"):  # warmup says what it compiles: no notice
-            _FIRST_USE.add((family, np.dtype(label.split()[1])))
-        run()
+        _quiet.on = True  # warmup says what it compiles: no notice
+        try:
+            run()
+        finally:
+            _quiet.on = False
         done.append((label, time.perf_counter() - t0))
     return done

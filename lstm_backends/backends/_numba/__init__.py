@@ -88,6 +88,8 @@ helper in a copy of the package.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import cfunc, types
 
@@ -106,6 +108,7 @@ __all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "SYNC_LEN", "WAIT_TICKS"
            "math64_apply", "run_team", "worker"]
 
 _WORKERS: dict = {}
+_WORKERS_LOCK = threading.Lock()
 
 
 def has_avx512() -> bool:
@@ -115,12 +118,15 @@ def has_avx512() -> bool:
 
 def _callback(key, fn):
     """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)`` of ``key[0]``'s dtype, compiled
-    or loaded from Numba's cache on first use, kept under ``key``."""
+    or loaded from Numba's cache on first use (once, whatever the threads asking), kept under ``key``."""
     cf = _WORKERS.get(key)
     if cf is None:
-        ft = types.float32 if key[0] == "float32" else types.float64
-        cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
-        _WORKERS[key] = cf
+        with _WORKERS_LOCK:
+            cf = _WORKERS.get(key)
+            if cf is None:
+                ft = types.float32 if key[0] == "float32" else types.float64
+                cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
+                _WORKERS[key] = cf
     return cf
 
 

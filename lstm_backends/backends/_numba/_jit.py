@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 import warnings
 from typing import Any
 
@@ -68,6 +69,7 @@ except ImportError:  # pragma: no cover - numba without its caching module
     _caching = _config = None
 
 _LocatorBase: Any = getattr(_caching, "_CacheLocator", object)
+_asking = threading.local()   # .on while PackageStampLocator asks the other locators
 
 
 class PackageStampLocator(_LocatorBase):
@@ -79,14 +81,18 @@ class PackageStampLocator(_LocatorBase):
 
     @classmethod
     def from_function(cls, py_func: Any, py_file: str) -> Any:
-        if not _in_package(py_file):
+        if not _in_package(py_file) or getattr(_asking, "on", False):
+            return None   # (also when another wrapping locator asks the list again: no endless recursion)
+        _asking.on = True
+        try:
+            for other in _caching.CacheImpl._locator_classes:
+                if other is not cls:
+                    inner = other.from_function(py_func, py_file)
+                    if inner is not None:
+                        return cls(inner)
             return None
-        for other in _caching.CacheImpl._locator_classes:
-            if other is not cls:
-                inner = other.from_function(py_func, py_file)
-                if inner is not None:
-                    return cls(inner)
-        return None
+        finally:
+            _asking.on = False
 
     def ensure_cache_path(self) -> None:
         self._inner.ensure_cache_path()
