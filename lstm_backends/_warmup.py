@@ -56,49 +56,30 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
     if isinstance(dtypes, (str, np.dtype, type)):
         dtypes = (dtypes,)
     dtypes = [np.dtype(d) for d in dtypes]
-    plan: list[tuple[str, Callable[[], Any]]] = []
+    steps: list[tuple[str, Callable[[], Any]]] = []
     for name in names:
         be = get_backend(name)  # an unknown or unavailable backend raises its own helpful error
         if be.name == "numba":
-            from .backends.numba_backend import warmup as numba_warmup
+            from .backends.numba_backend import warmup_steps
 
-            plan.append(("numba", lambda: numba_warmup(dtypes, training=training, progress=_nested)))
+            steps += warmup_steps(dtypes, training=training)
             continue
         for dtype in dtypes:
             if dtype not in be.dtypes:
                 continue
             p = random_problem(3, 2, 3, 20, dtype=dtype, seed=0)
-            plan.append((f"{be.name} {dtype.name} forward", lambda be=be, p=p: p.forward(be)))
+            steps.append((f"{be.name} {dtype.name} forward", lambda be=be, p=p: p.forward(be)))
             if "cell" in be.capabilities:
-                plan.append((f"{be.name} {dtype.name} cell",
-                             lambda be=be, p=p: be.cell(p.x[0], p.h0, p.c0, p.params)))
+                steps.append((f"{be.name} {dtype.name} cell",
+                              lambda be=be, p=p: be.cell(p.x[0], p.h0, p.c0, p.params)))
             if training and "backward" in be.capabilities:
-                plan.append((f"{be.name} {dtype.name} forward_train + backward",
-                             lambda be=be, p=p: be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))))
-
-    # numba's own steps report through the same progress callback, numbered in one sequence
-    total = sum(_numba_steps(dtypes, training) if label == "numba" else 1 for label, _ in plan)
+                steps.append((f"{be.name} {dtype.name} forward_train + backward",
+                              lambda be=be, p=p: be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))))
     done: list[tuple[str, float]] = []
-    counter = [0]
-
-    def _report(label: str) -> None:
-        counter[0] += 1
+    for i, (label, run) in enumerate(steps, 1):
         if progress is not None:
-            progress(counter[0], total, label)
-
-    def _nested(_i: int, _n: int, label: str) -> None:
-        _report(label)
-
-    for label, run in plan:
-        if label == "numba":
-            done += run()
-            continue
-        _report(label)
+            progress(i, len(steps), label)
         t0 = time.perf_counter()
         run()
         done.append((label, time.perf_counter() - t0))
     return done
-
-
-def _numba_steps(dtypes: Sequence[np.dtype], training: bool) -> int:
-    return len(dtypes) * (3 if training else 2)

@@ -58,7 +58,8 @@ import numpy as np
 from .._args import BackwardArgs, CellArgs, ForwardArgs, Tape, TrainArgs
 from ._base import Availability, Backend
 
-__all__ = ["KINDS", "NumbaBackend", "auto_kind", "cache_dir", "describe_threads", "last_team_size", "warmup"]
+__all__ = ["KINDS", "NumbaBackend", "auto_kind", "cache_dir", "describe_threads", "last_team_size", "warmup",
+           "warmup_steps"]
 
 #: kinds that ``NumbaBackend(kind=...)`` / ``LSTM_BACKENDS_NUMBA_KIND`` may force
 KINDS = ("auto", "serial", "serial+bulk", "team", "team+bulk")
@@ -636,13 +637,9 @@ def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:
     return s
 
 
-def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
-           progress: Any = None) -> list[tuple[str, float]]:
-    """Compile (or load from Numba's on-disk cache) the kernels of the given dtypes.
-
-    Call once (``lstm-backends warmup`` from a shell) to take compilation out of the first real
-    calls: the machine code lands in :func:`cache_dir`, and every later process loads it in a
-    fraction of a second.  With a warm cache this only loads machine code.
+def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = False) -> list[tuple[str, Any]]:
+    """The steps of :func:`warmup`: ``(label, run)`` pairs, each ``run()`` compiling (or loading) one
+    kernel family of one dtype on a tiny problem, without the first-use notice.
 
     Parameters
     ----------
@@ -650,13 +647,10 @@ def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
         ``float32`` and/or ``float64``.
     training : bool
         Also the training kernels (``forward_train`` shares the forward kernels; ``backward`` has its own).
-    progress : callable, optional
-        ``progress(index, total, label)`` before each step (``index`` from 1), e.g. to print it.
 
     Returns
     -------
-    list of (str, float)
-        Each step's label and seconds.
+    list of (str, callable)
     """
     from ..testing import random_problem
 
@@ -682,18 +676,51 @@ def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
                 be = NumbaBackend(kind=kind)
                 be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))
 
-        steps += [(f"numba {dtype.name} forward", forward), (f"numba {dtype.name} cell", cell)]
+        families = [("forward", forward), ("cell", cell)]
         if training:
-            steps.append((f"numba {dtype.name} forward_train + backward", backward))
+            families.append(("forward_train + backward", backward))
+        steps += [(f"numba {dtype.name} {what}", functools.partial(_quietly, run)) for what, run in families]
+    return steps
+
+
+def _quietly(run: Any) -> None:
+    """``run()`` without the first-use notice (warmup says what it compiles itself)."""
+    _quiet.on = True
+    try:
+        run()
+    finally:
+        _quiet.on = False
+
+
+def warmup(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
+           progress: Any = None) -> list[tuple[str, float]]:
+    """Compile (or load from Numba's on-disk cache) the kernels of the given dtypes.
+
+    Call once (``lstm-backends warmup`` from a shell, or :func:`lstm_backends.warmup`) to take
+    compilation out of the first real calls: the machine code lands in :func:`cache_dir`, and
+    every later process loads it in a fraction of a second.  With a warm cache this only loads
+    machine code.
+
+    Parameters
+    ----------
+    dtypes : numpy dtype or sequence of them
+        ``float32`` and/or ``float64``.
+    training : bool
+        Also the training kernels (``forward_train`` shares the forward kernels; ``backward`` has its own).
+    progress : callable, optional
+        ``progress(index, total, label)`` before each step (``index`` from 1), e.g. to print it.
+
+    Returns
+    -------
+    list of (str, float)
+        Each step's label and seconds.
+    """
+    steps = warmup_steps(dtypes, training=training)
     done = []
     for i, (label, run) in enumerate(steps, 1):
         if progress is not None:
             progress(i, len(steps), label)
         t0 = time.perf_counter()
-        _quiet.on = True  # warmup says what it compiles: no notice
-        try:
-            run()
-        finally:
-            _quiet.on = False
+        run()
         done.append((label, time.perf_counter() - t0))
     return done
