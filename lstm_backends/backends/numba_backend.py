@@ -113,10 +113,12 @@ def _tell_compiling(what: str, dtype: str) -> None:
         f"cached in {where}" if where else "caching is off, every process compiles again")
 
 
-def _first_use(key: tuple[str, np.dtype], run: Any, *args: Any) -> Any:
-    """``run(*args)``, the first call of the kernels ``key = (what, dtype)`` in this process, watching
+def _watched(key: tuple[str, np.dtype], run: Any, *args: Any) -> Any:
+    """``run(*args)``; on the first call of the kernels ``key = (what, dtype)`` in this process, watching
     Numba's compiler events: when this thread compiles one of the package's kernels (rather than
     loading it from the cache), the user is told (see :func:`_tell_compiling`)."""
+    if key in _FIRST_USE:
+        return run(*args)
     _FIRST_USE.add(key)
     from numba.core import event
 
@@ -192,13 +194,13 @@ def _workspace(dtype: np.dtype, n_float: int = 0, n_int: int = 0) -> tuple[np.nd
     cache = getattr(_tls, "ws", None)
     if cache is None:
         cache = _tls.ws = {}
-    ws = cache.get(dtype.name)
+    ws = cache.get(dtype)
     if ws is None or ws[0].shape[0] < n_float or ws[1].shape[0] < n_int:
         old_f, old_i = ws if ws is not None else (np.empty(0, dtype), np.empty(0, np.int64))
         nf = max(n_float, old_f.shape[0], 4096)
         ni = max(n_int, old_i.shape[0], 4096)
         ws = (_aligned_empty(nf, dtype), np.zeros(ni, np.int64))
-        cache[dtype.name] = ws
+        cache[dtype] = ws
     return ws
 
 
@@ -416,11 +418,7 @@ class NumbaBackend(Backend):
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
     def _run(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
-        key = ("forward" if self.gemm != "mkl" else "MKL forward", args.dtype)
-        if key not in _FIRST_USE:
-            _first_use(key, self._run_kernels, args, tape)
-        else:
-            self._run_kernels(args, tape)
+        _watched(("forward" if self.gemm != "mkl" else "MKL forward", args.dtype), self._run_kernels, args, tape)
 
     def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
         k = _kernels()
@@ -464,11 +462,7 @@ class NumbaBackend(Backend):
             self._misses = 0
 
     def _backward(self, args: BackwardArgs) -> None:
-        key = ("backward", args.tape.dtype)
-        if key not in _FIRST_USE:
-            _first_use(key, self._backward_kernels, args)
-        else:
-            self._backward_kernels(args)
+        _watched(("backward", args.tape.dtype), self._backward_kernels, args)
 
     def _backward_kernels(self, args: BackwardArgs) -> None:
         k = _kernels()
@@ -523,11 +517,7 @@ class NumbaBackend(Backend):
 
     def _cell(self, args: CellArgs) -> None:
         workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, args.dtype, args.w_hr is not None)
-        key = ("cell" if workers == 1 else "team cell", args.dtype)
-        if key not in _FIRST_USE:
-            _first_use(key, self._cell_kernels, args, workers)
-        else:
-            self._cell_kernels(args, workers)
+        _watched(("cell" if workers == 1 else "team cell", args.dtype), self._cell_kernels, args, workers)
 
     def _cell_kernels(self, args: CellArgs, workers: int) -> None:
         k = _kernels()
@@ -538,10 +528,9 @@ class NumbaBackend(Backend):
         scratch = _cell_scratch(dtype)
         for _ in range(2):  # a second time only when the scratch was too small
             if workers > 1:  # the entry prepares and runs the cell workers in the team region
-                words, fn = _cell_team(k, dtype)
                 need = _Threads.call(workers, k.cell_team_entry, args.x, args.h, args.c, args.w_ih, args.w_hh,
                                      args.b_ih, args.b_hh, w_peep, args.h_out, args.c_out, flags, clip, scratch,
-                                     words, workers, fn)
+                                     _workspace(dtype)[1], workers, k.cell_worker(dtype).address)
             else:
                 need = k.cell_entry(args.x, args.h, args.c, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                                     dummy if args.w_hr is None else args.w_hr, w_peep, args.h_out, args.c_out, flags,
@@ -613,18 +602,6 @@ def _address_strides(a: np.ndarray, dtype: np.dtype) -> tuple[int, int, int]:
     last axis is contiguous (y / dy, possibly a view inside a wider array)."""
     isz = dtype.itemsize
     return a.ctypes.data, a.strides[0] // isz, a.strides[1] // isz
-
-
-def _cell_team(k: Any, dtype: np.dtype) -> tuple[np.ndarray, int]:
-    """This thread's argument block and the cell worker's address for a team cell call of ``dtype``
-    (kept: a streaming loop asks every step)."""
-    cache = getattr(_tls, "cell_team", None)
-    if cache is None:
-        cache = _tls.cell_team = {}
-    got = cache.get(dtype)
-    if got is None:
-        got = cache[dtype] = (np.zeros(k.NARGS + k.SYNC_LEN, np.int64), k.cell_worker(dtype).address)
-    return got
 
 
 def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:

@@ -116,15 +116,17 @@ def has_avx512() -> bool:
     return bool(_AVX512)
 
 
-def _callback(key, fn):
-    """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)`` of ``key[0]``'s dtype, compiled
-    or loaded from Numba's cache on first use (once, whatever the threads asking), kept under ``key``."""
+def _callback(dtype, kind, fn):
+    """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)``, compiled or loaded from Numba's
+    cache on first use (once, whatever the threads asking), kept under ``(dtype, kind)`` (the dtype
+    itself: numpy's ``dtype.name`` costs microseconds on a streaming call)."""
+    key = (np.dtype(dtype), kind)
     cf = _WORKERS.get(key)
     if cf is None:
         with _WORKERS_LOCK:
             cf = _WORKERS.get(key)
             if cf is None:
-                ft = types.float32 if key[0] == "float32" else types.float64
+                ft = types.float32 if key[0] == np.float32 else types.float64
                 cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
                 _WORKERS[key] = cf
     return cf
@@ -133,13 +135,13 @@ def _callback(key, fn):
 def bwd_worker(dtype):
     """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
     compiled or loaded from Numba's cache on first use."""
-    return _callback((np.dtype(dtype).name, "backward"), _bwd_worker)
+    return _callback(dtype, "backward", _bwd_worker)
 
 
 def cell_worker(dtype):
     """The cell team's worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``; see
     ``cell_team_entry``), compiled or loaded from Numba's cache on first use."""
-    return _callback((np.dtype(dtype).name, "cell"), _cell_worker)
+    return _callback(dtype, "cell", _cell_worker)
 
 
 def worker(dtype, gemm="own"):
@@ -149,5 +151,5 @@ def worker(dtype, gemm="own"):
     if gemm == "mkl":
         from .mkl import _mkl_worker
 
-        return _callback((np.dtype(dtype).name, gemm), _mkl_worker)
-    return _callback((np.dtype(dtype).name, gemm), _worker)
+        return _callback(dtype, gemm, _mkl_worker)
+    return _callback(dtype, gemm, _worker)
