@@ -64,8 +64,11 @@ __all__ = ["BACKWARD_FEATURES", "CAPABILITIES", "BackwardArgs", "CellArgs", "For
 #:     original list: ONNX models may choose their gate functions.
 #: ``device-arrays``
 #:     inputs with ``__cuda_array_interface__`` stay on the device
+#: ``njit``
+#:     kernels callable from the user's own ``@numba.njit`` code: the backend's attribute ``jit``
+#:     has ``prepare``, ``cell`` and ``forward`` with the contract of :mod:`lstm_backends.jit`
 CAPABILITIES: frozenset[str] = frozenset(
-    {"forward", "cell", "backward", "projection", "peephole", "clip", "activations", "device-arrays"}
+    {"forward", "cell", "backward", "projection", "peephole", "clip", "activations", "device-arrays", "njit"}
 )
 
 

@@ -284,7 +284,7 @@ class NumbaBackend(Backend):
                                   "hidden-split thread team")
     install_hint: ClassVar[str] = 'pip install "lstm-backends" (numba is a dependency; reinstall it)'
     capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "backward", "projection", "peephole",
-                                                         "clip"})
+                                                         "clip", "njit"})
     backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 10
 
@@ -312,6 +312,14 @@ class NumbaBackend(Backend):
         self.gemm = gemm
         self._solo_until = 0.0
         self._misses = 0
+
+    @property
+    def jit(self) -> Any:
+        """The kernels for your own ``@numba.njit`` code: the module :mod:`lstm_backends.jit`
+        (``prepare``, ``cell``, ``forward``; capability ``njit``)."""
+        from .. import jit
+
+        return jit
 
     def set_num_threads(self, num_threads: int | None) -> None:
         """Set the thread budget (``None``: Numba's ``NUMBA_NUM_THREADS``).

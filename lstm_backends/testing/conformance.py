@@ -24,6 +24,7 @@ import numpy as np
 
 from .._params import LSTMParams
 from ._compare import assert_close, to_host
+from ._njit_checks import check_njit_cell, check_njit_errors, check_njit_forward, check_njit_prange
 from ._problems import random_params, random_problem, reference_backward, reference_cell, reference_forward
 
 __all__ = ["CHECKS", "CheckResult", "ConformanceError", "run_conformance"]
@@ -911,6 +912,10 @@ CHECKS: dict[str, Callable[[Any], float]] = {
     "backward_features": check_backward_features,
     "backward_gradcheck": check_backward_gradcheck,
     "backward_errors": check_backward_errors,
+    "njit_cell": check_njit_cell,
+    "njit_forward": check_njit_forward,
+    "njit_prange": check_njit_prange,
+    "njit_errors": check_njit_errors,
 }
 
 

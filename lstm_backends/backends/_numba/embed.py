@@ -1,0 +1,404 @@
+"""The kernels as functions of the user's own compiled code (``lstm_backends.jit``): one step of
+a block of rows on prepared (packed) weights, ``cell`` and ``forward`` built from it, and their
+Numba overloads, so a user's ``@njit`` function calls them with no Python per step.
+
+The step is the serial forward kernel's step, panel by panel, on weights packed once by
+``lstm_backends.jit.prepare`` (the same FMA chains: bias, ``x W_ih`` in k order, then ``h W_hh``
+in the canonical two-half order, see the package docstring), so ``cell`` and ``forward`` here
+are bitwise the numba backend's ``forward``.  Nothing is allocated per call: the one scratch
+buffer (a panel's tile, the new h of a block of rows, the projection's input) lives on the
+calling function's stack (``_stack``, ``STACK_BYTES``), which also bounds how many rows one
+block takes (``mr``, chosen by ``prepare``).  No parallel region: every call runs on the calling
+thread, so the functions nest in the user's ``prange`` loops.
+
+Prepared weights (``JitWeights``, a NamedTuple of read-only arrays; ``lstm_backends.jit`` builds
+them): ``meta`` a 1-element record array of the sizes (its last field's *name* carries the
+package stamp, so the weights' Numba type changes with every version of these kernels: a user's
+``cache=True`` function compiled against an older version no longer matches and recompiles),
+``w_ih`` (NP, I, 4V), ``w_hh`` (NP, S, 4V), ``bias`` (NP, 4V) = ``b_ih + b_hh`` in the dtype,
+``w_hr`` (NPP, H, 4V) or (0, 0, 4V), ``w_peep`` (3, H) or (0, H), ``zero`` (4V,) zeros.  Panel
+``p`` column ``q V + u`` is unit ``p V + u`` of gate ``q`` (zero past H).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, overload
+
+from ._jit import _JIT, package_stamp
+from .gates import CLIP, IFORGET, PEEP
+from .intrinsics import _addr, _gate, _lanes_of, _mk, _zero_of
+from .microkernels import MRMAX
+
+__all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "register", "stamp_field"]
+
+#: bytes of the one scratch buffer on the calling function's stack
+STACK_BYTES = 131072
+
+_META_FIELDS = ("I", "H", "S", "P", "NP", "NPP", "split", "ks", "mr", "flags")
+
+
+def stamp_field() -> str:
+    """The name of the meta record's last field: ``v_`` and the first 16 hex digits of the kernel
+    package's stamp (see ``_jit.package_stamp``)."""
+    return "v_" + package_stamp()[:16]
+
+
+def meta_dtype() -> np.dtype:
+    """The record dtype of ``JitWeights.meta``: the int64 sizes, ``clip`` (float64) and the stamp field."""
+    return np.dtype([(n, np.int64) for n in _META_FIELDS] + [("clip", np.float64), (stamp_field(), np.int64)])
+
+
+class JitWeights(NamedTuple):
+    """Weights prepared for the njit-callable kernels (see :func:`lstm_backends.jit.prepare`).
+
+    A NamedTuple of read-only arrays, so Numba types it and a user's ``@njit`` function takes it
+    as an argument.  Its layout is this version's (``meta``'s last field names the version);
+    build it with ``prepare``, never by hand.
+
+    Attributes
+    ----------
+    meta : ndarray, shape (1,), a record dtype
+        Sizes ``I, H, S, P`` (``S = P`` with a projection, else ``H``; ``P = 0`` without), the
+        panel counts, rows per block ``mr``, the cell options (``flags``, ``clip``).
+    w_ih : ndarray, shape (NP, I, 4V)
+    w_hh : ndarray, shape (NP, S, 4V)
+    bias : ndarray, shape (NP, 4V)
+    w_hr : ndarray, shape (NPP, H, 4V)
+    w_peep : ndarray, shape (3, H) or (0, H)
+    zero : ndarray, shape (4V,)
+    """
+
+    meta: Any
+    w_ih: Any
+    w_hh: Any
+    bias: Any
+    w_hr: Any
+    w_peep: Any
+    zero: Any
+
+
+def _panels(W: np.ndarray, H: int, V: int, NP: int) -> np.ndarray:
+    """(4H, K) gate rows -> (NP, K, 4V) panels: ``out[p, k, q V + u] = W[q H + p V + u, k]`` (0 past H)."""
+    K = W.shape[1]
+    g = np.zeros((4, NP * V, K), W.dtype)
+    g[:, :H] = W.reshape(4, H, K)
+    return np.ascontiguousarray(g.reshape(4, NP, V, K).transpose(1, 3, 0, 2).reshape(NP, K, 4 * V))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, order="C")   # a copy of its own
+    a.flags.writeable = False
+    return a
+
+
+def pack(spec: Any, clip: float | None, input_forget: bool) -> JitWeights:
+    """The :class:`JitWeights` of checked params (``lstm_backends._validation.ParamsSpec``) and options.
+
+    Raises ValueError when a block of one row does not fit the stack buffer."""
+    dt = spec.dtype
+    I, H, P = spec.input_size, spec.hidden_size, spec.proj_size  # noqa: E741
+    S = P or H
+    V = 16 if dt == np.float32 else 8
+    NB = 4 * V
+    NP = -(-H // V)
+    NPP = -(-S // NB) if P else 0
+    split = (NP + 1) // 2
+    ks = min((NPP + 1) // 2 * NB, S) if NPP else min(split * V, H)
+    per_row = -(-S // NB) * NB + NP * V
+    room = STACK_BYTES // dt.itemsize - MRMAX * NB
+    mr = min(MRMAX, room // per_row)
+    if mr < 1:
+        raise ValueError(f"lstm_backends.jit handles layers with ceil(S/{NB})*{NB} + ceil(H/{V})*{V} <= {room} "
+                         f"({dt.name}); this one needs {per_row} (H={H}, S={S}): use Backend.forward")
+
+    def arr(a: Any) -> np.ndarray:
+        return np.asarray(a, dt)
+
+    b_ih = arr(spec.b_ih) if spec.b_ih is not None else np.zeros(4 * H, dt)
+    b_hh = arr(spec.b_hh) if spec.b_hh is not None else np.zeros(4 * H, dt)
+    bias = _panels((b_ih + b_hh).reshape(4 * H, 1), H, V, NP).reshape(NP, NB)
+    if P:
+        hr = np.zeros((NPP * NB, H), dt)
+        hr[:P] = arr(spec.w_hr)
+        w_hr = hr.reshape(NPP, NB, H).transpose(0, 2, 1)
+    else:
+        w_hr = np.zeros((0, 0, NB), dt)
+    w_peep = arr(spec.w_peep) if spec.w_peep is not None else np.zeros((0, H), dt)
+    flags = (PEEP if spec.w_peep is not None else 0) | (CLIP if clip is not None else 0) | (IFORGET if input_forget
+                                                                                           else 0)
+    meta = np.zeros(1, meta_dtype())
+    for name, value in zip(_META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags)):
+        meta[name] = value
+    meta["clip"] = clip if clip is not None else 0.0
+    meta[stamp_field()] = 1
+    return JitWeights(*(_readonly(a) for a in (
+        meta, _panels(arr(spec.w_ih), H, V, NP), _panels(arr(spec.w_hh), H, V, NP), bias, w_hr, w_peep,
+        np.zeros(NB, dt))))
+
+
+@intrinsic
+def _stack(typingctx, proto):
+    """The address of a 64-byte aligned buffer of ``STACK_BYTES`` on the calling function's stack
+    (one ``alloca`` in its entry block, whatever the loop it is called in)."""
+    if not isinstance(proto, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        with builder.goto_entry_block():
+            buf = builder.alloca(ir.ArrayType(ir.IntType(8), STACK_BYTES), name="lstmb_stack")
+            buf.align = 64
+        return builder.ptrtoint(buf, ir.IntType(64))
+    return types.int64(proto), codegen
+
+
+@njit(inline="always", **_JIT)
+def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
+    """One step of ``mr`` rows (all addresses, element strides): x rows at ``xa``, h at ``ha`` (read)
+    and ``ho`` (written after every product, so it may be ``ha``), c at ``ca`` (read) and ``co``
+    (written panel by panel: it may be ``ca``), and a copy of the new h at ``ya`` (0: none).
+    ``st``: the stack scratch."""
+    m = w.meta[0]
+    I = m.I  # noqa: E741
+    H = m.H
+    S = m.S
+    NP = m.NP
+    NPP = m.NPP
+    split = m.split
+    ks = m.ks
+    flags = m.flags
+    clip = m.clip
+    V = _lanes_of(proto)
+    NB = 4 * V
+    isz = 64 // V
+    LDH = (S + NB - 1) // NB * NB
+    LDC = NP * V
+    wip = _addr(w.w_ih)
+    whp = _addr(w.w_hh)
+    bp = _addr(w.bias)
+    pstep = 0
+    ldpeep = 0
+    peep = _addr(w.zero)
+    if w.w_peep.shape[0] > 0:
+        peep = _addr(w.w_peep)
+        pstep = V
+        ldpeep = H
+    tile = st
+    hbuf = st + MRMAX * NB * isz
+    rbuf = hbuf + mr * LDH * isz
+    for pp in range(NP):
+        _mk(proto, mr, xa, ldx, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, tile, NB)
+        ka0, ka1, kb0, kb1 = 0, ks, ks, S
+        if pp >= split:
+            ka0, ka1, kb0, kb1 = ks, S, 0, ks
+        wp = whp + pp * S * NB * isz
+        _mk(proto, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
+        _mk(proto, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
+        nval = min(V, H - pp * V)
+        for r in range(mr):
+            dst = hbuf + (r * LDH + pp * V) * isz
+            if NPP > 0:
+                dst = rbuf + (r * LDC + pp * V) * isz
+            _gate(proto, flags, tile + r * NB * isz, ca + (r * ldc + pp * V) * isz, co + (r * ldc + pp * V) * isz,
+                  dst, 0, nval, peep + pp * pstep * isz, ldpeep, clip, 0, 0, 0, 0)
+    whrp = _addr(w.w_hr)
+    for jp in range(NPP):
+        _mk(proto, mr, rbuf, LDC, whrp + jp * H * NB * isz, H, _addr(w.zero), 0, hbuf + jp * NB * isz, LDH)
+    for r in range(mr):
+        _copy(proto, ho + r * ldh * isz, hbuf + r * LDH * isz, S)
+        if ya != 0:
+            _copy(proto, ya + r * ldy * isz, hbuf + r * LDH * isz, S)
+
+
+@intrinsic
+def _copy(typingctx, proto, dst, src, n):
+    """``n`` elements of ``proto``'s type from address ``src`` to ``dst`` (memmove)."""
+    if not isinstance(proto, types.Float):
+        return None
+    nbytes = proto.bitwidth // 8
+
+    def codegen(context, builder, signature, args):
+        _, dst, src, n = args
+        i8p = ir.IntType(8).as_pointer()
+        size = builder.mul(n, ir.Constant(ir.IntType(64), nbytes))
+        builder.call(builder.module.declare_intrinsic("llvm.memmove", [i8p, i8p, ir.IntType(64)]),
+                     [builder.inttoptr(dst, i8p), builder.inttoptr(src, i8p), size, ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+    return types.void(proto, types.int64, types.int64, types.int64), codegen
+
+
+# ---------------------------------------------------------------------------- cheap checks (compiled)
+
+@njit(inline="always", **_JIT)
+def _rows_ok(a, n, width):
+    """``a`` is (n, width), rows ``width`` elements apart, elements contiguous (any n)."""
+    isz = a.itemsize
+    return a.shape[0] == n and a.shape[1] == width and (a.strides[1] == isz or width <= 1) \
+        and (a.strides[0] == width * isz or n <= 1)
+
+
+@njit(inline="always", **_JIT)
+def _check_cell(x, h, c, w, h_out, c_out):
+    m = w.meta[0]
+    B = x.shape[0]
+    if not _rows_ok(x, B, m.I):
+        raise ValueError("lstm_backends.jit.cell: x must be a C-contiguous (B, I) array with the prepared I")
+    if not (_rows_ok(h, B, m.S) and _rows_ok(h_out, B, m.S)):
+        raise ValueError("lstm_backends.jit.cell: h and h_out must be C-contiguous (B, S) arrays (S = P with a "
+                         "projection, else H), B from x")
+    if not (_rows_ok(c, B, m.H) and _rows_ok(c_out, B, m.H)):
+        raise ValueError("lstm_backends.jit.cell: c and c_out must be C-contiguous (B, H) arrays, B from x")
+
+
+@njit(inline="always", **_JIT)
+def _check_forward(x, w, h0, c0, y, h_n, c_n):
+    m = w.meta[0]
+    T = x.shape[0]
+    B = x.shape[1]
+    isz = x.itemsize
+    if not (_rows_ok(x[0], B, m.I) and (x.strides[0] == B * m.I * isz or T <= 1)):
+        raise ValueError("lstm_backends.jit.forward: x must be a C-contiguous (T, B, I) array with the prepared I")
+    if not (y.shape[0] == T and _rows_ok(y[0], B, m.S) and (y.strides[0] == B * m.S * isz or T <= 1)):
+        raise ValueError("lstm_backends.jit.forward: y must be a C-contiguous (T, B, S) array (S = P with a "
+                         "projection, else H), T and B from x")
+    if not (_rows_ok(h0, B, m.S) and _rows_ok(h_n, B, m.S)):
+        raise ValueError("lstm_backends.jit.forward: h0 and h_n must be C-contiguous (B, S) arrays, B from x")
+    if not (_rows_ok(c0, B, m.H) and _rows_ok(c_n, B, m.H)):
+        raise ValueError("lstm_backends.jit.forward: c0 and c_n must be C-contiguous (B, H) arrays, B from x")
+
+
+# ---------------------------------------------------------------------------- the implementations
+
+@njit(inline="always", **_JIT)
+def _sizes(w):
+    """I, H, S and the rows per block of prepared weights."""
+    m = w.meta[0]
+    return m.I, m.H, m.S, m.mr
+
+
+def _cell_impl(x, h, c, w, h_out, c_out):
+    _check_cell(x, h, c, w, h_out, c_out)
+    proto = _zero_of(x)
+    isz = 64 // _lanes_of(proto)
+    I, H, S, MR = _sizes(w)  # noqa: E741
+    B = x.shape[0]
+    st = _stack(proto)
+    for r0 in range(0, B, MR):
+        mr = min(MR, B - r0)
+        _block(proto, mr, _addr(x) + r0 * I * isz, I, _addr(h) + r0 * S * isz, S, _addr(h_out) + r0 * S * isz,
+               _addr(c) + r0 * H * isz, _addr(c_out) + r0 * H * isz, H, 0, 0, w, st)
+
+
+@njit(inline="always", **_JIT)
+def _len_of(lengths, b, T):
+    if lengths is None:
+        return T
+    return lengths[b]
+
+
+def _forward_impl(x, w, h0, c0, y, h_n, c_n, lengths=None, reverse=False):
+    _check_forward(x, w, h0, c0, y, h_n, c_n)
+    T = x.shape[0]
+    B = x.shape[1]
+    if lengths is not None:
+        if lengths.shape[0] != B:
+            raise ValueError("lstm_backends.jit.forward: lengths must have shape (B,), B from x")
+        for b in range(B):
+            if lengths[b] < 0 or lengths[b] > T:
+                raise ValueError("lstm_backends.jit.forward: every length must be in [0, T]")
+    proto = _zero_of(x)
+    isz = 64 // _lanes_of(proto)
+    I, H, S, MR = _sizes(w)  # noqa: E741
+    st = _stack(proto)
+    hn = _addr(h_n)
+    cn = _addr(c_n)
+    _copy(proto, hn, _addr(h0), B * S)   # (a no-op copy when h0 is h_n)
+    _copy(proto, cn, _addr(c0), B * H)
+    if lengths is not None:
+        for t in range(T):
+            for b in range(B):
+                if t >= lengths[b]:
+                    for k in range(S):
+                        y[t, b, k] = 0
+    xa = _addr(x)
+    ya = _addr(y)
+    for s in range(T):
+        b0 = 0
+        while b0 < B:
+            if s >= _len_of(lengths, b0, T):
+                b0 += 1
+                continue
+            t0 = s
+            if reverse:
+                t0 = _len_of(lengths, b0, T) - 1 - s
+            b1 = b0 + 1
+            while b1 < B and b1 - b0 < MR and s < _len_of(lengths, b1, T):
+                t1 = s
+                if reverse:
+                    t1 = _len_of(lengths, b1, T) - 1 - s
+                if t1 != t0:
+                    break
+                b1 += 1
+            _block(proto, b1 - b0, xa + (t0 * B + b0) * I * isz, I, hn + b0 * S * isz, S, hn + b0 * S * isz,
+                   cn + b0 * H * isz, cn + b0 * H * isz, H, ya + (t0 * B + b0) * S * isz, S, w, st)
+            b0 = b1
+
+
+# ---------------------------------------------------------------------------- public functions + overloads
+
+def _typing_error(fn: str, msg: str) -> TypingError:
+    return TypingError(f"lstm_backends.jit.{fn}: {msg}")
+
+
+def _check_types(fn: str, w: Any, arrays: dict, writable: tuple) -> None:
+    """Compile-time checks: ``w`` is this version's JitWeights, every array 2-D/3-D of its dtype."""
+    if not (isinstance(w, types.BaseNamedTuple) and getattr(w, "instance_class", None) is JitWeights):
+        raise _typing_error(fn, f"w must be the weights from lstm_backends.jit.prepare (a JitWeights); got {w}")
+    meta_rec = w.types[0].dtype
+    if not isinstance(meta_rec, types.Record) or stamp_field() not in meta_rec.fields:
+        raise _typing_error(fn, "w was prepared by another version of lstm_backends; call lstm_backends.jit.prepare "
+                                "again with this version")
+    dtype = w.types[1].dtype
+    for name, (a, ndim) in arrays.items():
+        if not isinstance(a, types.Array) or a.ndim != ndim:
+            raise _typing_error(fn, f"{name} must be a {ndim}-D array; got {a}")
+        if a.dtype != dtype:
+            raise _typing_error(fn, f"{name} is {a.dtype} but the weights were prepared as {dtype}: "
+                                    f"one dtype for x, the state, the outputs and the weights")
+        if name in writable and not a.mutable:
+            raise _typing_error(fn, f"{name} is read-only; it is written")
+
+
+def register(cell: Any, forward: Any) -> None:
+    """Attach the Numba overloads to ``lstm_backends.jit``'s ``cell`` and ``forward`` (once, at its
+    import): inside compiled code those names compile to ``_cell_impl`` / ``_forward_impl`` after
+    the compile-time checks."""
+    options = {"error_model": "numpy", "nogil": True}
+
+    @overload(cell, jit_options=options)
+    def _cell_overload(x, h, c, w, h_out, c_out):
+        _check_types("cell", w, {"x": (x, 2), "h": (h, 2), "c": (c, 2), "h_out": (h_out, 2), "c_out": (c_out, 2)},
+                     ("h_out", "c_out"))
+        return _cell_impl
+
+    @overload(forward, jit_options=options)
+    def _forward_overload(x, w, h0, c0, y, h_n, c_n, lengths=None, reverse=False):
+        _check_types("forward", w, {"x": (x, 3), "h0": (h0, 2), "c0": (c0, 2), "y": (y, 3), "h_n": (h_n, 2),
+                                    "c_n": (c_n, 2)}, ("y", "h_n", "c_n"))
+        if not (lengths is None or isinstance(lengths, (types.NoneType, types.Omitted))
+                or (isinstance(lengths, types.Array) and lengths.ndim == 1
+                    and isinstance(lengths.dtype, types.Integer))):
+            raise _typing_error("forward", f"lengths must be None or a 1-D integer array; got {lengths}")
+        if not (isinstance(reverse, (types.Boolean, types.Omitted)) or reverse is False):
+            raise _typing_error("forward", f"reverse must be a bool; got {reverse}")
+        return _forward_impl
+
+
+#: ``cell`` / ``forward`` from Python, after ``lstm_backends.jit`` checked everything
+cell_entry = njit(**_JIT)(_cell_impl)
+forward_entry = njit(**_JIT)(_forward_impl)
