@@ -28,6 +28,7 @@ from . import layouts
 from ._args import BACKWARD_FEATURES, CAPABILITIES, BackwardArgs, CellArgs, ForwardArgs, StackTape, Tape, TrainArgs
 from ._errors import BackendUnavailableError, UnknownBackendError, UnsupportedFeatureError
 from ._params import LSTMGrads, LSTMParams
+from ._prepared import PRECISIONS, PreparedParams
 from ._registry import (
     ENTRY_POINT_GROUP,
     BackendInfo,
@@ -56,6 +57,8 @@ __all__ = [
     "ForwardArgs",
     "LSTMGrads",
     "LSTMParams",
+    "PRECISIONS",
+    "PreparedParams",
     "StackTape",
     "Tape",
     "TrainArgs",

@@ -67,8 +67,12 @@ __all__ = ["BACKWARD_FEATURES", "CAPABILITIES", "BackwardArgs", "CellArgs", "For
 #: ``njit``
 #:     kernels callable from the user's own ``@numba.njit`` code: the backend's attribute ``jit``
 #:     has ``prepare``, ``cell`` and ``forward`` with the contract of :mod:`lstm_backends.jit`
+#: ``bf16``, ``bf16x3``
+#:     the precision modes of ``prepare(params, precision=...)``: products of bfloat16 operands
+#:     (one, or three for hi/lo splits) accumulated in float32 (see :meth:`Backend.prepare`)
 CAPABILITIES: frozenset[str] = frozenset(
-    {"forward", "cell", "backward", "projection", "peephole", "clip", "activations", "device-arrays", "njit"}
+    {"forward", "cell", "backward", "projection", "peephole", "clip", "activations", "device-arrays", "njit",
+     "bf16", "bf16x3"}
 )
 
 
@@ -131,6 +135,12 @@ class ForwardArgs:
     activations : tuple of 3 Activation, or None
         ``(f, g, h)`` functions, ``None`` for ``Sigmoid, Tanh, Tanh`` (capability
         ``activations``).
+    precision : str or None
+        ``"bf16"`` or ``"bf16x3"`` when the call's params were prepared with that mode
+        (capability of the same name; see :meth:`Backend.prepare`), else ``None``.
+    prepared : object or None
+        What this backend's ``_prepare`` hook returned for the call's prepared params (only when
+        this backend class and configuration prepared them), else ``None``.
     """
 
     x: Any
@@ -158,6 +168,8 @@ class ForwardArgs:
     clip: float | None = None
     input_forget: bool = False
     activations: tuple[Activation, Activation, Activation] | None = None
+    precision: str | None = None
+    prepared: Any = None
 
     @property
     def state_size(self) -> int:
@@ -225,6 +237,8 @@ class CellArgs:
     clip: float | None = None
     input_forget: bool = False
     activations: tuple[Activation, Activation, Activation] | None = None
+    precision: str | None = None
+    prepared: Any = None
 
     @property
     def state_size(self) -> int:

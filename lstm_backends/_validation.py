@@ -33,6 +33,7 @@ import numpy as np
 
 from ._activations import Activation, normalize_activations
 from ._params import LSTMParams
+from ._prepared import PreparedParams
 
 __all__ = [
     "CellOptions",
@@ -136,7 +137,10 @@ def _check_placement(named: dict[str, Any], device_ok: bool) -> None:
 
 
 def _unpack_params(params: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
-    """``(w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)`` from an LSTMParams or a tuple of 4 to 6 items."""
+    """``(w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)`` from an LSTMParams, a PreparedParams or a tuple of 4
+    to 6 items."""
+    if isinstance(params, PreparedParams):
+        return tuple(params.params)  # type: ignore[return-value]
     if isinstance(params, LSTMParams):
         return tuple(params)  # type: ignore[return-value]
     try:
@@ -170,6 +174,7 @@ class ParamsSpec:
     w_hr: Any = None
     w_peep: Any = None
     proj_size: int = 0
+    prepared: Any = None   # the PreparedParams the arrays came from, if any
 
     @property
     def state_size(self) -> int:
@@ -194,7 +199,7 @@ def validate_params(
 
     Parameters
     ----------
-    params : LSTMParams or tuple of 4 to 6 items
+    params : LSTMParams, PreparedParams or tuple of 4 to 6 items
         ``w_ih`` (4H, I), ``w_hh`` (4H, H) — or (4H, P) with a projection —, ``b_ih`` (4H,),
         ``b_hh`` (4H,), ``w_hr`` (P, H) or ``None``, ``w_peep`` (3, H) or ``None``; a bias may
         be ``None`` for "no bias" (zeros).
@@ -253,7 +258,8 @@ def validate_params(
     if "w_peep" in meta:
         _check_shape("params.w_peep", meta["w_peep"][0], (3, hidden),
                      f"(3, H) with H={hidden} (peepholes of gates i, f, o)")
-    return ParamsSpec(w_ih, w_hh, b_ih, b_hh, ih_shape[1], hidden, dtype, w_hr, w_peep, proj)
+    return ParamsSpec(w_ih, w_hh, b_ih, b_hh, ih_shape[1], hidden, dtype, w_hr, w_peep, proj,
+                      params if isinstance(params, PreparedParams) else None)
 
 
 @dataclass(frozen=True)

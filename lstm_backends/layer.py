@@ -9,6 +9,7 @@ import numpy as np
 
 from ._args import StackTape
 from ._params import LSTMParams
+from ._prepared import validate_precision
 from ._registry import get_backend
 from ._validation import describe, is_device_array
 from .backends._base import _check_tape
@@ -55,6 +56,11 @@ class LSTM:
         ``y`` is (T, B, D * P), ``h_n`` (L * D, B, P) while ``c_n`` stays (L * D, B, H), and
         the state dict gains ``weight_hr_l{k}[_reverse]`` of shape (P, H).  Needs a backend
         with the ``projection`` capability.
+    precision : {None, "bf16", "bf16x3"}
+        Run the products in a precision mode (see :meth:`Backend.prepare`; float32 only, no
+        training): every layer and direction is prepared once, and again whenever
+        :meth:`load_state_dict` or an assignment to :attr:`params` replaces weights (edits of the
+        arrays in place need :meth:`prepare`).
 
     Attributes
     ----------
@@ -84,6 +90,7 @@ class LSTM:
         backend: Any = "auto",
         seed: Any = None,
         proj_size: int = 0,
+        precision: str | None = None,
     ) -> None:
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
@@ -107,6 +114,12 @@ class LSTM:
         self.backend = get_backend(backend)
         if self.proj_size:
             self.backend._require("projection", f"proj_size={self.proj_size}")
+        self.precision = validate_precision(precision)
+        if self.precision is not None:
+            self.backend._require(self.precision, f"precision={self.precision!r}")
+            if dtype != np.float32:
+                raise ValueError(f"precision={self.precision!r} needs dtype=np.float32; got {dtype.name}")
+        self._prepared: tuple[Any, list[list[Any]]] | None = None   # (the params prepared, their PreparedParams)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params: list[list[LSTMParams]] = []
@@ -122,6 +135,25 @@ class LSTM:
                 }
                 directions.append(LSTMParams(**arrays))
             self.params.append(directions)
+        if self.precision is not None:
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Prepare every layer and direction for the backend in the layer's precision mode (done
+        for you at construction, by :meth:`load_state_dict` and after :attr:`params` is replaced;
+        call it after editing weight arrays in place)."""
+        key = [list(layer) for layer in self.params]
+        self._prepared = (key, [[self.backend.prepare(p, self.precision) for p in layer] for layer in self.params])
+
+    def _stack(self) -> list[list[Any]]:
+        """What the backend runs: the params, or their prepared form in a precision mode."""
+        if self.precision is None:
+            return self.params
+        key = self._prepared[0] if self._prepared is not None else None
+        if key is None or len(key) != len(self.params) or any(
+                len(a) != len(b) or any(p is not q for p, q in zip(a, b)) for a, b in zip(key, self.params)):
+            self.prepare()
+        return self._prepared[1]
 
     @property
     def num_directions(self) -> int:
@@ -206,6 +238,8 @@ class LSTM:
                 raise ValueError(f"state_dict[{key!r}] must have shape {shape}; got shape {value.shape}")
             new[layer][d][_FIELDS[kind]] = np.array(value, dtype=self.dtype, order="C", copy=True)
         self.params = [[LSTMParams(**p) for p in layer] for layer in new]
+        if self.precision is not None:
+            self.prepare()
 
     # ------------------------------------------------------------------ forward
     def __call__(
@@ -279,10 +313,10 @@ class LSTM:
                     )
                 x = x.swapaxes(0, 1)
         if train:
-            y, h_n, c_n, tape = self.backend.forward_layers_train(x, self.params, h0, c0, lengths=lengths)
+            y, h_n, c_n, tape = self.backend.forward_layers_train(x, self._stack(), h0, c0, lengths=lengths)
             tape.layout = "TI" if unbatched else "BTI" if self.batch_first else "TBI"
         else:
-            y, h_n, c_n = self.backend.forward_layers(x, self.params, h0, c0, lengths=lengths)
+            y, h_n, c_n = self.backend.forward_layers(x, self._stack(), h0, c0, lengths=lengths)
             tape = None
         if unbatched:
             return y[:, 0], (h_n[:, 0], c_n[:, 0]), tape
@@ -478,5 +512,6 @@ class LSTM:
             f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"bias={self.bias}, batch_first={self.batch_first}, bidirectional={self.bidirectional}, "
             + (f"proj_size={self.proj_size}, " if self.proj_size else "")
-            + f"dtype={self.dtype.name}, backend={self.backend.name!r})"
+            + f"dtype={self.dtype.name}, backend={self.backend.name!r}"
+            + (f", precision={self.precision!r})" if self.precision is not None else ")")
         )

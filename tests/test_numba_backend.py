@@ -343,7 +343,7 @@ def test_a_team_that_does_not_form_runs_solo_with_the_same_bits():
     w_ih, w_hh, b_ih, b_hh = p.params[:4]
     assert k.forward_entry(p.x, w_ih, w_hh, b_ih, b_hh, dummy, dummy, p.h0, p.c0, p.lengths, h_n, c_n,
                            y.ctypes.data, 3 * 40, 40, False, 0, 0.0, False, 2, 20_000, wsf, wsi, fn, False, 0, 0,
-                           0) == (0, 0)
+                           0, *nbb._NO_PANELS[np.dtype(np.float32)], False) == (0, 0)
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:

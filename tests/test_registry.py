@@ -276,8 +276,8 @@ def test_refusals_name_the_registered_alternatives_exactly(clean_registry):
 
     be = Plain()
     with pytest.raises(lb.UnsupportedFeatureError) as info:
-        be._require("bf16")
-    assert str(info.value) == ("backend 'plain' does not support 'bf16' (its capabilities: backward, cell, clip, "
+        be._require("fp8")
+    assert str(info.value) == ("backend 'plain' does not support 'fp8' (its capabilities: backward, cell, clip, "
                                "forward); no registered backend does")
     lb.register_backend("peeps", Peeps)
     with pytest.raises(lb.UnsupportedFeatureError) as info:

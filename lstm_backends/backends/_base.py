@@ -45,6 +45,7 @@ from .._activations import describe_activations
 from .._args import BACKWARD_FEATURES, CAPABILITIES, BackwardArgs, CellArgs, ForwardArgs, StackTape, Tape, TrainArgs
 from .._errors import UnsupportedFeatureError
 from .._params import LSTMGrads, LSTMParams
+from .._prepared import PreparedParams, _owner_key, validate_precision
 from .._validation import (
     DEFAULT_DTYPES,
     PLAIN,
@@ -61,6 +62,7 @@ from .._validation import (
     validate_cell,
     validate_forward,
     validate_options,
+    validate_params,
 )
 
 __all__ = ["Availability", "Backend"]
@@ -142,6 +144,8 @@ class Backend:
     url: ClassVar[str] = ""
     auto_priority: ClassVar[int | None] = None
     backward_features: ClassVar[frozenset[str]] = frozenset()
+    #: the weights' dtypes that a precision mode of :meth:`prepare` takes
+    precision_dtypes: ClassVar[tuple[np.dtype, ...]] = (np.dtype(np.float32),)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -235,6 +239,79 @@ class Backend:
                     + (f"; backends that train with it: {', '.join(others)}" if others
                        else "; no registered backend trains with it")
                 )
+
+    # ------------------------------------------------------------------ prepared weights
+    def prepare(self, params: Any, precision: str | None = None) -> PreparedParams:
+        """Check, convert and copy one layer's weights (one direction) once, for many calls.
+
+        The result is accepted wherever ``params`` are (:meth:`forward`, :meth:`cell`,
+        :meth:`forward_train`, :meth:`forward_layers`).  It holds its own read-only copies, placed
+        and packed as this backend's kernels read them, so a call skips that work, and later edits
+        of the arrays passed here never reach it.
+
+        Parameters
+        ----------
+        params : LSTMParams or tuple of 4 to 6 items
+            As for :meth:`forward`.
+        precision : {None, "bf16", "bf16x3"}
+            ``None``: the dtype's own arithmetic.  ``"bf16"``: every product's operands (x, h and
+            the weights) rounded to bfloat16 (to nearest, ties to even), the products accumulated
+            in float32; bias, gates, nonlinearities and the cell state in float32 (capability
+            ``bf16``).  ``"bf16x3"``: each operand split ``hi + lo`` (both bfloat16) and three
+            products ``hi·hi + hi·lo + lo·hi`` (capability ``bf16x3``), close to float32 accuracy.
+            Both take float32 weights and float32 inputs; training (:meth:`forward_train`) is
+            refused in these modes.
+
+        Returns
+        -------
+        PreparedParams
+            Opaque and immutable.
+
+        Raises
+        ------
+        ValueError
+            An unknown ``precision`` (the message lists the valid ones); a precision mode with
+            weights that are not float32.
+        UnsupportedFeatureError
+            The backend lacks the precision mode (the message names the backends that have it).
+        """
+        precision = validate_precision(precision)
+        if precision is not None:
+            self._require(precision, f"precision={precision!r}")
+        if isinstance(params, PreparedParams):
+            params = params.params
+        spec = validate_params(params, dtypes=self.dtypes, device_ok=self._device_ok)
+        if precision is not None and spec.dtype not in self.precision_dtypes:
+            raise ValueError(f"precision={precision!r} takes float32 weights (its inputs and outputs are float32); "
+                             f"got {spec.dtype.name}: convert them, e.g. "
+                             "LSTMParams(*(None if p is None else p.astype(np.float32) for p in params))")
+        ctx = self._call_context("forward", spec.w_ih, {})
+        copies = LSTMParams(*(None if a is None else self._own_copy(a, ctx) for a in
+                              (spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, spec.w_peep)))
+        return PreparedParams(self.name, precision, copies, spec.dtype, spec.input_size, spec.hidden_size,
+                              spec.proj_size, _owner_key(self), self._prepare(copies, precision, ctx))
+
+    def prepare_key(self) -> Any:
+        """What, besides the class, decides the layout of :meth:`_prepare`'s data (e.g. a GEMM
+        choice): prepared params of an instance with another key are read from their arrays."""
+        return None
+
+    def _prepare(self, params: LSTMParams, precision: str | None, ctx: Any) -> Any:
+        """Hook: whatever the kernels want packed once (handed back as ``args.prepared``); ``params``
+        are the prepared copies.  ``None`` by default."""
+        return None
+
+    def _own_copy(self, a: Any, ctx: Any) -> Any:
+        """A read-only, C-contiguous copy of a checked parameter array, placed for the kernels."""
+        a = np.array(a, order="C", copy=True)
+        a.flags.writeable = False
+        return a
+
+    def _prepared_fields(self, p: ParamsSpec) -> dict[str, Any]:
+        """``precision`` and ``prepared`` of a call's Args, from its checked params."""
+        if p.prepared is None:
+            return {}
+        return {"precision": p.prepared.precision, "prepared": p.prepared.data_for(self)}
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -390,6 +467,7 @@ class Backend:
             w_hr=None if p.w_hr is None else self._input(p.w_hr, ctx),
             w_peep=None if p.w_peep is None else self._input(p.w_peep, ctx),
             proj_size=p.proj_size, clip=opts.clip, input_forget=opts.input_forget, activations=opts.activations,
+            **self._prepared_fields(p),
         )
         if args.batch:
             self._cell(args)
@@ -689,7 +767,7 @@ class Backend:
             w_hr=None if p.w_hr is None else self._input(p.w_hr, ctx),
             w_peep=None if p.w_peep is None else self._input(p.w_peep, ctx),
             proj_size=p.proj_size, clip=opts.clip, input_forget=opts.input_forget, activations=opts.activations,
-            **extra,
+            **self._prepared_fields(p), **extra,
         )
 
     def _run_forward(self, args: ForwardArgs, ctx: Any, kernel: Callable[[Any], None] | None = None) -> None:
@@ -906,6 +984,8 @@ def _check_stack_states(h0: Any, c0: Any, h_shape: tuple[int, int, int], c_shape
 
 def _asked_features(p: ParamsSpec, opts: CellOptions) -> Iterator[tuple[str, str]]:
     """(capability, what the call asked for) of every optional feature a call uses."""
+    if p.prepared is not None and p.prepared.precision is not None:
+        yield p.prepared.precision, f"params prepared with precision={p.prepared.precision!r}"
     if p.w_hr is not None:
         yield "projection", f"params.w_hr (a projection to P={p.proj_size}, LSTMP)"
     if p.w_peep is not None:

@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._args import BackwardArgs, CellArgs, ForwardArgs, Tape, TrainArgs
+from .._params import LSTMParams
 from ._base import Availability, Backend
 
 __all__ = ["KINDS", "NumbaBackend", "auto_kind", "cache_dir", "describe_threads", "last_team_size", "warmup",
@@ -412,7 +413,24 @@ class NumbaBackend(Backend):
         return f"{kind} x{workers}, {'MKL packed GEMM' if self.gemm == 'mkl' else 'own micro-kernel'}"
 
     # ------------------------------------------------------------------ kernels
+    def _prepare(self, params: LSTMParams, precision: str | None, ctx: Any) -> Any:
+        """Private writeable copies of the weights (the kernels are compiled for writeable arrays;
+        nobody else holds these) and the panels the forward workers would pack on every call."""
+        from ._numba.embed import panels
+
+        own = LSTMParams(*(None if a is None else np.array(a) for a in params))
+        return {"params": own, "panels": panels(own.w_ih, own.w_hh, own.b_ih, own.b_hh, own.w_hr, own.w_ih.dtype)}
+
+    @staticmethod
+    def _use_prepared(args: Any) -> None:
+        """Point ``args`` at the private copies of params this backend prepared (as in ``_prepare``)."""
+        if args.prepared is not None:
+            for name, a in zip(LSTMParams._fields, args.prepared["params"]):
+                if a is not None:
+                    setattr(args, name, a)
+
     def _forward(self, args: ForwardArgs) -> None:
+        self._use_prepared(args)
         if args.full and self._short(args.steps, args.batch):
             self._forward_by_cells(args)
             return
@@ -422,6 +440,7 @@ class NumbaBackend(Backend):
         # the forward kernel of the same path, its gate update also storing the tape: y, h_n, c_n
         # bitwise those of forward (short sequences included: their cell steps are bitwise the
         # packed paths)
+        self._use_prepared(args)
         clipped = 0 if args.clipped is None else args.clipped.ctypes.data
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
@@ -439,7 +458,9 @@ class NumbaBackend(Backend):
                 dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
                 args.h0, args.c0, args.lengths, args.h_n, args.c_n, *_address_strides(args.y, dtype), args.reverse,
                 flags, clip, kind.endswith("bulk"))
-        self._execute(k, k.forward_entry, head, tape, dtype, fn, workers)
+        packed = args.prepared is not None and self.gemm != "mkl"   # (MKL packs its own way)
+        tail = (*tape, *(args.prepared["panels"] if packed else _NO_PANELS[dtype]), packed)
+        self._execute(k, k.forward_entry, head, tail, dtype, fn, workers)
 
     def _execute(self, k: Any, entry: Any, head: tuple, tail: tuple, dtype: np.dtype, fn: int, workers: int) -> None:
         """``entry(*head, workers, WAIT_TICKS, wsf, wsi, fn, serial, *tail)`` on this thread's workspace
@@ -524,6 +545,7 @@ class NumbaBackend(Backend):
         return workers
 
     def _cell(self, args: CellArgs) -> None:
+        self._use_prepared(args)
         workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, args.dtype, args.w_hr is not None)
         _watched(("cell" if workers == 1 else "team cell", args.dtype), self._cell_kernels, args, workers)
 
@@ -598,6 +620,9 @@ _DUMMIES = {np.dtype(np.float32): np.zeros((0, 0), np.float32), np.dtype(np.floa
 
 
 _NO_MASK = np.zeros((0, 0, 0), np.uint8)
+#: forward_entry's packed-weights arguments when the call has none (one compiled signature per dtype)
+_NO_PANELS = {dt: (np.zeros((0, 0, 0), dt), np.zeros((0, 0, 0), dt), np.zeros((0, 0), dt), np.zeros((0, 0, 0), dt))
+              for dt in (np.dtype(np.float32), np.dtype(np.float64))}
 
 
 def _dummy(dtype: np.dtype) -> np.ndarray:

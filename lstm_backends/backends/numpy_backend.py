@@ -36,7 +36,7 @@ from .._activations import Activation, apply_activation
 from .._args import BackwardArgs, CellArgs, ForwardArgs, TrainArgs
 from ._base import Backend
 
-__all__ = ["NumpyBackend", "lstm_step", "lstm_step_backward", "lstm_step_train"]
+__all__ = ["NumpyBackend", "lstm_step", "lstm_step_backward", "lstm_step_train", "product"]
 
 
 def lstm_step(
@@ -52,6 +52,7 @@ def lstm_step(
     clip: float | None = None,
     input_forget: bool = False,
     activations: Sequence[Activation] | None = None,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One LSTM step for a batch, in the dtype of the inputs.
 
@@ -77,6 +78,8 @@ def lstm_step(
         ``f = 1 - i``.
     activations : sequence of 3 Activation, optional
         ``(f, g, h)``; sigmoid, tanh, tanh when omitted.
+    precision : {None, "bf16", "bf16x3"}
+        The products' precision mode (see :func:`product`).
 
     Returns
     -------
@@ -84,7 +87,8 @@ def lstm_step(
     c_new : array, shape (B, H)
         Fresh arrays; the inputs are not modified.
     """
-    h_new, c_new, _, _ = _step(x_t, h, c, w_ih, w_hh, bias, w_hr, w_peep, clip, input_forget, activations, False)
+    h_new, c_new, _, _ = _step(x_t, h, c, w_ih, w_hh, bias, w_hr, w_peep, clip, input_forget, activations, False,
+                               precision)
     return h_new, c_new
 
 
@@ -122,12 +126,50 @@ def lstm_step_train(
     return _step(x_t, h, c, w_ih, w_hh, bias, w_hr, w_peep, clip, input_forget, activations, True)
 
 
+def _bf16(a: np.ndarray) -> np.ndarray:
+    """``a`` rounded to bfloat16 (to nearest, ties to even), as ``a``'s dtype."""
+    import ml_dtypes
+
+    return np.asarray(a).astype(ml_dtypes.bfloat16).astype(a.dtype)
+
+
+def product(a: np.ndarray, w: np.ndarray, precision: str | None = None) -> np.ndarray:
+    """``a @ w.T`` in a precision mode (see ``Backend.prepare``), in ``a``'s dtype.
+
+    ``None``: the dtype's own product.  ``"bf16"``: both operands rounded to bfloat16, their
+    products summed exactly enough (in float64) that only the operands' rounding shows.
+    ``"bf16x3"``: each operand split ``hi + lo`` (``hi`` its bfloat16 rounding, ``lo`` that of the
+    rest), and ``hi·hi + hi·lo + lo·hi`` (the ``lo·lo`` term dropped), also summed in float64.
+    A backend's float32 accumulation differs from these by its summation order only.
+
+    Parameters
+    ----------
+    a : array, shape (B, K)
+    w : array, shape (N, K)
+    precision : {None, "bf16", "bf16x3"}
+
+    Returns
+    -------
+    array, shape (B, N)
+    """
+    if precision is None:
+        return a @ w.T
+    a_hi, w_hi = _bf16(a), _bf16(w)
+    wide = np.float64
+    out = a_hi.astype(wide) @ w_hi.T.astype(wide)
+    if precision == "bf16x3":
+        a_lo, w_lo = _bf16(a - a_hi), _bf16(w - w_hi)
+        out += a_hi.astype(wide) @ w_lo.T.astype(wide) + a_lo.astype(wide) @ w_hi.T.astype(wide)
+    return out.astype(a.dtype)
+
+
 def _step(x_t: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray,
           w_hr: np.ndarray | None, w_peep: np.ndarray | None, clip: float | None, input_forget: bool,
-          activations: Sequence[Activation] | None, save: bool) -> tuple[Any, Any, Any, Any]:
+          activations: Sequence[Activation] | None, save: bool, precision: str | None = None
+          ) -> tuple[Any, Any, Any, Any]:
     """The step of :func:`lstm_step` (and, with ``save``, the activations and clip mask)."""
     hidden = c.shape[1]
-    gates = x_t @ w_ih.T + h @ w_hh.T + bias
+    gates = product(x_t, w_ih, precision) + product(h, w_hh, precision) + bias
     z_i, z_f, z_g, z_o = (gates[:, k * hidden: (k + 1) * hidden] for k in range(4))
     if activations is None:
         act_f, act_g, act_h = expit, np.tanh, np.tanh
@@ -149,7 +191,7 @@ def _step(x_t: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih: np.ndarray, w_hh:
     o = act_f(bound(z_o))
     h_new = o * act_h(c_new)
     if w_hr is not None:
-        h_new = h_new @ w_hr.T
+        h_new = product(h_new, w_hr, precision)
     if not save:
         return h_new, c_new, None, None
     clipped = None if clip is None else np.concatenate([np.abs(z) > clip for z in (z_i, z_f, z_g, z_o)], axis=1)
@@ -250,8 +292,11 @@ def _output(gates: np.ndarray, c: np.ndarray, w_hr: np.ndarray | None) -> np.nda
 
 
 def _options(args: ForwardArgs | CellArgs) -> dict:
-    return {"w_hr": args.w_hr, "w_peep": args.w_peep, "clip": args.clip, "input_forget": args.input_forget,
-            "activations": args.activations}
+    options = {"w_hr": args.w_hr, "w_peep": args.w_peep, "clip": args.clip, "input_forget": args.input_forget,
+               "activations": args.activations}
+    if args.precision is not None:
+        options["precision"] = args.precision
+    return options
 
 
 class NumpyBackend(Backend):
@@ -260,7 +305,10 @@ class NumpyBackend(Backend):
     name: ClassVar[str] = "numpy"
     description: ClassVar[str] = "Reference implementation in plain NumPy, one step at a time"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"forward", "cell", "backward", "projection", "peephole", "clip", "activations"})
+        {"forward", "cell", "backward", "projection", "peephole", "clip", "activations", "bf16", "bf16x3"})
+    #: the precision modes run on float64 too: float64 state and sums over the same bfloat16-rounded
+    #: operands, the oracle of the modes
+    precision_dtypes: ClassVar[tuple[np.dtype, ...]] = (np.dtype(np.float32), np.dtype(np.float64))
     backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 0
 
@@ -291,6 +339,7 @@ class NumpyBackend(Backend):
             if train is None:
                 h_new, c_new = lstm_step(x_s, h, c, args.w_ih, args.w_hh, bias, **options)
             else:
+                options.pop("precision", None)   # (training refuses the precision modes before this)
                 h_new, c_new, gates, clipped = lstm_step_train(x_s, h, c, args.w_ih, args.w_hh, bias, **options)
                 train.gates[t[active], rows[active]] = gates[active]
                 train.cells[t[active], rows[active]] = c_new[active]

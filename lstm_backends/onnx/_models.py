@@ -50,7 +50,8 @@ def _node_key(node: onnx.NodeProto) -> bytes:
     return node.SerializeToString(deterministic=True)
 
 
-def _lstm_op(nodes: Mapping[bytes, tuple[OnnxLSTM, frozenset[str]]], backend: Any) -> type:
+def _lstm_op(nodes: Mapping[bytes, tuple[OnnxLSTM, frozenset[str]]], backend: Any,
+             precision: str | None = None) -> type:
     """The ``LSTM`` implementation handed to :class:`onnx.reference.ReferenceEvaluator` (``new_ops``).
 
     The evaluator makes one instance per LSTM node of the model and of its subgraphs; each
@@ -66,7 +67,7 @@ def _lstm_op(nodes: Mapping[bytes, tuple[OnnxLSTM, frozenset[str]]], backend: An
             super().__init__(onnx_node, run_params, schema)
             found = nodes.get(_node_key(onnx_node))
             if found is None:  # not met while loading (cannot happen for a model's own graphs): all at call time
-                found = (_build(onnx_node.name or "LSTM", onnx_node, {}, backend), frozenset())
+                found = (_build(onnx_node.name or "LSTM", onnx_node, {}, backend, precision), frozenset())
             self.lstm, self.overridable = found
 
         def _run(self, *inputs: Any, **attributes: Any) -> tuple[np.ndarray, ...]:  # noqa: ARG002 - node has them
@@ -114,7 +115,7 @@ class OnnxModel:
         What runs the graph.
     """
 
-    def __init__(self, model: Any, backend: Any = "auto") -> None:
+    def __init__(self, model: Any, backend: Any = "auto", precision: str | None = None) -> None:
         from onnx.reference import ReferenceEvaluator
 
         proto = _model(model)
@@ -126,7 +127,7 @@ class OnnxModel:
         nodes: dict[bytes, tuple[OnnxLSTM, frozenset[str]]] = {}
         for path, sub, constants in _graphs(graph, {}, ""):
             for name, node in _lstm_nodes(sub):
-                lstm = _build(path + name, node, constants, backend)
+                lstm = _build(path + name, node, constants, backend, precision)
                 # an initializer that is also a graph input is a default a feed may replace
                 overridable = frozenset(role for role, ref in lstm.weight_names.items()
                                         if not path and ref in feedable and ref in initializers)
@@ -144,7 +145,7 @@ class OnnxModel:
         self.input_names = [i.name for i in graph.input if i.name not in initializers]
         self.output_names = [o.name for o in graph.output]
         self.inputs = [_model_input(i) for i in graph.input if i.name not in initializers]
-        self.evaluator = ReferenceEvaluator(proto, new_ops=[_lstm_op(nodes, backend)])
+        self.evaluator = ReferenceEvaluator(proto, new_ops=[_lstm_op(nodes, backend, precision)])
 
     def __repr__(self) -> str:
         return (f"OnnxModel(inputs={self.input_names}, outputs={self.output_names}, "
@@ -212,7 +213,7 @@ def _model_input(value: onnx.ValueInfoProto) -> ModelInput:
     return ModelInput(value.name, dtype, shape)
 
 
-def load_model(model: Any, backend: Any = "auto") -> OnnxModel:
+def load_model(model: Any, backend: Any = "auto", precision: str | None = None) -> OnnxModel:
     """A whole ONNX model, run in one call like ``onnxruntime.InferenceSession``.
 
     Its ``LSTM`` nodes run on our backends; every other node runs in onnx's own reference
@@ -227,6 +228,9 @@ def load_model(model: Any, backend: Any = "auto") -> OnnxModel:
     backend : str or Backend
         As for :func:`load_all`: ``"auto"`` picks, per LSTM node, the fastest available
         backend that has every capability the node needs.
+    precision : {None, "bf16", "bf16x3"}
+        Run every LSTM node's products in this mode (see :meth:`Backend.prepare`; float32
+        models only); ``"auto"`` then picks among the backends that have it.
 
     Returns
     -------
@@ -248,7 +252,7 @@ def load_model(model: Any, backend: Any = "auto") -> OnnxModel:
     >>> sess = lbo.load_model("model.onnx", backend="numba")           # doctest: +SKIP
     >>> (logits,) = sess.run(None, {"tokens": tokens})                # doctest: +SKIP
     """
-    return OnnxModel(model, backend)
+    return OnnxModel(model, backend, precision)
 
 
 # ---------------------------------------------------------------------------- command line

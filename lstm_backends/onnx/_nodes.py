@@ -13,6 +13,7 @@ import numpy as np
 from .._activations import DEFAULT_ACTIVATIONS, Activation, describe_activations, onnx_activations
 from .._errors import UnsupportedFeatureError
 from .._params import LSTMParams
+from .._prepared import validate_precision
 from .._registry import get_backend
 from ..layouts import from_onnx
 
@@ -93,6 +94,8 @@ class OnnxLSTM:
     weight_names: dict = field(default_factory=dict, repr=False)  # role -> input name
     call_time: tuple[str, ...] = ()
     _hidden_attribute: int | None = field(default=None, repr=False)
+    precision: str | None = None
+    _prepared: list = field(default_factory=list, repr=False)   # params prepared in ``precision``, once
 
     def describe(self) -> dict[str, Any]:
         """The node's attributes as plain values (what ``lstm-backends onnx`` prints)."""
@@ -157,10 +160,16 @@ class OnnxLSTM:
                              f"m.run({{{self.weight_names[missing[0]]!r}: ...}})")
         if not given:
             assert self.hidden_size is not None and self.input_size is not None
-            return self.params, self.hidden_size, self.input_size
+            if self.precision is None:
+                return self.params, self.hidden_size, self.input_size
+            if not self._prepared:
+                self._prepared.extend(self.backend.prepare(p, self.precision) for p in self.params)
+            return self._prepared, self.hidden_size, self.input_size
         arrays = {role: (_host(given[role], f"LSTM node {self.name!r}: {role}") if role in given
                          else self.weights[ref]) for role, ref in self.weight_names.items()}
         params, hidden, input_size, _ = _convert(self.name, self.direction, self._hidden_attribute, arrays)
+        if self.precision is not None:
+            params = [self.backend.prepare(p, self.precision) for p in params]
         return params, hidden, input_size
 
     def __call__(
@@ -329,7 +338,7 @@ class OnnxLSTM:
                              f"{', '.join(self.call_time)} are not constants of the model (given at call time)")
         lstm = LSTM(self.input_size, self.hidden_size, bidirectional=self.num_directions == 2,
                     batch_first=self.layout == 1, dtype=self.dtype,
-                    backend=self.backend if backend is None else backend)
+                    backend=self.backend if backend is None else backend, precision=self.precision)
         state = {}
         for k, p in enumerate(self.params):
             suffix = "_reverse" if k else ""
@@ -468,7 +477,8 @@ def _needs(peepholes: bool, clip: bool, activations: bool) -> frozenset[str]:
                      | ({"activations"} if activations else set()))
 
 
-def _build(name: str, node: onnx.NodeProto, constants: Mapping[str, np.ndarray], backend: Any) -> OnnxLSTM:
+def _build(name: str, node: onnx.NodeProto, constants: Mapping[str, np.ndarray], backend: Any,
+           precision: str | None = None) -> OnnxLSTM:
     """One node as an :class:`OnnxLSTM`: attributes checked, constant weights converted,
     the backend chosen by the capabilities the node needs."""
     attrs = _attributes(name, node)
@@ -515,16 +525,19 @@ def _build(name: str, node: onnx.NodeProto, constants: Mapping[str, np.ndarray],
             name, direction, hidden_attribute, {role: weights[ref] for role, ref in weight_names.items()})
     needs = _needs("P" in weight_names, clip is not None or bool(input_forget),
                    any(a is not None for a in activations))
+    precision = validate_precision(precision)
+    if precision is not None:
+        needs = needs | {precision}
     try:
         chosen = get_backend(backend, requires=needs)
     except UnsupportedFeatureError as exc:
         raise UnsupportedFeatureError(f"LSTM node {name!r} (operator LSTM) cannot run here: {exc}") from None
     return OnnxLSTM(name, direction, hidden, input_size, layout, params, None if clip is None else float(clip),
                     bool(input_forget), activations, dtype, chosen, node, weights, weight_names, call_time,
-                    hidden_attribute)
+                    hidden_attribute, precision)
 
 
-def load_all(model: Any, backend: Any = "auto") -> dict[str, OnnxLSTM]:
+def load_all(model: Any, backend: Any = "auto", precision: str | None = None) -> dict[str, OnnxLSTM]:
     """Every ``LSTM`` node of a model, by node name.
 
     Parameters
@@ -533,6 +546,10 @@ def load_all(model: Any, backend: Any = "auto") -> dict[str, OnnxLSTM]:
     backend : str or Backend
         ``"auto"`` picks, per node, the fastest available backend that has every capability
         the node needs (e.g. ``peephole`` for a node with ``P``).
+    precision : {None, "bf16", "bf16x3"}
+        Run the nodes' products in this mode (see :meth:`Backend.prepare`; float32 weights):
+        the weights are prepared once (at the first call), ``"auto"`` picks among the backends
+        that have the mode.
 
     Returns
     -------
@@ -552,10 +569,10 @@ def load_all(model: Any, backend: Any = "auto") -> dict[str, OnnxLSTM]:
     """
     proto = _model(model)
     constants = _constants(proto.graph)
-    return {name: _build(name, node, constants, backend) for name, node in _lstm_nodes(proto.graph)}
+    return {name: _build(name, node, constants, backend, precision) for name, node in _lstm_nodes(proto.graph)}
 
 
-def load(model: Any, node: str | int | None = None, backend: Any = "auto") -> OnnxLSTM:
+def load(model: Any, node: str | int | None = None, backend: Any = "auto", precision: str | None = None) -> OnnxLSTM:
     """One ``LSTM`` node of a model, as a callable ``Y, Y_h, Y_c = m(X, sequence_lens, initial_h, initial_c)``.
 
     Parameters
@@ -565,6 +582,8 @@ def load(model: Any, node: str | int | None = None, backend: Any = "auto") -> On
         The node's name (or its index among the LSTM nodes); may be omitted when the model
         has exactly one LSTM node.
     backend : str or Backend
+        As for :func:`load_all`.
+    precision : {None, "bf16", "bf16x3"}
         As for :func:`load_all`.
 
     Returns
@@ -605,7 +624,7 @@ def load(model: Any, node: str | int | None = None, backend: Any = "auto") -> On
             listed = ", ".join(repr(n) for n, _ in nodes) or "none"
             raise ValueError(f"no LSTM node named {node!r}; the LSTM nodes are: {listed}")
         name, chosen = match[0]
-    return _build(name, chosen, _constants(graph), backend)
+    return _build(name, chosen, _constants(graph), backend, precision)
 
 
 def check_against_onnxruntime(node: OnnxLSTM, *, steps: int = 5, batch: int = 3, seed: int = 0) -> dict[str, Any]:

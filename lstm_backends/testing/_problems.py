@@ -73,6 +73,8 @@ class Problem:
     seed : int
     options : dict
         Cell options passed to ``forward`` (``clip``, ``input_forget``, ``activations``).
+    precision : str or None
+        A precision mode: the params are prepared with it (``backend.prepare(params, precision)``).
     """
 
     x: np.ndarray
@@ -83,6 +85,7 @@ class Problem:
     reverse: bool
     seed: int
     options: dict = field(default_factory=dict)
+    precision: str | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -100,6 +103,8 @@ class Problem:
         if self.params.w_peep is not None:
             extras += " peepholes"
         extras += "".join(f" {k}={v}" for k, v in self.options.items() if v not in (None, False))
+        if self.precision is not None:
+            extras += f" precision={self.precision}"
         return (
             f"T={t} B={b} I={i} H={h}{extras} {self.x.dtype.name} reverse={self.reverse} "
             f"lengths={lens} h0/c0={state} seed={self.seed}"
@@ -119,9 +124,10 @@ class Problem:
         )
 
     def forward(self, backend: Any) -> tuple[Any, Any, Any]:
-        """Run ``backend.forward`` on this problem."""
+        """Run ``backend.forward`` on this problem (on params prepared with its precision, if any)."""
+        params = self.params if self.precision is None else backend.prepare(self.params, self.precision)
         return backend.forward(
-            self.x, self.params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse, **self.options
+            self.x, params, self.h0, self.c0, lengths=self.lengths, reverse=self.reverse, **self.options
         )
 
     def forward_train(self, backend: Any) -> tuple[Any, Any, Any, Any]:

@@ -25,6 +25,7 @@ import numpy as np
 from .._params import LSTMParams
 from ._compare import assert_close, to_host
 from ._njit_checks import check_njit_cell, check_njit_errors, check_njit_forward, check_njit_prange
+from ._precision_checks import check_bf16, check_bf16x3, check_prepared
 from ._problems import random_params, random_problem, reference_backward, reference_cell, reference_forward
 
 __all__ = ["CHECKS", "CheckResult", "ConformanceError", "run_conformance"]
@@ -912,6 +913,9 @@ CHECKS: dict[str, Callable[[Any], float]] = {
     "backward_features": check_backward_features,
     "backward_gradcheck": check_backward_gradcheck,
     "backward_errors": check_backward_errors,
+    "prepared": check_prepared,
+    "bf16": check_bf16,
+    "bf16x3": check_bf16x3,
     "njit_cell": check_njit_cell,
     "njit_forward": check_njit_forward,
     "njit_prange": check_njit_prange,

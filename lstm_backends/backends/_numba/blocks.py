@@ -13,7 +13,7 @@ from __future__ import annotations
 (A_T, A_B, A_I, A_H, A_S, A_NSTEPS, A_REV, A_NP, A_NPP, A_KS, A_FLAGS, A_CLIP, A_BULK, A_NLAUNCH, A_WAIT,
  A_DIRECT, A_SYNC, A_X, A_WIH, A_WHH, A_BIH, A_BHH, A_WHR, A_PEEP, A_PSTEP, A_LDPEEP, A_ORDER, A_LENS, A_Y,
  A_YS0, A_YS1, A_HN, A_CN, A_WIP, A_WHP, A_WHRP, A_BP, A_XP, A_LD, A_ACC, A_HB, A_LDH, A_C, A_LDC, A_R, A_XA,
- A_XAROWS, A_TOF, A_ZERO, A_RC, A_LAYOUT, A_TG, A_TC, A_TK) = range(54)
+ A_XAROWS, A_TOF, A_ZERO, A_RC, A_LAYOUT, A_TG, A_TC, A_TK, A_PACKED) = range(55)
 NARGS = 64
 # Sync words (int64, 8 apart = one cache line each): arrivals, the decided team size, then per
 # worker v the steps it finished (DONE) and, with a projection, the steps whose gate update it

@@ -35,7 +35,8 @@ from .gates import CLIP, IFORGET, PEEP
 from .intrinsics import _addr, _gate, _lanes_of, _mk, _zero_of
 from .microkernels import MRMAX
 
-__all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "register", "stamp_field"]
+__all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "panels", "register",
+           "stamp_field"]
 
 #: bytes of the one scratch buffer on the calling function's stack
 STACK_BYTES = 131072
@@ -117,19 +118,8 @@ def pack(spec: Any, clip: float | None, input_forget: bool) -> JitWeights:
         raise ValueError(f"lstm_backends.jit handles layers with ceil(S/{NB})*{NB} + ceil(H/{V})*{V} <= {room} "
                          f"({dt.name}); this one needs {per_row} (H={H}, S={S}): use Backend.forward")
 
-    def arr(a: Any) -> np.ndarray:
-        return np.asarray(a, dt)
-
-    b_ih = arr(spec.b_ih) if spec.b_ih is not None else np.zeros(4 * H, dt)
-    b_hh = arr(spec.b_hh) if spec.b_hh is not None else np.zeros(4 * H, dt)
-    bias = _panels((b_ih + b_hh).reshape(4 * H, 1), H, V, NP).reshape(NP, NB)
-    if P:
-        hr = np.zeros((NPP * NB, H), dt)
-        hr[:P] = arr(spec.w_hr)
-        w_hr = hr.reshape(NPP, NB, H).transpose(0, 2, 1)
-    else:
-        w_hr = np.zeros((0, 0, NB), dt)
-    w_peep = arr(spec.w_peep) if spec.w_peep is not None else np.zeros((0, H), dt)
+    w_ih, w_hh, bias, w_hr = panels(spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, dt)
+    w_peep = np.asarray(spec.w_peep, dt) if spec.w_peep is not None else np.zeros((0, H), dt)
     flags = (PEEP if spec.w_peep is not None else 0) | (CLIP if clip is not None else 0) | (IFORGET if input_forget
                                                                                            else 0)
     meta = np.zeros(1, meta_dtype())
@@ -137,9 +127,39 @@ def pack(spec: Any, clip: float | None, input_forget: bool) -> JitWeights:
         meta[name] = value
     meta["clip"] = clip if clip is not None else 0.0
     meta[stamp_field()] = 1
-    return JitWeights(*(_readonly(a) for a in (
-        meta, _panels(arr(spec.w_ih), H, V, NP), _panels(arr(spec.w_hh), H, V, NP), bias, w_hr, w_peep,
-        np.zeros(NB, dt))))
+    return JitWeights(*(_readonly(a) for a in (meta, w_ih, w_hh, bias, w_hr, w_peep, np.zeros(NB, dt))))
+
+
+def panels(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, w_hr: Any, dtype: Any) -> tuple[np.ndarray, ...]:
+    """The weights as the kernels' panels (what the forward workers pack on every call), in ``dtype``.
+
+    Returns
+    -------
+    w_ih : ndarray, shape (NP, I, 4V)
+    w_hh : ndarray, shape (NP, S, 4V)
+    bias : ndarray, shape (NP, 4V)
+        ``b_ih + b_hh`` (zeros for a None), summed in ``dtype``.
+    w_hr : ndarray, shape (NPP, H, 4V), or (0, 0, 4V) without a projection
+        ``out[j, k, n] = W_hr[j 4V + n, k]`` (0 past P).
+    """
+    dt = np.dtype(dtype)
+    w_ih, w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
+    H = w_hh.shape[0] // 4
+    V = 16 if dt == np.float32 else 8
+    NB = 4 * V
+    NP = -(-H // V)
+    b_ih = np.asarray(b_ih, dt) if b_ih is not None else np.zeros(4 * H, dt)
+    b_hh = np.asarray(b_hh, dt) if b_hh is not None else np.zeros(4 * H, dt)
+    bias = _panels((b_ih + b_hh).reshape(4 * H, 1), H, V, NP).reshape(NP, NB)
+    if w_hr is not None:
+        P = w_hr.shape[0]
+        NPP = -(-P // NB)
+        hr = np.zeros((NPP * NB, H), dt)
+        hr[:P] = np.asarray(w_hr, dt)
+        hr_p = np.ascontiguousarray(hr.reshape(NPP, NB, H).transpose(0, 2, 1))
+    else:
+        hr_p = np.zeros((0, 0, NB), dt)
+    return _panels(w_ih, H, V, NP), _panels(w_hh, H, V, NP), bias, hr_p
 
 
 @intrinsic

@@ -152,8 +152,9 @@ def _worker(proto, p, argp):
         wb_a = ((hi - 1) // width) * n // total + 1
     wb_all = ((S - 1) // width) * n // total + 1
 
-    # ---- pack this worker's panels (on every call: the weights may have changed in place)
-    for pp in range(g0, g1):
+    # ---- pack this worker's panels (on every call: the weights may have changed in place), unless
+    # the caller's prepared weights are packed already
+    for pp in range(g0, g1 if _ldw(argp, A_PACKED) == 0 else g0):
         nval = min(V, H - pp * V)
         _pack(proto, w_ih + pp * V * I * isz, I, H, nval, 4 * H, 0, I, wip + pp * I * NB * isz)
         t6 = lay + pp * 48
@@ -161,7 +162,7 @@ def _worker(proto, p, argp):
         _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 8), _ld(t6 + 16), whp + _ld(t6) * isz)
         _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 32), _ld(t6 + 40), whp + _ld(t6 + 24) * isz)
         _bias_panel(proto, b_ih, b_hh, bp + pp * NB * isz, H, pp, V)
-    for jp in range(j0, j1):
+    for jp in range(j0, j1 if _ldw(argp, A_PACKED) == 0 else j0):
         _pack_proj(proto, w_hr, whrp, jp, H, S)
 
     # ---- bulk input projection: xp rows of every step, this worker's panel columns
@@ -279,7 +280,8 @@ def _worker(proto, p, argp):
 
 @njit(**_JIT)
 def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n, c_n, y, ys0, ys1, reverse, flags,
-                  clip, bulk, nlaunch, wait_ticks, wsf, wsi, fn, serial, tape_g, tape_c, tape_k):
+                  clip, bulk, nlaunch, wait_ticks, wsf, wsi, fn, serial, tape_g, tape_c, tape_k, pw_ih, pw_hh, pbias,
+                  pw_hr, packed):
     """Prepare a forward call and, when ``serial``, run it.
 
     Parameters (T steps, B rows, I inputs, H hidden units, S = P or H the width of h)
@@ -301,6 +303,9 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
     tape_g, tape_c, tape_k : addresses of forward_train's tape (0: a plain forward): gates
         (T, B, 4H), cells (T, B, H) of the dtype, clipped (T, B, 4H) bytes (0 without clip);
         written at valid steps by the gate update (see ``_define_gate``)
+    pw_ih (NP, I, 4V), pw_hh (NP, S, 4V), pbias (NP, 4V), pw_hr (NPP, H, 4V): with ``packed``, the
+        weights packed once by the caller (``embed.panels``; unit ``p V + u`` of gate ``q`` at panel
+        ``p`` column ``q V + u``, k in natural order), read in place: the workers pack nothing
 
     Every array is C-contiguous.  Returns (floats, ints) of workspace needed: when either is
     more than given, nothing ran; call again with larger ones.  (0, 0) when prepared / done.
@@ -342,11 +347,12 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
         if direct:
             xprows = T * B
     # float workspace, every piece 64-byte aligned (sizes rounded up to 16 elements)
+    npk = 0 if packed else 1   # the packed weights' room in the workspace (none when prepared)
     o_wip = 0
-    o_whp = o_wip + (NP * I * NB + 15) // 16 * 16
-    o_whrp = o_whp + (NP * S * NB + 15) // 16 * 16
-    o_bp = o_whrp + (NPP * H * NB + 15) // 16 * 16
-    o_acc = o_bp + NP * NB
+    o_whp = o_wip + npk * (NP * I * NB + 15) // 16 * 16
+    o_whrp = o_whp + npk * (NP * S * NB + 15) // 16 * 16
+    o_bp = o_whrp + npk * (NPP * H * NB + 15) // 16 * 16
+    o_acc = o_bp + npk * NP * NB
     o_hb = o_acc + (B * LD + 15) // 16 * 16
     o_c = o_hb + 2 * B * LDH
     o_r = o_c + (B * LDC + 15) // 16 * 16
@@ -376,7 +382,16 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
     n1 = S - ks
     for p in range(NP):
         t6 = ib + 8 * (i_lay + 6 * p)
-        if p < split:
+        if packed:  # natural k order per panel: each half starts at its first k
+            ka0 = 0 if p < split else ks
+            kb0 = ks if p < split else 0
+            _st(t6, (p * S + ka0) * NB)
+            _st(t6 + 8, ka0)
+            _st(t6 + 16, ks if p < split else S)
+            _st(t6 + 24, (p * S + kb0) * NB)
+            _st(t6 + 32, kb0)
+            _st(t6 + 40, S if p < split else ks)
+        elif p < split:
             _st(t6, p * n0 * NB)
             _st(t6 + 8, 0)
             _st(t6 + 16, ks)
@@ -440,10 +455,17 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
     _stw(a, A_YS1, ys1)
     _stw(a, A_HN, _addr(h_n))
     _stw(a, A_CN, _addr(c_n))
-    _stw(a, A_WIP, fb + o_wip * isz)
-    _stw(a, A_WHP, fb + o_whp * isz)
-    _stw(a, A_WHRP, fb + o_whrp * isz)
-    _stw(a, A_BP, fb + o_bp * isz)
+    _stw(a, A_PACKED, 1 if packed else 0)
+    if packed:
+        _stw(a, A_WIP, _addr(pw_ih))
+        _stw(a, A_WHP, _addr(pw_hh))
+        _stw(a, A_WHRP, _addr(pw_hr))
+        _stw(a, A_BP, _addr(pbias))
+    else:
+        _stw(a, A_WIP, fb + o_wip * isz)
+        _stw(a, A_WHP, fb + o_whp * isz)
+        _stw(a, A_WHRP, fb + o_whrp * isz)
+        _stw(a, A_BP, fb + o_bp * isz)
     _stw(a, A_XP, fb + o_xp * isz)
     _stw(a, A_LD, LD)
     _stw(a, A_ACC, fb + o_acc * isz)

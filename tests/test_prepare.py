@@ -1,0 +1,206 @@
+"""Backend.prepare and the precision modes (DESIGN.md, "Precision"): the contract, the NumPy
+oracle of the modes, the numba backend's packed weights (bitwise its per-call packing), the layer
+and the ONNX loaders passing the mode through, and the conformance checks failing on mutants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lstm_backends as lb
+from lstm_backends.backends.numpy_backend import NumpyBackend, product
+from lstm_backends.testing import random_params, random_problem, reference_forward, run_conformance
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+
+def test_unknown_precision_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"precision must be None or one of 'bf16', 'bf16x3'; got 'fp8'"):
+        lb.get_backend("numpy").prepare(random_params(3, 4, rng=0), precision="fp8")
+
+
+def test_a_backend_without_the_mode_names_those_that_have_it():
+    pytest.importorskip("numba")
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"precision='bf16'.*backends that do: numpy"):
+        lb.get_backend("numba").prepare(random_params(3, 4, rng=0), precision="bf16")
+    assert "bf16" in lb.get_backend("auto", requires=["bf16"]).capabilities
+
+
+def test_float64_weights_with_a_mode_are_refused_where_the_mode_takes_float32():
+    class Float32Modes(NumpyBackend):
+        name = "float32-modes"
+        precision_dtypes = (np.dtype(np.float32),)
+
+    with pytest.raises(ValueError, match=r"precision='bf16' takes float32 weights .* got float64"):
+        Float32Modes().prepare(random_params(3, 4, dtype=np.float64, rng=0), precision="bf16")
+
+
+def test_prepared_params_are_immutable_copies():
+    params = random_params(3, 4, rng=1)
+    w = lb.get_backend("numpy").prepare(params)
+    assert isinstance(w, lb.PreparedParams)
+    assert all(not a.flags.writeable for a in w.params if a is not None)
+    assert all(a is not b for a, b in zip(w.params[:4], params[:4]))
+    with pytest.raises(AttributeError):
+        w.precision = "bf16"
+    assert "numpy" in repr(w) and "H=4" in repr(w)
+
+
+def test_the_oracle_rounds_every_product_operand():
+    rng = np.random.default_rng(2)
+    a, w = rng.standard_normal((3, 40)).astype(np.float32), rng.standard_normal((8, 40)).astype(np.float32)
+    bf = ml_dtypes.bfloat16
+    exact = a.astype(bf).astype(np.float64) @ w.astype(bf).astype(np.float64).T
+    np.testing.assert_array_equal(product(a, w, "bf16"), exact.astype(np.float32))
+    full = a.astype(np.float64) @ w.astype(np.float64).T
+    err16 = np.abs(product(a, w, "bf16") - full).max()
+    err3 = np.abs(product(a, w, "bf16x3") - full).max()
+    err32 = np.abs(product(a, w) - full).max()
+    assert err3 < err16 / 100 and err32 < err3, (err16, err3, err32)   # bf16x3: ~16 significant bits
+
+
+@pytest.mark.parametrize("mode, bound", [("bf16", 8e-3), ("bf16x3", 1e-5)])
+def test_stated_accuracy_of_the_modes_on_the_reference(mode, bound):
+    be = lb.get_backend("numpy")
+    worst = 0.0
+    for seed in range(4):
+        p = random_problem(20, 4, 16, 37, seed=seed, lengths="random")
+        ref = reference_forward(p)
+        got = be.forward(p.x, be.prepare(p.params, mode), p.h0, p.c0, lengths=p.lengths)
+        worst = max(worst, *(np.abs(g - r).max() for g, r in zip(got, ref)))
+    assert worst <= bound
+    assert worst > bound / 1000, "the mode must round something (else this test proves nothing)"
+
+
+def test_training_is_refused_in_a_precision_mode():
+    be = lb.get_backend("numpy")
+    p = random_problem(3, 2, 3, 4, seed=3)
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"cannot train .* precision='bf16'"):
+        be.forward_train(p.x, be.prepare(p.params, "bf16"))
+
+
+@pytest.mark.parametrize("kind", ["serial", "team", "serial+bulk", "team+bulk"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_prepared_weights_are_bitwise_its_per_call_packing(kind, dtype):
+    pytest.importorskip("numba")
+    from lstm_backends.backends.numba_backend import NumbaBackend
+
+    be = NumbaBackend(kind=kind)
+    for k, (feats, opts) in enumerate([({}, {}), ({"proj_size": 13}, {}),
+                                       ({"peephole": True}, {"clip": 0.6, "input_forget": True})]):
+        p = random_problem(9, 5, 7, 40, dtype=dtype, seed=50 + k, lengths="random", **feats)
+        w = be.prepare(p.params)
+        for rev in (False, True):
+            a = be.forward(p.x, p.params, p.h0, p.c0, lengths=p.lengths, reverse=rev, **opts)
+            b = be.forward(p.x, w, p.h0, p.c0, lengths=p.lengths, reverse=rev, **opts)
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u, v)
+        y1, _, _, tape1 = be.forward_train(p.x, p.params, p.h0, p.c0, lengths=p.lengths, **opts)
+        y2, _, _, tape2 = be.forward_train(p.x, w, p.h0, p.c0, lengths=p.lengths, **opts)
+        np.testing.assert_array_equal(y1, y2)
+        g1, g2 = be.backward(tape1, *p.output_grads()), be.backward(tape2, *p.output_grads())
+        for u, v in zip(g1.dparams, g2.dparams):
+            if u is not None:
+                np.testing.assert_array_equal(u, v)
+
+
+def test_prepared_params_of_one_backend_run_on_another():
+    pytest.importorskip("numba")
+    p = random_problem(6, 3, 5, 20, seed=4)
+    w = lb.get_backend("numpy").prepare(p.params)
+    a = lb.get_backend("numba").forward(p.x, w, p.h0, p.c0)
+    b = lb.get_backend("numba").forward(p.x, p.params, p.h0, p.c0)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_layer_prepares_reprepares_on_load_and_reports_the_mode():
+    lstm = lb.LSTM(6, 12, num_layers=2, bidirectional=True, backend="numpy", seed=0, precision="bf16")
+    assert "precision='bf16'" in repr(lstm)
+    ref = lb.LSTM(6, 12, num_layers=2, bidirectional=True, backend="numpy", seed=0, dtype=np.float64)
+    x = np.random.default_rng(5).standard_normal((7, 3, 6)).astype(np.float32)
+    y, _ = lstm(x)
+    y64, _ = ref(x.astype(np.float64))
+    assert 1e-6 < np.abs(y - y64).max() <= 8e-3
+    state = {k: -v for k, v in lstm.state_dict().items()}
+    lstm.load_state_dict(state)
+    ref.load_state_dict(state)
+    y, _ = lstm(x)
+    y64, _ = ref(x.astype(np.float64))
+    assert np.abs(y - y64).max() <= 8e-3, "load_state_dict must re-prepare"
+    lstm.params = [[p._replace(w_ih=np.zeros_like(p.w_ih)) for p in layer] for layer in lstm.params]
+    y0, _ = lstm(x)
+    assert np.abs(y0 - y).max() > 1e-3, "replacing params must re-prepare"
+    with pytest.raises(ValueError, match="needs dtype=np.float32"):
+        lb.LSTM(6, 12, backend="numpy", dtype=np.float64, precision="bf16")
+    with pytest.raises(lb.UnsupportedFeatureError, match="cannot train"):
+        lstm.forward_train(x)
+
+
+def test_onnx_loaders_pass_the_mode_through(tmp_path):
+    pytest.importorskip("onnx")
+    import onnx
+    from onnx import helper
+
+    import lstm_backends.onnx as lbo
+    from lstm_backends.layouts import to_onnx
+
+    p = random_params(4, 6, rng=6)
+    w, r, b = to_onnx([p])
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=6, name="lstm")], "g",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [5, 2, 4])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [5, 1, 2, 6])],
+        [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (b, "B"))])
+    model = helper.make_model(graph)
+    x = np.random.default_rng(7).standard_normal((5, 2, 4)).astype(np.float32)
+    y32 = lbo.load(model, backend="numpy")(x)[0]
+    node = lbo.load(model, backend="auto", precision="bf16")
+    assert node.precision == "bf16" and "bf16" in node.backend.capabilities
+    y16 = node(x)[0]
+    assert 1e-6 < np.abs(y16 - y32).max() <= 8e-3
+    (out,) = lbo.load_model(model, precision="bf16x3").run(None, {"X": x})
+    assert np.abs(out - y32).max() <= 1e-5
+    with pytest.raises(ValueError, match="precision must be None or one of"):
+        lbo.load(model, precision="half")
+
+
+# ---------------------------------------------------------------------------- the checks fail on mutants
+
+class RoundsNothing(NumpyBackend):
+    """Claims bf16 but computes float32 products."""
+
+    name = "mutant-bf16-exact"
+
+    def _forward(self, args):
+        args.precision = None
+        super()._forward(args)
+
+
+class Bf16ForBf16x3(NumpyBackend):
+    """Claims bf16x3 but computes one bf16 product (drops the hi/lo terms)."""
+
+    name = "mutant-bf16x3"
+
+    def _forward(self, args):
+        if args.precision == "bf16x3":
+            args.precision = "bf16"
+        super()._forward(args)
+
+
+@pytest.mark.parametrize("mutant, check", [(RoundsNothing, "bf16"), (Bf16ForBf16x3, "bf16x3")])
+def test_precision_mutants_fail_their_check(mutant, check):
+    (result,) = run_conformance(mutant(), [check], raise_on_failure=False)
+    assert not result.passed and not result.skipped, result
+    assert check in result.message
+
+
+def test_a_backend_whose_prepare_keeps_the_callers_arrays_fails():
+    class KeepsArrays(NumpyBackend):
+        name = "mutant-aliases"
+
+        def _own_copy(self, a, ctx):
+            return a
+
+    (result,) = run_conformance(KeepsArrays(), ["prepared"], raise_on_failure=False)
+    assert not result.passed and "after prepare" in result.message
