@@ -173,16 +173,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
         names = [args.backend]
     else:
         names = [b.name for b in list_backends() if b.available]
-    failures = 0
+    failures = skips = 0
     for name in names:
         print(f"{name}:")
-        results = run_conformance(get_backend(name), args.check or None, raise_on_failure=False)
+        checks = args.check or None
+        if args.precision:   # the prepared-weights check and the mode's own
+            checks = [*(args.check or []), "prepared", args.precision]
+        results = run_conformance(get_backend(name), checks, raise_on_failure=False)
         # columns as wide as their longest entry, so long check names do not shift the rest
         width = max((len(r.name) for r in results), default=0)
         worsts = {r.name: f"worst {r.worst:.2g} of tolerance" if r.passed else "" for r in results}
         worst_width = max((len(worsts[r.name]) for r in results if not r.skipped), default=0)
         for r in results:
             if r.skipped:
+                skips += 1
                 print(f"  skip  {r.name:<{width}}  {r.message}")
                 continue
             status = "pass" if r.passed else "FAIL"
@@ -190,7 +194,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if not r.passed:
                 failures += 1
                 print(f"        {r.message}")
-    print(f"\n{failures} failed" if failures else "\nall checks passed")
+    skipped = f" ({skips} skipped: not applicable)" if skips else ""
+    print(f"\n{failures} failed{skipped}" if failures else f"\nall checks that apply passed{skipped}")
     return 1 if failures else 0
 
 
@@ -200,11 +205,11 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     from . import onnx as lbo
 
     run = args.run or bool(args.input or args.dim)  # --input / --dim imply --run
-    nodes = lbo.load_all(args.model, backend=args.backend)
+    nodes = lbo.load_all(args.model, backend=args.backend, precision=args.precision)
     if not nodes:
         print(f"{args.model}: no LSTM node")
         return lbo._cli_run(args.model, backend=args.backend, inputs=args.input, dims=args.dim, seed=args.seed,
-                            check=not args.no_check) if run else 0
+                            check=not args.no_check, precision=args.precision) if run else 0
     check = not args.no_check and importlib.util.find_spec("onnxruntime") is not None
     failures = 0
     for name, node in nodes.items():
@@ -223,13 +228,14 @@ def cmd_onnx(args: argparse.Namespace) -> int:
                 print(f"  onnxruntime: not compared ({result['reason']})")
             else:
                 status = "agrees" if result["agrees"] else "DISAGREES"
-                print(f"  onnxruntime: {status} (worst error {result['worst']:.2g} of the float32 tolerance)")
+                of = f"the {node.precision} accuracy bound" if node.precision else "the float32 tolerance"
+                print(f"  onnxruntime: {status} (worst error {result['worst']:.2g} of {of})")
                 failures += not result["agrees"]
     if not check and not args.no_check:
         print("\n(onnxruntime is not installed: nothing was compared)")
     if run:
         failures += lbo._cli_run(args.model, backend=args.backend, inputs=args.input, dims=args.dim,
-                                 seed=args.seed, check=not args.no_check)
+                                 seed=args.seed, check=not args.no_check, precision=args.precision)
     return 1 if failures else 0
 
 
@@ -282,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--check", action="append", metavar="NAME", type=_check_name,
                    help=f"run only this check, repeatable; one of: {', '.join(CHECKS)}")
+    p.add_argument("--precision", choices=["bf16", "bf16x3"],
+                   help="check a precision mode: the prepared-weights check and the mode's accuracy checks")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("onnx", help="list the LSTM nodes of an ONNX model and check them against onnxruntime",
                        description="List every LSTM node of an ONNX file with its attributes and the backend "
@@ -302,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="size of a named dynamic axis of the random inputs, repeatable; a bare N sizes every other "
                    "dynamic axis (default 3; implies --run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs of --run (default 0)")
+    p.add_argument("--precision", choices=["bf16", "bf16x3"],
+                   help="run the LSTM nodes in a precision mode (backends that have it) and compare with "
+                        "onnxruntime against the mode's stated accuracy")
     p.set_defaults(func=cmd_onnx)
     p = sub.add_parser("warmup", help="compile the kernels ahead of time (cached on disk for every later process)",
                        description="Compile (or load from the on-disk cache) the kernels of the compiled backends "

@@ -25,11 +25,12 @@ specialisation of its own), with the projection, the peepholes and the cell opti
 
 Inside compiled code, types are checked when your function compiles (a ``TypingError`` naming the
 argument) and shapes on every call (a ``ValueError`` with a fixed message): a wrong-shape call
-never reads or writes out of bounds.  (Inside a ``prange`` loop Numba itself reports such an error as
-a ``SystemError`` whose ``__cause__`` is the ``ValueError`` with the OpenMP threading layer, and
-loses it with the workqueue layer, numba issue 9673: check shapes before a parallel loop.)  Inside ``@njit`` the outputs may be the inputs' own state
-arrays (``h_out`` is ``h``, ``c_out`` is ``c``); other overlaps are the caller's responsibility
-there (from Python they are refused).
+never reads or writes out of bounds.  (Inside a ``prange`` loop Numba itself reports such an
+error as a ``SystemError`` whose ``__cause__`` is the ``ValueError`` with the OpenMP threading
+layer, and loses it with the workqueue layer, numba issue 9673: check shapes before a parallel
+loop.)  Inside ``@njit`` the outputs may be the inputs' own state arrays (``h_out`` is ``h``,
+``c_out`` is ``c``); other overlaps are the caller's responsibility there (from Python they are
+refused).
 
 Caching: a ``cache=True`` function of yours that calls these kernels holds their machine code in
 its own cache entry.  The type of :class:`JitWeights` names the version of the kernels, so after

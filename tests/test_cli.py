@@ -95,7 +95,16 @@ def test_bad_arguments_clear_message_no_traceback(args, words):
 def test_verify_one_backend(capsys):
     assert main(["verify", "numpy", "--check", "forward", "--check", "errors"]) == 0
     text = capsys.readouterr().out
-    assert "pass  forward" in text and "all checks passed" in text
+    assert "pass  forward" in text and "all checks that apply passed" in text and "skipped" not in text
+
+
+def test_verify_a_precision_mode_says_what_it_skipped(capsys):
+    assert main(["verify", "numpy", "--precision", "bf16x3"]) == 0
+    text = capsys.readouterr().out
+    assert "pass  prepared" in text and "pass  bf16x3" in text
+    assert main(["verify", "numba", "--precision", "bf16"]) == 0
+    text = capsys.readouterr().out
+    assert "skip  bf16" in text and "(1 skipped: not applicable)" in text
 
 
 def test_verify_reports_failure(capsys, monkeypatch):

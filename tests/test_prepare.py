@@ -163,6 +163,11 @@ def test_onnx_loaders_pass_the_mode_through(tmp_path):
     assert np.abs(out - y32).max() <= 1e-5
     with pytest.raises(ValueError, match="precision must be None or one of"):
         lbo.load(model, precision="half")
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    from lstm_backends.__main__ import main
+
+    assert main(["onnx", str(path), "--run", "--precision", "bf16"]) == 0
 
 
 # ---------------------------------------------------------------------------- the checks fail on mutants

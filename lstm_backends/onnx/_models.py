@@ -313,7 +313,7 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
 
 
 def _cli_run(path: str, *, backend: Any = "auto", inputs: Sequence[str] = (), dims: Sequence[str] = (),
-             seed: int = 0, check: bool = True) -> int:
+             seed: int = 0, check: bool = True, precision: str | None = None) -> int:
     """``lstm-backends onnx MODEL --run``: run the whole model, compare with onnxruntime, print.
 
     ``inputs``: ``NAME=FILE.npy`` items; ``dims``: ``NAME=N`` items (a named dynamic axis)
@@ -324,7 +324,7 @@ def _cli_run(path: str, *, backend: Any = "auto", inputs: Sequence[str] = (), di
 
     from ..testing import TOLERANCES, worst_error
 
-    session = load_model(path, backend=backend)
+    session = load_model(path, backend=backend, precision=precision)
     default_dim = DEFAULT_DIM
     named = {}
     for item in dims:
@@ -373,7 +373,12 @@ def _cli_run(path: str, *, backend: Any = "auto", inputs: Sequence[str] = (), di
             else:
                 err = float(np.max(np.abs(value.astype(np.float64) - want))) if value.size else 0.0
                 diff = f"max |ours - onnxruntime| = {err:.3g}"
-                if np.issubdtype(value.dtype, np.floating):  # the library's tolerance, as everywhere
+                if precision is not None and np.issubdtype(value.dtype, np.floating):   # the mode's accuracy
+                    from ..testing._precision_checks import ACCURACY
+
+                    agrees = err <= ACCURACY[precision]
+                    diff += f" (precision {precision}: stated bound {ACCURACY[precision]:g})"
+                elif np.issubdtype(value.dtype, np.floating):  # the library's tolerance, as everywhere
                     dtype = value.dtype if value.dtype in TOLERANCES else np.dtype(np.float32)
                     agrees = worst_error(value, want.astype(np.float64), dtype) <= 1.0
                 else:
