@@ -22,7 +22,8 @@ Contenders (``name`` → what runs in the child):
     for "% of peak"
 
 A name may end in ``@`` and comma-separated options: ``float32`` / ``float64`` (the dtype of
-this contender), ``full`` (peepholes and ``clip=3``: the full ONNX cell) and any other word
+this contender), ``full`` (peepholes and ``clip=3``: the full ONNX cell), ``prepared`` (the
+weights prepared once by ``Backend.prepare``, outside the timed calls) and any other word
 as a label (``ours:numba@before``, with ``compare(envs=...)`` giving that contender its own
 environment, e.g. another checkout on ``PYTHONPATH`` or ``LSTM_BACKENDS_GEMM=mkl``).
 
@@ -159,8 +160,10 @@ def _onnx_model(p: Any) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
 
 
-def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callable[[Any], tuple], dict]:
-    """(call, outputs-from-result, info) for one contender in this process."""
+def _runner(name: str, p: Any, threads: int,
+            prepared: bool = False) -> tuple[Callable[[], Any], Callable[[Any], tuple], dict]:
+    """(call, outputs-from-result, info) for one contender in this process (``prepared``: ours on
+    weights prepared once by ``Backend.prepare``, outside the timed calls)."""
     kind, _, backend = name.partition(":")
     if kind in ("ours", "ours-cell", "ours-train"):
         from . import get_backend
@@ -177,8 +180,9 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
                                         cell=kind == "ours-cell")
             except TypeError:  # a plugin's describe_path(batch, hidden, dtype)
                 info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype)
+        params = be.prepare(p.params) if prepared else p.params
         if kind == "ours":
-            return (lambda: be.forward(p.x, p.params, p.h0, p.c0, **p.options)), (lambda r: r), info
+            return (lambda: be.forward(p.x, params, p.h0, p.c0, **p.options)), (lambda r: r), info
         if kind == "ours-train":
             dy = _train_dy(p)
 
@@ -189,7 +193,7 @@ def _runner(name: str, p: Any, threads: int) -> tuple[Callable[[], Any], Callabl
 
             return train, (lambda r: r), info
         out = (np.empty_like(p.h0), np.empty_like(p.c0))
-        return (lambda: be.cell(p.x[0], p.h0, p.c0, p.params, out=out)), (lambda r: (r[0][None], *r)), info
+        return (lambda: be.cell(p.x[0], p.h0, p.c0, params, out=out)), (lambda r: (r[0][None], *r)), info
     if kind in ("torch", "torch-cell", "torch-train"):
         import torch
 
@@ -281,7 +285,7 @@ def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: in
     base, opts = split_name(name)
     p = _problem(size, _contender_dtype(name, np.dtype(dtype)), seed, "full" in opts)
     cell = base.startswith(("ours-cell", "torch-cell"))
-    call, outputs, info = _runner(base, p, threads)
+    call, outputs, info = _runner(base, p, threads, prepared="prepared" in opts)
     med, n = _time(call, budget, inner=50 if cell else 1)
     if save:
         y, h_n, c_n = (np.asarray(a) for a in outputs(call()))

@@ -42,6 +42,9 @@ SIZES = [(100, 1, 64, 128), (1000, 1, 128, 256), (100, 4, 128, 256), (100, 16, 1
 TARGETS = {(100, 1, 64, 128): 0.7, (1000, 1, 128, 256): 0.7, (100, 4, 128, 256): 0.8, (100, 16, 128, 256): 0.9,
            (100, 64, 256, 512): 1.0, (50, 256, 512, 1024): 1.05, "cell": 0.5}
 CELL = (1, 1, 128, 256)
+# issue 17: weights beyond the cache (repacked on every call unless prepared); ours prepared / best peer
+BEYOND = [(100, 1, 1024, 1024), (100, 8, 512, 1024), (20, 1, 2048, 2048)]
+BEYOND_TARGET = 0.9
 
 COLD = r"""
 import json, sys, time
@@ -119,6 +122,10 @@ def main() -> int:
     ap.add_argument("--before", metavar="PATH", help="also the lstm_backends found at PATH (another checkout)")
     ap.add_argument("--features", action="store_true", help="also the full ONNX cell (peepholes + clip)")
     ap.add_argument("--float64", action="store_true", help="also our float64 forward")
+    ap.add_argument("--prepared", action="store_true",
+                    help="also ours on weights prepared once (Backend.prepare: no per-call packing)")
+    ap.add_argument("--beyond-cache", action="store_true",
+                    help="the sizes whose weights exceed the caches (issue 17), with --prepared")
     ap.add_argument("--cold", action="store_true", help="cold / warm start in fresh processes")
     ap.add_argument("--no-idle", action="store_true", help="do not wait for an idle machine before each process")
     ap.add_argument("--json")
@@ -135,6 +142,8 @@ def main() -> int:
     from lstm_backends.backends import _mkl
 
     sizes = [parse_size(s) for s in args.size] if args.size else [Size(*s) for s in SIZES]
+    if args.beyond_cache:
+        sizes, args.prepared = [Size(*s) for s in BEYOND], True
     peers = available_peers()
     ours = ["ours:numba"]
     envs: dict[str, dict[str, str]] = {}
@@ -151,6 +160,8 @@ def main() -> int:
         ours.append("ours:numba@full")
     if args.float64:
         ours.append("ours:numba@float64")
+    if args.prepared:
+        ours.append("ours:numba@prepared")
     idle = not args.no_idle
     peak, rows = compare(sizes, ours + peers, threads=args.threads, rounds=args.rounds, budget=args.budget,
                          cell=None if args.no_cell else Size(*CELL), progress=print_progress, envs=envs, idle=idle)
@@ -173,6 +184,8 @@ def main() -> int:
             mine = r.name.startswith("ours")
             paired = _paired(group, r.name, peer_names) if mine else float("nan")
             target = TARGETS.get(key) if r.name in ("ours:numba", "ours-cell:numba") else None
+            if r.name == "ours:numba@prepared" and key in BEYOND:
+                target = BEYOND_TARGET
             med = f"{r.median_s * 1e6:.1f} us" if is_cell else f"{r.median_s * 1e3:.3f} ms"
             table.append([f"cell B{b} I{i} H{h}" if is_cell else f"{t},{b},{i},{h}", r.name, med, f"{r.gflops:.0f}",
                           f"{r.pct_peak:.0f}%", "-" if np.isnan(r.ratio_best_peer) else f"{r.ratio_best_peer:.2f}",
