@@ -209,3 +209,44 @@ def test_a_backend_whose_prepare_keeps_the_callers_arrays_fails():
 
     (result,) = run_conformance(KeepsArrays(), ["prepared"], raise_on_failure=False)
     assert not result.passed and "after prepare" in result.message
+
+
+@pytest.mark.cudasim
+def test_cuda_prepares_device_copies_under_the_simulator():
+    """cuda's prepared weights are device arrays of their own (moved once, not per call); the
+    results equal the params themselves, and a host backend refuses them with a clear message."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("numba_cuda")
+    from lstm_backends.testing._cudasim_patch import SIMULATOR_PRELUDE
+
+    code = SIMULATOR_PRELUDE + textwrap.dedent("""
+        import numpy as np, lstm_backends as lb
+        from lstm_backends.testing import random_problem
+        be = lb.get_backend("cuda")
+        p = random_problem(3, 2, 3, 5, seed=1, lengths="random")
+        w = be.prepare(p.params)
+        assert all(hasattr(a, "copy_to_host") for a in w.params[:4]), w.params
+        for u, v in zip(be.forward(p.x, p.params, p.h0, p.c0, lengths=p.lengths),
+                        be.forward(p.x, w, p.h0, p.c0, lengths=p.lengths)):
+            assert np.array_equal(u, v)
+        try:
+            lb.get_backend("numpy").forward(p.x, w)
+        except TypeError as exc:
+            assert "device array" in str(exc)
+        else:
+            raise AssertionError("numpy accepted device-array params")
+        try:
+            be.prepare(p.params, precision="bf16")
+        except lb.UnsupportedFeatureError as exc:
+            assert "numpy" in str(exc)
+        else:
+            raise AssertionError("cuda accepted precision='bf16'")
+        print("ok")
+    """)
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

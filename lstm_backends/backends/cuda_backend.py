@@ -171,6 +171,12 @@ class CudaBackend(Backend):
             buf = ctx.scratch[key] = _cuda().device_array(shape, dtype=dtype, stream=ctx.stream)
         return buf
 
+    def _own_copy(self, a: Any, ctx: _Call) -> Any:
+        """``prepare``'s copy of a weight: a device array of its own (moved once, not per call)."""
+        host = a.copy_to_host() if hasattr(a, "copy_to_host") else np.array(
+            _cuda().as_cuda_array(a).copy_to_host() if is_device_array(a) else a)
+        return _cuda().to_device(np.ascontiguousarray(host), stream=ctx.stream)
+
     def _input(self, a: Any, ctx: _Call) -> Any:
         if is_device_array(a):
             arr = a if hasattr(a, "copy_to_host") else _cuda().as_cuda_array(a)  # zero-copy view
