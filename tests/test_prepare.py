@@ -20,10 +20,35 @@ def test_unknown_precision_lists_the_valid_ones():
 
 
 def test_a_backend_without_the_mode_names_those_that_have_it():
-    pytest.importorskip("numba")
-    with pytest.raises(lb.UnsupportedFeatureError, match=r"precision='bf16'.*backends that do: numpy"):
-        lb.get_backend("numba").prepare(random_params(3, 4, rng=0), precision="bf16")
+    class NoModes(NumpyBackend):
+        name = "no-modes"
+        capabilities = frozenset({"forward", "cell"})
+
+    with pytest.raises(lb.UnsupportedFeatureError, match=r"precision='bf16'.*backends that do: .*numpy"):
+        NoModes().prepare(random_params(3, 4, rng=0), precision="bf16")
     assert "bf16" in lb.get_backend("auto", requires=["bf16"]).capabilities
+
+
+@pytest.mark.parametrize("mode", ["bf16", "bf16x3"])
+def test_numba_modes_equal_the_float32_oracle_up_to_summation_order(mode):
+    """The portable path (modes.py): the same rounded operands as the NumPy oracle run in float32,
+    every feature, lengths and reverse; cell equals forward with T=1."""
+    pytest.importorskip("numba")
+    nb, ref = lb.get_backend("numba"), lb.get_backend("numpy")
+    for k, feats in enumerate([{}, {"proj_size": 5}, {"peephole": True}]):
+        opts = {"clip": 0.7, "input_forget": True} if feats.get("peephole") else {}
+        p = random_problem(12, 5, 9, 37, seed=60 + k, lengths="random", **feats)
+        for rev in (False, True):
+            a = nb.forward(p.x, nb.prepare(p.params, mode), p.h0, p.c0, lengths=p.lengths, reverse=rev, **opts)
+            b = ref.forward(p.x, ref.prepare(p.params, mode), p.h0, p.c0, lengths=p.lengths, reverse=rev, **opts)
+            assert max(np.abs(u - v).max() for u, v in zip(a, b)) < 2e-6
+        h1, c1 = nb.cell(p.x[0], p.h0, p.c0, nb.prepare(p.params, mode), **opts)
+        _, h2, c2 = nb.forward(p.x[:1], nb.prepare(p.params, mode), p.h0, p.c0, **opts)
+        np.testing.assert_array_equal(h1, h2)
+        np.testing.assert_array_equal(c1, c2)
+        w = ref.prepare(p.params, mode)   # prepared by another backend: split on the fly, same bits
+        np.testing.assert_array_equal(nb.forward(p.x, w, p.h0, p.c0, **opts)[0],
+                                      nb.forward(p.x, nb.prepare(p.params, mode), p.h0, p.c0, **opts)[0])
 
 
 def test_float64_weights_with_a_mode_are_refused_where_the_mode_takes_float32():
@@ -250,3 +275,12 @@ def test_cuda_prepares_device_copies_under_the_simulator():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_the_mode_path_shows_in_describe_path_and_info():
+    pytest.importorskip("numba")
+    from lstm_backends.backends.numba_backend import NumbaBackend, describe_threads
+
+    text = NumbaBackend().describe_path(16, 256, precision="bf16")
+    assert text.startswith("bf16: portable path") and "this CPU has" in text
+    assert any(line.startswith("precision modes bf16 / bf16x3: portable path") for line in describe_threads())

@@ -285,7 +285,7 @@ class NumbaBackend(Backend):
                                   "hidden-split thread team")
     install_hint: ClassVar[str] = 'pip install "lstm-backends" (numba is a dependency; reinstall it)'
     capabilities: ClassVar[frozenset[str]] = frozenset({"forward", "cell", "backward", "projection", "peephole",
-                                                         "clip", "njit"})
+                                                         "clip", "njit", "bf16", "bf16x3"})
     backward_features: ClassVar[frozenset[str]] = frozenset({"projection", "peephole", "clip"})
     auto_priority: ClassVar[int | None] = 10
 
@@ -384,7 +384,7 @@ class NumbaBackend(Backend):
         return steps <= SHORT_STEPS and batch <= SHORT_BATCH and self.kind == "auto" and self.gemm != "mkl"
 
     def describe_path(self, batch: int, hidden: int, dtype: Any = np.float32, *, steps: int | None = None,
-                      input_size: int | None = None, cell: bool = False) -> str:
+                      input_size: int | None = None, cell: bool = False, precision: str | None = None) -> str:
         """Which kernel path a call of this size takes, in words.
 
         Parameters
@@ -398,12 +398,16 @@ class NumbaBackend(Backend):
             ``I`` (the cell's choice between one worker and a team depends on it); default ``H``.
         cell : bool
             Describe a ``cell`` call instead of a forward call.
+        precision : {None, "bf16", "bf16x3"}
+            Describe a call on params prepared in that mode.
 
         Returns
         -------
         str
             e.g. ``"team+bulk x2, own micro-kernel"``, ``"cell x2, own micro-kernel"``.
         """
+        if precision is not None:
+            return f"{precision}: {bf16_path()}"
         dtype = np.dtype(dtype)
         short = steps is not None and self._short(steps, batch)
         if cell or short:
@@ -419,7 +423,39 @@ class NumbaBackend(Backend):
         from ._numba.embed import panels
 
         own = LSTMParams(*(None if a is None else np.array(a) for a in params))
+        if precision is not None:   # the split weights' panels of the mode (modes.py)
+            from ._numba.modes import mode_panels
+
+            return {"params": own, "mode_panels": mode_panels(own, precision == "bf16x3")}
         return {"params": own, "panels": panels(own.w_ih, own.w_hh, own.b_ih, own.b_hh, own.w_hr, own.w_ih.dtype)}
+
+    def _mode_forward(self, args: ForwardArgs) -> None:
+        """A precision mode on the portable path (``_numba/modes.py``, one thread): x split once, the
+        weights' split panels from ``prepare`` (or made now for params another backend prepared)."""
+        from ._numba.embed import JitWeights  # noqa: F401 - numba and the kernel package loaded
+        from ._numba.ir import _AVX512
+        from ._numba.modes import mode_forward_entry, mode_panels, scratch_size, split_rows
+
+        three = args.precision == "bf16x3"
+        if args.prepared is not None and "mode_panels" in args.prepared:
+            w_ih, w_hh, bias, w_hr = args.prepared["mode_panels"]
+        else:
+            w_ih, w_hh, bias, w_hr = mode_panels(args.params, three)
+        H, S = args.hidden_size, args.state_size
+        if args.h_n is not args.h0:
+            args.h_n[...] = args.h0
+        if args.c_n is not args.c0:
+            args.c_n[...] = args.c0
+        y = args.y if args.y.flags.c_contiguous else np.empty(args.y.shape, np.float32)
+        mr = 6 if _AVX512 else 1   # as lstm_backends.jit: AVX2's 16 registers hold one row's accumulators
+        flags, clip = _features(args)
+        w_peep = args.w_peep if args.w_peep is not None else np.zeros((0, H), np.float32)
+        _watched(("precision-mode forward", np.dtype(np.float32)), mode_forward_entry, split_rows(args.x, three),
+                 w_ih, w_hh, bias, w_hr, w_peep, np.zeros(64, np.float32), args.h_n, args.c_n,
+                 np.ascontiguousarray(args.lengths, np.int64), y, bool(args.reverse), flags, clip, 3 if three else 1,
+                 mr, np.empty(scratch_size(mr, H, S, three), np.float32))
+        if y is not args.y:
+            args.y[...] = y
 
     @staticmethod
     def _use_prepared(args: Any) -> None:
@@ -431,6 +467,9 @@ class NumbaBackend(Backend):
 
     def _forward(self, args: ForwardArgs) -> None:
         self._use_prepared(args)
+        if args.precision is not None:
+            self._mode_forward(args)
+            return
         if args.full and self._short(args.steps, args.batch):
             self._forward_by_cells(args)
             return
@@ -546,6 +585,15 @@ class NumbaBackend(Backend):
 
     def _cell(self, args: CellArgs) -> None:
         self._use_prepared(args)
+        if args.precision is not None:   # one step of the mode's sequence kernel
+            self._mode_forward(ForwardArgs(
+                x=args.x[None], w_ih=args.w_ih, w_hh=args.w_hh, b_ih=args.b_ih, b_hh=args.b_hh, h0=args.h,
+                c0=args.c, lengths=np.ones(args.batch, np.int64), reverse=False,
+                y=np.empty((1, args.batch, args.state_size), np.float32), h_n=args.h_out, c_n=args.c_out, steps=1,
+                batch=args.batch, input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
+                w_hr=args.w_hr, w_peep=args.w_peep, proj_size=args.proj_size, clip=args.clip,
+                input_forget=args.input_forget, precision=args.precision, prepared=args.prepared))
+            return
         workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, args.dtype, args.w_hr is not None)
         _watched(("cell" if workers == 1 else "team cell", args.dtype), self._cell_kernels, args, workers)
 
@@ -578,6 +626,26 @@ _LAYER_COST = {
 }
 
 
+def bf16_path() -> str:
+    """What computes the precision modes here, and which bfloat16 instructions this CPU has."""
+    flags = _cpu_flags()
+    has = ", ".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags) or "neither amx_bf16 nor avx512_bf16"
+    return ("portable path, one thread (bfloat16-rounded operands in float32 FMA chains; the AMX / AVX512-BF16 "
+            f"kernels are not written yet; this CPU has: {has})")
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def describe_threads() -> list[str]:
     """Lines for ``lstm-backends info``: threading layer, thread budget, GEMM path and their costs.
 
@@ -600,6 +668,7 @@ def describe_threads() -> list[str]:
         f"{_mkl.info() if _mkl.available() else 'not usable: ' + _mkl.info()}",
         f"paths: B=1 H=256 -> {be.describe_path(1, 256)}; B=16 H=256 -> {be.describe_path(16, 256)}; "
         f"B=64 H=512 -> {be.describe_path(64, 512)}",
+        f"precision modes bf16 / bf16x3: {bf16_path()}",
     ]
     return lines
 

@@ -156,11 +156,11 @@ def panels(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, w_hr: Any, dtype: Any) ->
     b_hh = np.asarray(b_hh, dt) if b_hh is not None else np.zeros(4 * H, dt)
     bias = _panels((b_ih + b_hh).reshape(4 * H, 1), H, V, NP).reshape(NP, NB)
     if w_hr is not None:
-        P = w_hr.shape[0]
+        P, K = w_hr.shape   # (K = H, or more columns for a precision mode's split rows)
         NPP = -(-P // NB)
-        hr = np.zeros((NPP * NB, H), dt)
+        hr = np.zeros((NPP * NB, K), dt)
         hr[:P] = np.asarray(w_hr, dt)
-        hr_p = np.ascontiguousarray(hr.reshape(NPP, NB, H).transpose(0, 2, 1))
+        hr_p = np.ascontiguousarray(hr.reshape(NPP, NB, K).transpose(0, 2, 1))
     else:
         hr_p = np.zeros((0, 0, NB), dt)
     return _panels(w_ih, H, V, NP), _panels(w_hh, H, V, NP), bias, hr_p
