@@ -32,6 +32,13 @@ One command on a machine with an NVIDIA GPU (finishes in a few minutes on an H20
    of our ``forward_train + backward`` against ``torch.nn.LSTM`` (cuDNN) forward + backward
    (autograd, all weight gradients), device-resident, CUDA events, interleaved medians.
 
+7. device functions (``lstm_backends.cuda_device``, issue 18): user-style ``@cuda.jit``
+   kernels that step T steps with ``step`` (one block per row, per-row lengths, h double
+   buffered, c in place) and ``step_rows`` against the float64 reference, every feature
+   variant, float32 and float64, outputs poisoned; then the per-step time of a user kernel
+   stepping T steps in one launch at B1 I64 H128 and B1 I128 H256 (CUDA events, medians),
+   next to ``torch.nn.LSTMCell`` stepped from Python.
+
 Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``; exits non-zero when any
 correctness check fails.  ``--smoke`` runs tiny sizes (CUDA simulator friendly, torch
 optional) to prove the script itself works without a GPU.
@@ -52,6 +59,8 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from numba import cuda  # noqa: E402 - a module global for the user-style kernels (_device_fn_kernel)
 
 import lstm_backends as lb  # noqa: E402
 from lstm_backends._bench import flops  # noqa: E402
@@ -74,6 +83,13 @@ BACKWARD_FULL = [(16, 100, 256, 256, 0, "plain"), (64, 50, 512, 512, 0, "plain")
 BACKWARD_SMOKE = [(3, 3, 4, 5, 0, "plain"), (2, 3, 3, 4, 2, "all")]
 BACKWARD_TIMING_FULL = [(16, 100, 512, 512), (64, 100, 512, 512), (256, 100, 512, 512), (64, 100, 1024, 1024)]
 BACKWARD_TIMING_SMOKE = [(2, 3, 4, 4)]
+# (B, T, I, H, P, variant, rows per block): the device functions in user kernels; the step timed at (B, I, H)
+DEVICE_FN_FULL = [(4, 50, 64, 128, 0, "plain", 1), (3, 37, 37, 77, 0, "peephole+clip", 1),
+                  (4, 40, 64, 128, 48, "projection", 1), (5, 30, 37, 77, 20, "all", 1),
+                  (5, 30, 64, 128, 0, "plain", 2), (5, 30, 37, 77, 20, "all", 2)]
+DEVICE_FN_SMOKE = [(2, 3, 3, 5, 0, "plain", 1), (3, 3, 3, 5, 2, "all", 2)]
+DEVICE_FN_TIMING_FULL = [(1, 64, 128), (1, 128, 256)]
+DEVICE_FN_TIMING_SMOKE = [(1, 3, 5)]
 #: max |got - ref| / max |ref| per gradient (elementwise tolerances are too strict for sums over
 #: thousands of rows in float32; the elementwise figure is reported too)
 GRAD_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
@@ -569,6 +585,142 @@ def time_backward(be, sizes, repeat, results):
             f"cuDNN {cud} ms  ours/cuDNN {ratio}  (~{row['ours_tflops']:.2f} TFLOP/s at 3x the forward's FLOPs)")
 
 
+_DEVICE_FN_KERNELS = {}  # (step device function, rows) -> kernel: compiled once per dtype, not per size
+
+
+def _device_fn_kernel(step, rows):
+    """A user-style kernel over T steps with a step device function (``lstm_backends.cuda_device``).
+
+    ``rows == 1``: one block per batch row; rows past their length skip the step (uniform per
+    block); h double buffered in ``hbuf`` (2, B, S) and indexed by the steps taken, c in place,
+    ys (T, B, S) written after each step, the final h to h_n.  ``rows > 1``: ``step_rows`` on
+    ``rows`` rows per block (all rows run all steps; ``lengths`` unused).  The kernels use the
+    module-level ``cuda`` (the simulator swaps a kernel's global ``cuda`` for its own).
+    """
+    if (step, rows) in _DEVICE_FN_KERNELS:
+        return _DEVICE_FN_KERNELS[step, rows]
+    if rows == 1:
+        @cuda.jit
+        def run(xs, lengths, w, hbuf, c, m, ys, h_n):
+            b = cuda.blockIdx.x
+            r = cuda.threadIdx.x
+            n = cuda.blockDim.x
+            s = 0
+            for t in range(xs.shape[0]):
+                if t < lengths[b]:
+                    h_out = hbuf[(s + 1) % 2, b]
+                    step(xs[t, b], hbuf[s % 2, b], c[b], w, h_out, c[b], m[b])
+                    cuda.syncthreads()
+                    s += 1
+                    for j in range(r, h_out.shape[0], n):
+                        ys[t, b, j] = h_out[j]
+            for j in range(r, h_n.shape[1], n):
+                h_n[b, j] = hbuf[s % 2, b, j]
+    else:
+        @cuda.jit
+        def run(xs, lengths, w, hbuf, c, m, ys, h_n):
+            lo = cuda.blockIdx.x * rows
+            hi = min(lo + rows, xs.shape[1])
+            r = cuda.threadIdx.x
+            n = cuda.blockDim.x
+            width = h_n.shape[1]
+            steps = xs.shape[0]
+            for t in range(steps):
+                h_out = hbuf[(t + 1) % 2, lo:hi]
+                step(xs[t, lo:hi], hbuf[t % 2, lo:hi], c[lo:hi], w, h_out, c[lo:hi], m[lo:hi])
+                cuda.syncthreads()
+                for j in range(r, (hi - lo) * width, n):
+                    ys[t, lo + j // width, j % width] = h_out[j // width, j % width]
+            for j in range(r, (hi - lo) * width, n):
+                h_n[lo + j // width, j % width] = hbuf[steps % 2, lo + j // width, j % width]
+    _DEVICE_FN_KERNELS[step, rows] = run
+    return run
+
+
+def check_device_functions(sizes, dtypes, results, smoke):
+    """The device functions of ``lstm_backends.cuda_device`` in user-style kernels against the
+    float64 reference: every variant, per-row lengths (one row per block), ``step_rows``; h_n
+    poisoned (NaN) before each run so an unwritten element fails."""
+    from lstm_backends import cuda_device as lcd
+
+    ok = True
+    for b, t, i, h, p, variant, rows in sizes:
+        for dtype in dtypes:
+            prob = _feature_problem(b, t, i, h, p, variant, dtype, seed=b + t + len(variant) + rows)
+            if rows > 1:
+                prob.lengths = None  # step_rows advances all the rows of a block together
+            w = lcd.prepare(prob.params, **prob.options)
+            s = w.state_size
+            lengths = prob.lengths if prob.lengths is not None else np.full(b, t, np.int64)
+            hbuf = np.zeros((2, b, s), dtype)
+            hbuf[0] = prob.h0
+            threads = min(lcd.threads_per_block(w, rows), 8 if smoke else 1024)
+            kernel = _device_fn_kernel(lcd.step_function(w, rows=rows > 1), rows)
+            c, ys = cuda.to_device(prob.c0.copy()), cuda.to_device(np.zeros((t, b, s), dtype))
+            h_n = cuda.to_device(np.full((b, s), np.nan, dtype))
+            kernel[-(-b // rows), threads](cuda.to_device(prob.x), cuda.to_device(lengths), w, cuda.to_device(hbuf),
+                                           c, cuda.to_device(np.zeros((b, h), dtype)), ys, h_n)
+            ref = reference_forward(prob)
+            err = max(worst_error(g.copy_to_host(), r, dtype) for g, r in zip((ys, h_n, c), ref))
+            passed = err <= 1.0
+            ok &= passed
+            name = np.dtype(dtype).name
+            results["device_functions"].append({"size": [b, t, i, h, p], "variant": variant, "rows_per_block": rows,
+                                                "threads": threads, "dtype": name, "err_over_tol": err,
+                                                "passed": passed})
+            log(f"  {'step_rows' if rows > 1 else 'step':<9} {variant:<13} B={b:<3} T={t:<3} I={i:<4} H={h:<4} "
+                f"P={p:<3} {name} {threads} threads: worst/tol={err:.3g} {_verdict(passed)}")
+    return ok
+
+
+def time_device_functions(sizes, steps, repeat, results):
+    """Per-step time of a user kernel that steps ``steps`` steps in one launch with
+    ``cuda_device.step`` (float32, one block per row, CUDA events, medians), next to
+    ``torch.nn.LSTMCell`` stepped from Python (its launches and Python included: the cost the
+    device functions remove)."""
+    from lstm_backends import cuda_device as lcd
+
+    torch = _torch_cuda()
+    stream = cuda.stream()
+    for b, i, h in sizes:
+        rng = np.random.default_rng(19)
+        w = lcd.prepare(lb.testing.random_params(i, h, rng=rng), stream=stream)
+        threads = lcd.threads_per_block(w)
+        kernel = _device_fn_kernel(lcd.step_function(w), 1)
+        x = rng.standard_normal((steps, b, i)).astype(np.float32)
+        dx = cuda.to_device(x, stream=stream)
+        args = (dx, cuda.to_device(np.full(b, steps, np.int64), stream=stream), w,
+                cuda.to_device(np.zeros((2, b, h), np.float32), stream=stream),
+                cuda.to_device(np.zeros((b, h), np.float32), stream=stream),
+                cuda.to_device(np.zeros((b, h), np.float32), stream=stream),
+                cuda.to_device(np.zeros((steps, b, h), np.float32), stream=stream),
+                cuda.to_device(np.zeros((b, h), np.float32), stream=stream))
+
+        def ours(args=args, kernel=kernel, threads=threads, b=b):
+            return _cuda_ms(stream, lambda: kernel[b, threads, stream](*args)) * 1e3 / steps
+
+        runners = {"ours": ours}
+        if torch is not None:
+            cell = torch.nn.LSTMCell(i, h).cuda()
+            tx = torch.from_numpy(x).cuda()
+
+            def torch_cell(cell=cell, tx=tx, b=b, h=h):
+                def work():
+                    hc = (torch.zeros(b, h, device="cuda"), torch.zeros(b, h, device="cuda"))
+                    for t in range(steps):
+                        hc = cell(tx[t], hc)
+                return _torch_ms(torch, work) * 1e3 / steps
+
+            runners["torch"] = torch_cell
+        med = _interleaved_medians(runners, repeat)
+        row = {"size": [b, i, h], "steps": steps, "threads": threads, "ours_us_per_step": med["ours"],
+               "torch_lstmcell_us_per_step": med.get("torch")}
+        results["device_function_timing"].append(row)
+        theirs = f"{med['torch']:.2f}" if "torch" in med else "-"
+        log(f"  B={b} I={i} H={h} T={steps}, {threads} threads: user kernel with cuda_device.step "
+            f"{med['ours']:.2f} us/step; torch.nn.LSTMCell from Python {theirs} us/step")
+
+
 def _cudnn_table(title, rows):
     """Markdown lines of a section of ``_versus_cudnn`` rows."""
     lines = ["", f"## {title}", "", "| B | T | I | H | ours ms | cuDNN ms | ours/cuDNN |",
@@ -613,6 +765,20 @@ def write_markdown(results, path):
                      f"{r['max_rel']:.2e} | {r['deterministic']} | {_verdict(r['passed'])} |")
     lines += _cudnn_table("Training time: forward_train + backward vs cuDNN forward + backward (float32, medians)",
                           results["backward_timing"])
+    lines += ["", "## Device functions (lstm_backends.cuda_device) in user kernels (worst error / tolerance)", "",
+              "| function | variant | B | T | I | H | P | threads | dtype | worst/tol | result |", "|---" * 11 + "|"]
+    for r in results["device_functions"]:
+        b, t, i, h, p = r["size"]
+        fn = "step_rows" if r["rows_per_block"] > 1 else "step"
+        lines.append(f"| {fn} | {r['variant']} | {b} | {t} | {i} | {h} | {p} | {r['threads']} | {r['dtype']} | "
+                     f"{r['err_over_tol']:.3g} | {_verdict(r['passed'])} |")
+    lines += ["", "## Device functions: per-step time of a user kernel (float32, T steps in one launch, medians)", "",
+              "| B | I | H | T | threads | cuda_device.step us/step | torch.nn.LSTMCell us/step (from Python) |",
+              "|---" * 7 + "|"]
+    for r in results["device_function_timing"]:
+        b, i, h = r["size"]
+        theirs = "-" if r["torch_lstmcell_us_per_step"] is None else f"{r['torch_lstmcell_us_per_step']:.2f}"
+        lines.append(f"| {b} | {i} | {h} | {r['steps']} | {r['threads']} | {r['ours_us_per_step']:.2f} | {theirs} |")
     for key in ("stack", "streaming", "cell_timing", "lstmp_stack", "lstmp_streaming", "backward_stack"):
         if results.get(key):
             lines += ["", f"## {key}", "", f"{results[key]}"]
@@ -647,7 +813,7 @@ def main() -> int:
     results = {"device": device, "versions": versions, "conformance": [], "correctness": [], "interop": {},
                "timing": [], "stack": None, "streaming": None, "cell_timing": None, "features": [],
                "feature_timing": [], "lstmp_stack": None, "lstmp_streaming": None, "backward": [],
-               "backward_stack": None, "backward_timing": []}
+               "backward_stack": None, "backward_timing": [], "device_functions": [], "device_function_timing": []}
     ok = True
     try:
         log("conformance suite:")
@@ -671,6 +837,9 @@ def main() -> int:
         log("training: forward_train + backward against the float64 reference:")
         ok &= check_backward(be, BACKWARD_SMOKE if args.smoke else BACKWARD_FULL,
                              (np.float32,) if args.smoke else (np.float32, np.float64), results, args.smoke)
+        log("device functions (lstm_backends.cuda_device) in user kernels, against the float64 reference:")
+        ok &= check_device_functions(DEVICE_FN_SMOKE if args.smoke else DEVICE_FN_FULL,
+                                     (np.float32,) if args.smoke else (np.float32, np.float64), results, args.smoke)
         log("timing (float32):")
         time_against_cudnn(be, TIMING_SMOKE if args.smoke else TIMING_FULL, 2 if args.smoke else args.repeat,
                            results)
@@ -681,6 +850,9 @@ def main() -> int:
         log("training time, forward_train + backward vs cuDNN forward + backward (float32):")
         time_backward(be, BACKWARD_TIMING_SMOKE if args.smoke else BACKWARD_TIMING_FULL,
                       1 if args.smoke else args.repeat, results)
+        log("device functions: per-step time of a user kernel vs torch.nn.LSTMCell (float32):")
+        time_device_functions(DEVICE_FN_TIMING_SMOKE if args.smoke else DEVICE_FN_TIMING_FULL, 2 if args.smoke else 200,
+                              1 if args.smoke else args.repeat, results)
     except Exception:  # report, keep what was measured
         traceback.print_exc()
         ok = False
