@@ -1,6 +1,10 @@
 """Sphinx configuration for lstm_backends."""
 
+import sys
 from importlib.metadata import version as _version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "lstm_backends"
 author = "lstm_backends developers"
@@ -16,6 +20,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
+    "example_output",  # docs/_ext: embedding.rst runs examples/embed_*.py and shows what they print
 ]
 # training.rst runs examples/train_numpy.py to draw its figure: one small PNG, source shown
 plot_include_source = True
@@ -30,7 +35,7 @@ numpydoc_validation_checks: set[str] = set()
 html_theme = "furo"
 html_title = "lstm_backends"
 html_static_path = ["_static"]
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_*.rst"]  # _*.rst: fragments that pages include
 intersphinx_mapping: dict[str, tuple[str, None]] = {}
 # no doctest_global_setup: every page shows its own imports in its first example, and the
 # doctest build (which would fail on a missing one) keeps it that way
