@@ -818,7 +818,7 @@ def main() -> int:
     try:
         log("conformance suite:")
         for r in run_conformance(be, raise_on_failure=False) if not args.smoke else \
-                run_conformance(be, ["forward", "cell", "refuses_missing_features", "backward_errors"],
+                run_conformance(be, ["forward", "cell", "refuses_missing_features", "backward_errors", "prepared"],
                             raise_on_failure=False):
             results["conformance"].append(r._asdict())
             ok &= r.passed or r.skipped
