@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ._prepared import validate_precision
 from ._validation import _check_out_array, check_aliasing, validate_lengths, validate_options, validate_params
 
 __all__ = ["JitWeights", "cell", "forward", "prepare"]
@@ -61,7 +62,8 @@ from .backends._numba import embed as _embed
 from .backends._numba.embed import JitWeights
 
 
-def prepare(params: Any, *, dtype: Any = None, clip: float | None = None, input_forget: bool = False) -> Any:
+def prepare(params: Any, *, dtype: Any = None, clip: float | None = None, input_forget: bool = False,
+            precision: str | None = None) -> Any:
     """Pack one layer's weights (one direction) for :func:`cell` and :func:`forward`.
 
     Parameters
@@ -76,6 +78,10 @@ def prepare(params: Any, *, dtype: Any = None, clip: float | None = None, input_
         Bound of every gate pre-activation (ONNX ``clip``).
     input_forget : bool
         Couple the gates, ``f = 1 - i`` (ONNX ``input_forget``).
+    precision : {None, "bf16", "bf16x3"}
+        The products' precision mode (float32 weights; see ``Backend.prepare``): the weights are
+        rounded / split here, ``x`` and ``h`` at every step, on the numba backend's portable path
+        (bitwise its ``forward`` in the mode).
 
     Returns
     -------
@@ -96,7 +102,7 @@ def prepare(params: Any, *, dtype: Any = None, clip: float | None = None, input_
         params = tuple(None if p is None else np.asarray(p, dt) for p in tuple(params))
     spec = validate_params(params, dtypes=(np.dtype(np.float32), np.dtype(np.float64)))
     opts = validate_options(clip, input_forget)
-    return _embed.pack(spec, opts.clip, opts.input_forget)
+    return _embed.pack(spec, opts.clip, opts.input_forget, validate_precision(precision))
 
 
 def _check_weights(w: Any, fn: str) -> Any:

@@ -333,3 +333,28 @@ def test_a_users_cached_function_recompiles_after_an_upgrade(tmp_path):
     assert upgraded["hits"] == 0, "the user's cached entry holds the old kernels: it must not be used"
     assert np.abs(np.asarray(upgraded["h"]) - h_ref).max() > 1e-3, "the new kernels' result"
     assert run()["hits"] == 1, "and the recompiled function is cached in turn"
+
+
+@pytest.mark.parametrize("mode", ["bf16", "bf16x3"])
+def test_precision_modes_are_bitwise_the_backend_in_the_mode(mode):
+    for k, (b, i, h, p, feats) in enumerate(CASES):
+        params, x, h0, c0, opts = _problem(b, i, h, p, feats, np.float32, seed=70 + k)
+        y, h_n, c_n = BE.forward(x, BE.prepare(params, mode), h0, c0, **opts)
+        w = lj.prepare(params, precision=mode, **opts)
+        hh, cc = h0.copy(), c0.copy()
+        ys = np.empty_like(y)
+        user_steps(w, x, hh, cc, ys)
+        np.testing.assert_array_equal(ys, y)
+        np.testing.assert_array_equal(cc, c_n)
+        out = (np.empty_like(y), np.empty_like(h_n), np.empty_like(c_n))
+        user_forward(w, x, h0, c0, *out)
+        for got, ref in zip(out, (y, h_n, c_n)):
+            np.testing.assert_array_equal(got, ref)
+        h1, c1, c_in = np.empty_like(h0), np.empty_like(c0), c0.copy()
+        lj.cell(x[0], h0, c_in, w, h1, c1)     # c_out distinct from c: c is left as it was
+        np.testing.assert_array_equal(h1, ys[0])
+        np.testing.assert_array_equal(c_in, c0)
+    with pytest.raises(ValueError, match="takes float32 weights"):
+        lj.prepare(random_params(3, 4, dtype=np.float64, rng=0), precision=mode)
+    with pytest.raises(ValueError, match="precision must be None or one of"):
+        lj.prepare(random_params(3, 4, rng=0), precision="bf8")

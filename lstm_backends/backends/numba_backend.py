@@ -420,7 +420,7 @@ class NumbaBackend(Backend):
     def _prepare(self, params: LSTMParams, precision: str | None, ctx: Any) -> Any:
         """Private writeable copies of the weights (the kernels are compiled for writeable arrays;
         nobody else holds these) and the panels the forward workers would pack on every call."""
-        from ._numba.embed import panels
+        from ._numba.panels import panels
 
         own = LSTMParams(*(None if a is None else np.array(a) for a in params))
         if precision is not None:   # the split weights' panels of the mode (modes.py)

@@ -72,6 +72,8 @@ Rooms (imports run one way, top to bottom)::
     team.py          handshake, waits, barrier, run_team
     rows.py          row / panel helpers shared by the workers
     forward.py  backward.py  cell.py  mkl.py
+    panels.py        the weights packed once by NumPy (prepared weights)
+    modes.py         the precision modes bf16 / bf16x3, portable path
     embed.py         the step on prepared weights for the user's own @njit code (lstm_backends.jit)
     __init__.py      this page; loading the workers (worker(), bwd_worker())
 

@@ -35,14 +35,17 @@ from .gates import CLIP, IFORGET, PEEP
 from .intrinsics import _addr, _gate, _lanes_of, _mk, _zero_of
 from .ir import _AVX512
 from .microkernels import MRMAX
+from .modes import _block as _mode_block
+from .modes import _split_row
+from .panels import panels
 
-__all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "panels", "register",
+__all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "register",
            "stamp_field"]
 
 #: bytes of the one scratch buffer on the calling function's stack
 STACK_BYTES = 131072
 
-_META_FIELDS = ("I", "H", "S", "P", "NP", "NPP", "split", "ks", "mr", "flags")
+_META_FIELDS = ("I", "H", "S", "P", "NP", "NPP", "split", "ks", "mr", "flags", "m")
 
 
 def stamp_field() -> str:
@@ -85,25 +88,23 @@ class JitWeights(NamedTuple):
     zero: Any
 
 
-def _panels(W: np.ndarray, H: int, V: int, NP: int) -> np.ndarray:
-    """(4H, K) gate rows -> (NP, K, 4V) panels: ``out[p, k, q V + u] = W[q H + p V + u, k]`` (0 past H)."""
-    K = W.shape[1]
-    g = np.zeros((4, NP * V, K), W.dtype)
-    g[:, :H] = W.reshape(4, H, K)
-    return np.ascontiguousarray(g.reshape(4, NP, V, K).transpose(1, 3, 0, 2).reshape(NP, K, 4 * V))
-
-
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, order="C")   # a copy of its own
     a.flags.writeable = False
     return a
 
 
-def pack(spec: Any, clip: float | None, input_forget: bool) -> JitWeights:
-    """The :class:`JitWeights` of checked params (``lstm_backends._validation.ParamsSpec``) and options.
+def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | None = None) -> JitWeights:
+    """The :class:`JitWeights` of checked params (``lstm_backends._validation.ParamsSpec``) and options;
+    with a ``precision`` mode, the split weights of ``modes.py`` (meta ``m``: products per operand pair,
+    1 for bf16, 3 for bf16x3; 0 without a mode).
 
     Raises ValueError when a block of one row does not fit the stack buffer."""
     dt = spec.dtype
+    m = {None: 0, "bf16": 1, "bf16x3": 3}[precision]
+    if m and dt != np.float32:
+        raise ValueError(f"precision={precision!r} takes float32 weights; got {dt.name} (prepare(..., "
+                         "dtype=np.float32))")
     I, H, P = spec.input_size, spec.hidden_size, spec.proj_size  # noqa: E741
     S = P or H
     V = 16 if dt == np.float32 else 8
@@ -112,58 +113,34 @@ def pack(spec: Any, clip: float | None, input_forget: bool) -> JitWeights:
     NPP = -(-S // NB) if P else 0
     split = (NP + 1) // 2
     ks = min((NPP + 1) // 2 * NB, S) if NPP else min(split * V, H)
-    per_row = -(-S // NB) * NB + NP * V
+    per_row = -(-S // NB) * NB + NP * V + m * (NP * V + I + S)   # (a mode: the split rows too)
     room = STACK_BYTES // dt.itemsize - MRMAX * NB
     # rows per block: the micro-kernel keeps 4 mr accumulator vectors of 64 bytes in registers; with
     # AVX-512 (32 zmm) up to MRMAX rows fit, with AVX2 (16 ymm, each vector two of them) one row does
     # not spill (measured on a Zen 3: 6 rows per block cost 1.8x per row what single rows cost)
     mr = min(MRMAX if _AVX512 else 1, room // per_row)
     if mr < 1:
-        raise ValueError(f"lstm_backends.jit handles layers with ceil(S/{NB})*{NB} + ceil(H/{V})*{V} <= {room} "
-                         f"({dt.name}); this one needs {per_row} (H={H}, S={S}): use Backend.forward")
+        raise ValueError(f"lstm_backends.jit handles layers whose one-row block needs at most {room} elements of "
+                         f"its stack buffer ({dt.name}); this one needs {per_row} (I={I}, H={H}, S={S}"
+                         f"{', precision=' + repr(precision) if m else ''}): use Backend.forward")
 
-    w_ih, w_hh, bias, w_hr = panels(spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, dt)
+    if m:
+        from ..._params import LSTMParams
+        from .modes import mode_panels
+
+        w_ih, w_hh, bias, w_hr = mode_panels(LSTMParams(*(None if a is None else np.asarray(a, dt) for a in (
+            spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, None))), m == 3)
+    else:
+        w_ih, w_hh, bias, w_hr = panels(spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, dt)
     w_peep = np.asarray(spec.w_peep, dt) if spec.w_peep is not None else np.zeros((0, H), dt)
     flags = (PEEP if spec.w_peep is not None else 0) | (CLIP if clip is not None else 0) | (IFORGET if input_forget
                                                                                            else 0)
     meta = np.zeros(1, meta_dtype())
-    for name, value in zip(_META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags)):
+    for name, value in zip(_META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags, m)):
         meta[name] = value
     meta["clip"] = clip if clip is not None else 0.0
     meta[stamp_field()] = 1
     return JitWeights(*(_readonly(a) for a in (meta, w_ih, w_hh, bias, w_hr, w_peep, np.zeros(NB, dt))))
-
-
-def panels(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, w_hr: Any, dtype: Any) -> tuple[np.ndarray, ...]:
-    """The weights as the kernels' panels (what the forward workers pack on every call), in ``dtype``.
-
-    Returns
-    -------
-    w_ih : ndarray, shape (NP, I, 4V)
-    w_hh : ndarray, shape (NP, S, 4V)
-    bias : ndarray, shape (NP, 4V)
-        ``b_ih + b_hh`` (zeros for a None), summed in ``dtype``.
-    w_hr : ndarray, shape (NPP, H, 4V), or (0, 0, 4V) without a projection
-        ``out[j, k, n] = W_hr[j 4V + n, k]`` (0 past P).
-    """
-    dt = np.dtype(dtype)
-    w_ih, w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
-    H = w_hh.shape[0] // 4
-    V = 16 if dt == np.float32 else 8
-    NB = 4 * V
-    NP = -(-H // V)
-    b_ih = np.asarray(b_ih, dt) if b_ih is not None else np.zeros(4 * H, dt)
-    b_hh = np.asarray(b_hh, dt) if b_hh is not None else np.zeros(4 * H, dt)
-    bias = _panels((b_ih + b_hh).reshape(4 * H, 1), H, V, NP).reshape(NP, NB)
-    if w_hr is not None:
-        P, K = w_hr.shape   # (K = H, or more columns for a precision mode's split rows)
-        NPP = -(-P // NB)
-        hr = np.zeros((NPP * NB, K), dt)
-        hr[:P] = np.asarray(w_hr, dt)
-        hr_p = np.ascontiguousarray(hr.reshape(NPP, NB, K).transpose(0, 2, 1))
-    else:
-        hr_p = np.zeros((0, 0, NB), dt)
-    return _panels(w_ih, H, V, NP), _panels(w_hh, H, V, NP), bias, hr_p
 
 
 @intrinsic
@@ -237,6 +214,40 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
         _copy(proto, ho + r * ldh * isz, hbuf + r * LDH * isz, S)
         if ya != 0:
             _copy(proto, ya + r * ldy * isz, hbuf + r * LDH * isz, S)
+
+
+@njit(inline="always", **_JIT)
+def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
+    """``_block``, or in a precision mode (meta ``m`` > 0, float32) its split-operand step
+    (``modes._block``): x and h rows split into the stack after that step's own room, c copied to
+    ``co`` first (the mode's step updates c in place)."""
+    mm = w.meta[0].m
+    if mm == 0:
+        _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st)
+        return
+    md = w.meta[0]
+    I = md.I  # noqa: E741
+    H = md.H
+    S = md.S
+    NP = md.NP
+    LDH = (S + 63) // 64 * 64
+    LDC = NP * 16
+    xsp = st + 4 * (MRMAX * 64 + md.mr * (LDH + LDC + mm * LDC))
+    hsp = xsp + 4 * md.mr * mm * I
+    for r in range(mr):
+        _split_row(xa + 4 * r * ldx, xsp + 4 * r * mm * I, I, mm == 3)
+        _split_row(ha + 4 * r * ldh, hsp + 4 * r * mm * S, S, mm == 3)
+        if co != ca:
+            _copy(np.float32(0), co + 4 * r * ldc, ca + 4 * r * ldc, H)
+    pstep = 0
+    ldpeep = 0
+    peep = _addr(w.zero)
+    if w.w_peep.shape[0] > 0:
+        peep = _addr(w.w_peep)
+        pstep = 16
+        ldpeep = H
+    _mode_block(mr, xsp, mm * I, hsp, mm * S, ho, co, H, S, ya, ldy, NP, md.NPP, md.flags, md.clip, _addr(w.w_ih),
+                _addr(w.w_hh), _addr(w.bias), _addr(w.w_hr), peep, pstep, ldpeep, _addr(w.zero), st, mm)
 
 
 @intrinsic
@@ -314,8 +325,8 @@ def _cell_impl(x, h, c, w, h_out, c_out):
     st = _stack(proto)
     for r0 in range(0, B, MR):
         mr = min(MR, B - r0)
-        _block(proto, mr, _addr(x) + r0 * I * isz, I, _addr(h) + r0 * S * isz, S, _addr(h_out) + r0 * S * isz,
-               _addr(c) + r0 * H * isz, _addr(c_out) + r0 * H * isz, H, 0, 0, w, st)
+        _step(proto, mr, _addr(x) + r0 * I * isz, I, _addr(h) + r0 * S * isz, S, _addr(h_out) + r0 * S * isz,
+              _addr(c) + r0 * H * isz, _addr(c_out) + r0 * H * isz, H, 0, 0, w, st)
 
 
 @njit(inline="always", **_JIT)
@@ -368,8 +379,8 @@ def _forward_impl(x, w, h0, c0, y, h_n, c_n, lengths=None, reverse=False):
                 if t1 != t0:
                     break
                 b1 += 1
-            _block(proto, b1 - b0, xa + (t0 * B + b0) * I * isz, I, hn + b0 * S * isz, S, hn + b0 * S * isz,
-                   cn + b0 * H * isz, cn + b0 * H * isz, H, ya + (t0 * B + b0) * S * isz, S, w, st)
+            _step(proto, b1 - b0, xa + (t0 * B + b0) * I * isz, I, hn + b0 * S * isz, S, hn + b0 * S * isz,
+                  cn + b0 * H * isz, cn + b0 * H * isz, H, ya + (t0 * B + b0) * S * isz, S, w, st)
             b0 = b1
 
 

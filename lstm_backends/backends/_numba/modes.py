@@ -28,6 +28,7 @@ from numba.extending import intrinsic
 from ._jit import _JIT
 from .intrinsics import _addr, _gate, _ldf, _mk, _stf
 from .microkernels import MRMAX
+from .panels import panels
 
 __all__ = ["mode_forward_entry", "scratch_size", "split_rows", "split_weights"]
 
@@ -199,8 +200,6 @@ def mode_forward_entry(xs, w_ih, w_hh, bias, w_hr, w_peep, zero, h_n, c_n, lengt
 def mode_panels(params: Any, three: bool) -> tuple[np.ndarray, ...]:
     """The split weights' panels of float32 ``params`` (an LSTMParams): ``(w_ih, w_hh, bias, w_hr)``
     as ``mode_forward_entry`` takes them (bias unrounded: it is no product's operand)."""
-    from .embed import panels
-
     w_hr = None if params.w_hr is None else split_weights(params.w_hr, three)
     return panels(split_weights(params.w_ih, three), split_weights(params.w_hh, three), params.b_ih, params.b_hh,
                   w_hr, np.float32)
