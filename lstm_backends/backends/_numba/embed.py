@@ -37,7 +37,7 @@ from .ir import _AVX512
 from .microkernels import MRMAX
 from .modes import _block as _mode_block
 from .modes import _split_row
-from .panels import panels
+from .panels import aligned, panels
 
 __all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "register",
            "stamp_field"]
@@ -89,7 +89,7 @@ class JitWeights(NamedTuple):
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, order="C")   # a copy of its own
+    a = aligned(a)   # a copy of its own, on a cache-line boundary
     a.flags.writeable = False
     return a
 

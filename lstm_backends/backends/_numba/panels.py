@@ -7,7 +7,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["panels"]
+__all__ = ["aligned", "panels"]
+
+
+def aligned(a: Any) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data start on a 64-byte boundary (a cache line: the
+    micro-kernels load whole 64-byte panel rows; NumPy aligns to 16 bytes only)."""
+    a = np.asarray(a)
+    raw = np.empty(a.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def _panels(W: np.ndarray, H: int, V: int, NP: int) -> np.ndarray:
@@ -47,4 +58,4 @@ def panels(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, w_hr: Any, dtype: Any) ->
         hr_p = np.ascontiguousarray(hr.reshape(NPP, NB, K).transpose(0, 2, 1))
     else:
         hr_p = np.zeros((0, 0, NB), dt)
-    return _panels(w_ih, H, V, NP), _panels(w_hh, H, V, NP), bias, hr_p
+    return tuple(aligned(a) for a in (_panels(w_ih, H, V, NP), _panels(w_hh, H, V, NP), bias, hr_p))
