@@ -6,6 +6,9 @@
   every backend that has the capabilities: the cost of each feature over the plain call.
 * ``Training``: ``forward_train`` + ``backward`` on every backend with the ``backward``
   capability, time and peak memory.
+* ``JitCell`` / ``JitForward``: ``lstm_backends.jit`` called from the user's own ``@njit`` code,
+  float32: the seconds per step of a loop of ``lj.cell`` inside one ``@njit`` function
+  (``track_``), and ``lj.forward`` over a sequence inside one (``time_``).
 * ``ColdStart``: import time, import + the first forward (B16 T100 I128 H256), and the first
   call of each further variant (float64, cell, training, peephole/clip), each in a fresh
   subprocess (``track_``; the first call includes JIT compilation or cache loading).
@@ -17,10 +20,13 @@ inside a timed body.  Sizes are written in the library's order ``T,B,I,H`` and r
 the one size parser, :func:`lstm_backends._bench.parse_size`.
 """
 
+import functools
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -149,6 +155,81 @@ class Training:
 
     def peakmem_forward_train_backward(self, backend, size, dtype):
         self._step()
+
+
+@functools.cache
+def _jit_functions():
+    """(lstm_backends.jit, the step loop, the forward wrapper): ``@njit`` functions of "user code"
+    (compiled on their first call, in ``setup``); NotImplementedError before ``lstm_backends.jit``."""
+    try:
+        import numba
+
+        from lstm_backends import jit as lj
+    except ImportError as exc:
+        raise NotImplementedError(f"lstm_backends.jit: {exc}") from None
+
+    @numba.njit
+    def cell_loop(x, h, c, w, n):
+        for _ in range(n):
+            lj.cell(x, h, c, w, h, c)
+
+    @numba.njit
+    def forward(x, w, h0, c0, y, h_n, c_n):
+        lj.forward(x, w, h0, c0, y, h_n, c_n)
+
+    return lj, cell_loop, forward
+
+
+class JitCell:
+    """``lj.cell`` in a loop inside one ``@njit`` function (in place, the same input every step):
+    seconds per step, float32, one thread (the step runs on the calling thread)."""
+
+    params = (["1,1,64,128", "1,1,128,256"],)  # T (unused: 1),B,I,H
+    param_names = ["size"]
+    unit = "seconds"
+    timeout = 300
+
+    def setup(self, size):
+        lj, self.loop, _ = _jit_functions()
+        _, b, i, h = parse_size(size)
+        rng = np.random.default_rng(0)
+        self.w = lj.prepare(random_params(i, h, dtype=np.float32, rng=rng))
+        self.x = rng.standard_normal((b, i)).astype(np.float32)
+        self.h = np.zeros((b, h), np.float32)
+        self.c = np.zeros((b, h), np.float32)
+        self.loop(self.x, self.h, self.c, self.w, 1)  # compile outside the timing
+        start = time.perf_counter()
+        self.loop(self.x, self.h, self.c, self.w, 100)
+        self.steps = max(1, int(2e-3 / max((time.perf_counter() - start) / 100, 1e-9)))  # ~2 ms per sample
+
+    def track_cell_step(self, size):
+        """Median over samples of ~2 ms (0.2 s of them) of the seconds per step."""
+        samples = []
+        end = time.perf_counter() + 0.2
+        while len(samples) < 10 or time.perf_counter() < end:
+            start = time.perf_counter()
+            self.loop(self.x, self.h, self.c, self.w, self.steps)
+            samples.append((time.perf_counter() - start) / self.steps)
+        return statistics.median(samples)
+
+
+class JitForward:
+    """``lj.forward`` over T = 100 steps inside one ``@njit`` function, float32, preallocated outputs."""
+
+    params = (["100,1,128,256"],)
+    param_names = ["size"]
+    timeout = 300
+
+    def setup(self, size):
+        lj, _, self.forward = _jit_functions()
+        t, b, i, h = parse_size(size)
+        p = random_problem(t, b, i, h, dtype=np.float32, seed=0)
+        self.args = (p.x, lj.prepare(p.params), p.h0, p.c0, np.empty((t, b, h), np.float32),
+                     np.empty((b, h), np.float32), np.empty((b, h), np.float32))
+        self.forward(*self.args)  # compile outside the timing
+
+    def time_forward(self, size):
+        self.forward(*self.args)
 
 
 # Seconds of ``import lstm_backends`` (what=import); of the import and the first float32 forward
