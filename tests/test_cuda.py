@@ -91,14 +91,22 @@ print(r.message)
 @pytest.mark.cudasim
 def test_conformance_under_simulator():
     """Every conformance check on the cuda backend, each in its own simulator process,
-    two at a time (the simulator is single-core bound).  Only ``activations`` is skipped: the
-    backend refuses non-default activations (checked by ``refuses_missing_features``)."""
+    two at a time (the simulator is single-core bound).  Skipped, as not applicable: ``activations``
+    (the backend refuses non-default activations, checked by ``refuses_missing_features``), the
+    precision modes and the njit entry points (cuda has neither: its device functions are
+    ``lstm_backends.cuda_device``, tested in test_cuda_device.py)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from lstm_backends.backends.cuda_backend import CudaBackend
+    from lstm_backends.testing.conformance import requirements
 
     def one(check):
         return check, _run(CHECK_CODE.format(check=check))
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    not_applicable = [c for c in CHECKS if requirements(CHECKS[c]) - CudaBackend.capabilities]
+    assert not_applicable == ["activations", "bf16", "bf16x3", "njit_cell", "njit_forward", "njit_prange",
+                              "njit_errors"], not_applicable
+    with ThreadPoolExecutor(max_workers=2) as pool:   # (the not-applicable ones: one process each, to see them skip)
         results = list(pool.map(one, CHECKS))
     failures, skipped = [], []
     for check, out in results:
@@ -108,7 +116,7 @@ def test_conformance_under_simulator():
         elif "skipped" in out.stdout.splitlines()[0]:
             skipped.append(check)
     assert not failures, "\n".join(failures)
-    assert skipped == ["activations"], skipped
+    assert skipped == not_applicable, skipped
 
 
 @pytest.mark.cudasim

@@ -6,6 +6,10 @@
   every backend that has the capabilities: the cost of each feature over the plain call.
 * ``Training``: ``forward_train`` + ``backward`` on every backend with the ``backward``
   capability, time and peak memory.
+* ``Precision``: forward and cell on params prepared by ``Backend.prepare`` in each precision
+  mode (``none`` = prepared float32: no per-call packing; ``bf16``; ``bf16x3``) on every backend
+  with the mode, and ``BeyondCache``: prepared float32 against plain params where the weights
+  exceed the caches (repacked on every plain call).
 * ``JitCell`` / ``JitForward``: ``lstm_backends.jit`` called from the user's own ``@njit`` code,
   float32: the seconds per step of a loop of ``lj.cell`` inside one ``@njit`` function
   (``track_``), and ``lj.forward`` over a sequence inside one (``time_``).
@@ -178,6 +182,60 @@ def _jit_functions():
         lj.forward(x, w, h0, c0, y, h_n, c_n)
 
     return lj, cell_loop, forward
+
+
+class Precision:
+    """Prepared params in each precision mode (``none``: float32, prepared: packed once)."""
+
+    params = (BACKENDS, ["100,16,128,256"], ["none", "bf16", "bf16x3"])
+    param_names = ["backend", "size", "mode"]
+    timeout = 300
+
+    def setup(self, backend, size, mode):
+        size = parse_size(size)
+        precision = None if mode == "none" else mode
+        self.be = _backend(backend, precision or "forward", size.flops * (3 if mode == "bf16x3" else 1))
+        if "prepare" not in dir(self.be):   # a plugin written before Backend.prepare
+            raise NotImplementedError(f"{backend} has no prepare()")
+        t, b, i, h = size
+        self.problem = random_problem(t, b, i, h, seed=0)
+        self.w = self.be.prepare(self.problem.params, precision)
+        self.time_forward(backend, size, mode)
+        if "cell" in self.be.capabilities:
+            self.time_cell(backend, size, mode)
+
+    def time_forward(self, backend, size, mode):
+        p = self.problem
+        self.be.forward(p.x, self.w, p.h0, p.c0)
+
+    def time_cell(self, backend, size, mode):
+        if "cell" not in self.be.capabilities:
+            raise NotImplementedError(f"{backend} lacks 'cell'")
+        p = self.problem
+        self.be.cell(p.x[0], p.h0, p.c0, self.w)
+
+
+class BeyondCache:
+    """Weights beyond the caches (issue 17's sizes): plain params (packed on every call) against
+    params prepared once, float32, fast backends only."""
+
+    params = (BACKENDS, ["100,1,1024,1024", "100,8,512,1024", "20,1,2048,2048"], ["plain", "prepared"])
+    param_names = ["backend", "size", "params"]
+    timeout = 600
+
+    def setup(self, backend, size, params):
+        size = parse_size(size)
+        self.be = _backend(backend, "forward", size.flops)
+        if (self.be.auto_priority or 0) < 10:
+            raise NotImplementedError(f"{backend} is a reference-speed backend")
+        t, b, i, h = size
+        self.problem = random_problem(t, b, i, h, seed=0)
+        self.params = self.be.prepare(self.problem.params) if params == "prepared" else self.problem.params
+        self.time_forward(backend, size, params)
+
+    def time_forward(self, backend, size, params):
+        p = self.problem
+        self.be.forward(p.x, self.params, p.h0, p.c0)
 
 
 class JitCell:
