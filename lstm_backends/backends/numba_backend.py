@@ -58,6 +58,7 @@ import numpy as np
 from .._args import BackwardArgs, CellArgs, ForwardArgs, Tape, TrainArgs
 from .._params import LSTMParams
 from ._base import Availability, Backend
+from ._memory import aligned_empty as _aligned_empty
 
 __all__ = ["KINDS", "NumbaBackend", "auto_kind", "cache_dir", "describe_threads", "last_team_size", "warmup",
            "warmup_steps"]
@@ -162,33 +163,6 @@ def auto_kind(batch: int, hidden: int, budget: int, dtype: Any = np.float32) -> 
 
 _tls = threading.local()
 _CELL_PLANS: dict = {}  # (B, I, H, dtype, projection, budget, kind) -> workers of a cell call
-_HUGE = 2 << 20
-
-
-def _aligned_empty(n: int, dtype: Any) -> np.ndarray:
-    """``n`` elements, 64-byte aligned; from 2 MiB on, 2 MiB aligned and ``madvise(MADV_HUGEPAGE)``d
-    before the first touch (Linux, THP in "madvise" mode; harmless elsewhere): the packed weights
-    fill most of a core's L2, which is physically indexed, and with 4 KiB pages some processes
-    got conflict misses (the same kernel 0.78 ms in one process, 1.3 ms in others)."""
-    dtype = np.dtype(dtype)
-    nbytes = max(n, 1) * dtype.itemsize
-    if nbytes < _HUGE:
-        raw = np.empty(nbytes + 64, np.uint8)
-        shift = -raw.ctypes.data % 64
-        return raw[shift:shift + nbytes].view(dtype)
-    raw = np.empty(nbytes + _HUGE, np.uint8)
-    shift = -raw.ctypes.data % _HUGE
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        size = (nbytes + _HUGE - 1) // _HUGE * _HUGE
-        libc.madvise(ctypes.c_void_p(raw.ctypes.data + shift), ctypes.c_size_t(size), 14)  # MADV_HUGEPAGE
-    except Exception:  # pragma: no cover - not Linux
-        pass
-    return raw[shift:shift + nbytes].view(dtype)
-
-
 def _workspace(dtype: np.dtype, n_float: int = 0, n_int: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """This thread's scratch for ``dtype``, grown to at least the given sizes (scratch only:
     nothing survives between calls; weights are packed on every call)."""
@@ -432,7 +406,6 @@ class NumbaBackend(Backend):
     def _mode_forward(self, args: ForwardArgs) -> None:
         """A precision mode on the portable path (``_numba/modes.py``, one thread): x split once, the
         weights' split panels from ``prepare`` (or made now for params another backend prepared)."""
-        from ._numba.embed import JitWeights  # noqa: F401 - numba and the kernel package loaded
         from ._numba.ir import _AVX512
         from ._numba.modes import mode_forward_entry, mode_panels, scratch_size, split_rows
 
@@ -628,22 +601,11 @@ _LAYER_COST = {
 
 def bf16_path() -> str:
     """What computes the precision modes here, and which bfloat16 instructions this CPU has."""
-    flags = _cpu_flags()
-    has = ", ".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags) or "neither amx_bf16 nor avx512_bf16"
+    from ._numba.ir import BF16_FEATURES
+
+    has = ", ".join(BF16_FEATURES) or "neither amx-bf16 nor avx512bf16"
     return ("portable path, one thread (bfloat16-rounded operands in float32 FMA chains; the AMX / AVX512-BF16 "
             f"kernels are not written yet; this CPU has: {has})")
-
-
-def _cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def describe_threads() -> list[str]:

@@ -374,7 +374,7 @@ def _cli_run(path: str, *, backend: Any = "auto", inputs: Sequence[str] = (), di
                 err = float(np.max(np.abs(value.astype(np.float64) - want))) if value.size else 0.0
                 diff = f"max |ours - onnxruntime| = {err:.3g}"
                 if precision is not None and np.issubdtype(value.dtype, np.floating):   # the mode's accuracy
-                    from ..testing._precision_checks import ACCURACY
+                    from .._prepared import ACCURACY
 
                     agrees = err <= ACCURACY[precision]
                     diff += f" (precision {precision}: stated bound {ACCURACY[precision]:g})"

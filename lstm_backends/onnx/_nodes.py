@@ -695,7 +695,7 @@ def check_against_onnxruntime(node: OnnxLSTM, *, steps: int = 5, batch: int = 3,
         y, y_h, y_c = node(x.swapaxes(0, 1), lens, h0.swapaxes(0, 1), c0.swapaxes(0, 1))
         got = (y.transpose(1, 2, 0, 3), y_h.swapaxes(0, 1), y_c.swapaxes(0, 1))
     if node.precision is not None:   # the mode's stated accuracy, not float32's tolerance
-        from ..testing._precision_checks import ACCURACY
+        from .._prepared import ACCURACY
 
         err = max(float(np.max(np.abs(g.astype(np.float64) - w))) if g.size else 0.0 for g, w in zip(got, want))
         worst = err / ACCURACY[node.precision]

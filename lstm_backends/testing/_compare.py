@@ -17,6 +17,16 @@ TOLERANCES: dict[np.dtype, tuple[float, float]] = {
 }
 
 
+def _dtypes(backend: Any) -> list[np.dtype]:
+    """The dtypes a backend computes in (the checks' loop over dtypes)."""
+    return [np.dtype(d) for d in getattr(backend, "dtypes", (np.float32, np.float64))]
+
+
+def _can(backend: Any, feature: str) -> bool:
+    """Whether a backend declares the capability ``feature``."""
+    return feature in getattr(backend, "capabilities", frozenset({"forward", "cell"}))
+
+
 def to_host(a: Any) -> np.ndarray:
     """A NumPy copy of a host or device array (``copy_to_host``/``get``/``cpu`` when needed)."""
     if hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray):

@@ -14,18 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._compare import assert_close
+from ._compare import _can, _dtypes, assert_close
 from ._problems import random_params, random_problem, reference_cell, reference_forward
 
 __all__ = ["check_njit_cell", "check_njit_errors", "check_njit_forward", "check_njit_prange"]
-
-
-def _dtypes(backend: Any) -> list[np.dtype]:
-    return [np.dtype(d) for d in getattr(backend, "dtypes", (np.float32, np.float64))]
-
-
-def _can(backend: Any, feature: str) -> bool:
-    return feature in getattr(backend, "capabilities", frozenset())
 
 
 _USER: dict = {}   # (id of the jit module, what) -> the user-style jitted function (compiled once per process)

@@ -14,23 +14,14 @@ from typing import Any
 import numpy as np
 
 from .._errors import UnsupportedFeatureError
-from ._compare import assert_close, to_host
+from .._prepared import ACCURACY
+from ._compare import _can, _dtypes, assert_close, to_host
 from ._problems import random_problem, reference_forward
 
 __all__ = ["ACCURACY", "ONE_STEP", "check_bf16", "check_bf16x3", "check_prepared"]
 
-#: max abs error against the float64 reference (T <= 20 steps, PyTorch-initialised weights)
-ACCURACY = {"bf16": 8e-3, "bf16x3": 1e-5}
 #: max abs difference of one step from the NumPy oracle of the same mode (summation order only)
 ONE_STEP = 5e-5
-
-
-def _dtypes(backend: Any) -> list[np.dtype]:
-    return [np.dtype(d) for d in getattr(backend, "dtypes", (np.float32, np.float64))]
-
-
-def _can(backend: Any, feature: str) -> bool:
-    return feature in getattr(backend, "capabilities", frozenset())
 
 
 def check_prepared(backend: Any) -> float:

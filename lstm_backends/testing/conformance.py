@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._params import LSTMParams
-from ._compare import assert_close, to_host
+from ._compare import _can, _dtypes, assert_close, to_host
 from ._njit_checks import check_njit_cell, check_njit_errors, check_njit_forward, check_njit_prange
 from ._precision_checks import check_bf16, check_bf16x3, check_prepared
 from ._problems import random_params, random_problem, reference_backward, reference_cell, reference_forward
@@ -32,14 +32,6 @@ __all__ = ["CHECKS", "CheckResult", "ConformanceError", "run_conformance"]
 
 # (T, B, I, H): a single everything, odd sizes, I != H, H not a multiple of 4 or 8.
 SHAPES = [(1, 1, 1, 1), (7, 3, 5, 4), (5, 4, 8, 16), (3, 2, 17, 9)]
-
-
-def _dtypes(backend: Any) -> list[np.dtype]:
-    return [np.dtype(d) for d in getattr(backend, "dtypes", (np.float32, np.float64))]
-
-
-def _can(backend: Any, feature: str) -> bool:
-    return feature in getattr(backend, "capabilities", frozenset({"forward", "cell"}))
 
 
 def _requires(*features: str) -> Callable[[Callable[[Any], float]], Callable[[Any], float]]:

@@ -14,7 +14,7 @@ from ._jit import _JIT
 from .blocks import *  # noqa: F403 -- the C_* word offsets of the cell team's argument block, NARGS, W_*
 from .intrinsics import _addr, _atomic_add, _gate, _lanes_of, _ldf, _ldw, _memcpy, _memzero, _mkt, _stf, _stw, _zero_of
 from .microkernels import MRCELL
-from .rows import _bias_panel
+from .rows import _bias_panel, _peep_of
 from .team import run_team
 
 
@@ -94,9 +94,8 @@ def _cell_prepare(proto, b_ih, b_hh, w_peep, tiles, o_bias, o_zero, H, NP, V):
     bias = tiles + o_bias * isz
     zero = tiles + o_zero * isz
     _cell_bias(proto, b_ih, b_hh, bias, zero, H, NP, V)
-    if w_peep.shape[0] > 0:
-        return bias, zero, _addr(w_peep), V, w_peep.shape[1]
-    return bias, zero, zero, 0, 0
+    peep, pstep, ldpeep = _peep_of(w_peep, zero, V)
+    return bias, zero, peep, pstep, ldpeep
 
 
 @njit(**_JIT)

@@ -38,6 +38,7 @@ from .microkernels import MRMAX
 from .modes import _block as _mode_block
 from .modes import _split_row
 from .panels import aligned, panels
+from .rows import _peep_of
 
 __all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "register",
            "stamp_field"]
@@ -182,13 +183,7 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     wip = _addr(w.w_ih)
     whp = _addr(w.w_hh)
     bp = _addr(w.bias)
-    pstep = 0
-    ldpeep = 0
-    peep = _addr(w.zero)
-    if w.w_peep.shape[0] > 0:
-        peep = _addr(w.w_peep)
-        pstep = V
-        ldpeep = H
+    peep, pstep, ldpeep = _peep_of(w.w_peep, _addr(w.zero), V)
     tile = st
     hbuf = st + MRMAX * NB * isz
     rbuf = hbuf + mr * LDH * isz
@@ -239,13 +234,7 @@ def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
         _split_row(ha + 4 * r * ldh, hsp + 4 * r * mm * S, S, mm == 3)
         if co != ca:
             _copy(np.float32(0), co + 4 * r * ldc, ca + 4 * r * ldc, H)
-    pstep = 0
-    ldpeep = 0
-    peep = _addr(w.zero)
-    if w.w_peep.shape[0] > 0:
-        peep = _addr(w.w_peep)
-        pstep = 16
-        ldpeep = H
+    peep, pstep, ldpeep = _peep_of(w.w_peep, _addr(w.zero), 16)
     _mode_block(mr, xsp, mm * I, hsp, mm * S, ho, co, H, S, ya, ldy, NP, md.NPP, md.flags, md.clip, _addr(w.w_ih),
                 _addr(w.w_hh), _addr(w.bias), _addr(w.w_hr), peep, pstep, ldpeep, _addr(w.zero), st, mm)
 

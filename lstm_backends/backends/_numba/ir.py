@@ -16,9 +16,13 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 try:
     import llvmlite.binding as _llb
 
-    _AVX512 = _X86 and bool(_llb.get_host_cpu_features().get("avx512f"))
+    _FEATURES = _llb.get_host_cpu_features() if _X86 else {}
+    _AVX512 = bool(_FEATURES.get("avx512f"))
+    #: the host's bfloat16 instructions (LLVM's names), for the precision modes' path report
+    BF16_FEATURES = [name for name in ("amx-bf16", "avx512bf16") if _FEATURES.get(name)]
 except Exception:  # pragma: no cover - feature query unavailable
     _AVX512 = False
+    BF16_FEATURES = []
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)

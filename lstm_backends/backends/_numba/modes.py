@@ -29,6 +29,7 @@ from ._jit import _JIT
 from .intrinsics import _addr, _gate, _ldf, _mk, _stf
 from .microkernels import MRMAX
 from .panels import panels
+from .rows import _peep_of
 
 __all__ = ["mode_forward_entry", "scratch_size", "split_rows", "split_weights"]
 
@@ -166,13 +167,7 @@ def mode_forward_entry(xs, w_ih, w_hh, bias, w_hr, w_peep, zero, h_n, c_n, lengt
     LDC = NP * V
     st = _addr(scratch)
     hsp = st + 4 * (MRMAX * NB + mr * (LDH + LDC + m * LDC))
-    pstep = 0
-    ldpeep = 0
-    peep = _addr(zero)
-    if w_peep.shape[0] > 0:
-        peep = _addr(w_peep)
-        pstep = V
-        ldpeep = H
+    peep, pstep, ldpeep = _peep_of(w_peep, _addr(zero), V)
     hn = _addr(h_n)
     cn = _addr(c_n)
     for s in range(T):

@@ -7,16 +7,16 @@ from typing import Any
 
 import numpy as np
 
+from .._memory import aligned_empty
+
 __all__ = ["aligned", "panels"]
 
 
 def aligned(a: Any) -> np.ndarray:
-    """A C-contiguous copy of ``a`` whose data start on a 64-byte boundary (a cache line: the
-    micro-kernels load whole 64-byte panel rows; NumPy aligns to 16 bytes only)."""
+    """A C-contiguous copy of ``a`` on a cache-line boundary (the micro-kernels load whole 64-byte
+    panel rows; NumPy aligns to 16 bytes only), huge-page advised from 2 MiB on, as the workspaces."""
     a = np.asarray(a)
-    raw = np.empty(a.nbytes + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = aligned_empty(a.size, a.dtype)[:a.size].reshape(a.shape)
     out[...] = a
     return out
 

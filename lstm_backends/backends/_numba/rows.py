@@ -8,7 +8,7 @@ from numba import njit
 
 from ._jit import _JIT
 from .blocks import A_CN, A_HN
-from .intrinsics import _lanes_of, _ld, _ldf, _ldw, _memcpy, _mk, _pack, _st, _stf
+from .intrinsics import _addr, _lanes_of, _ld, _ldf, _ldw, _memcpy, _mk, _pack, _st, _stf
 
 
 @njit(inline="always", **_JIT)
@@ -125,3 +125,13 @@ def _sort_rows(lengths, T, B, cnt, order, lens):
         _st(at, _ld(at) + 1)
     for r in range(B):
         _st(lens + 8 * r, lengths[_ld(order + 8 * r)])
+
+
+@njit(inline="always", **_JIT)
+def _peep_of(w_peep, zero, V):
+    """(address, panel step, row stride) of the peephole weights the gate update reads: ``w_peep``
+    (3, H) when it has rows, else the zero vector ``zero`` (address) with steps 0 (the gate never uses
+    it: flags has no PEEP)."""
+    if w_peep.shape[0] > 0:
+        return _addr(w_peep), V, w_peep.shape[1]
+    return zero, 0, 0
