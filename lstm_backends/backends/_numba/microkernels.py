@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .ir import _I1, _I8P, _I32, _c, _decl, _define, _loop, _transpose, _Vec
+from .ir import _AVX512, _I1, _I8P, _I32, _c, _decl, _define, _loop, _transpose, _Vec
 
 MRMAX = 6          # rows per micro-kernel call (6 x 4 zmm accumulators)
+#: whether ``mk`` is the narrow kernel (hosts without AVX-512: 16 ymm registers on AVX2, see
+#: ``_define_mk_narrow``)
+NARROW = not _AVX512
+KC = 64            # k rows per chunk of the narrow kernel (64 x 256 B of panel: 16 KiB, in L1)
 MRCELL = 4         # rows per transposing (cell) call
 PF_BYTES = 1024    # software prefetch distance of the weight stream in the 1-4 row kernels
 PF_MAXROWS = 4
@@ -24,15 +28,23 @@ PF_MAXROWS = 4
 def _define_mk(module, bits, mr):
     """``void mk_r{mr}(a, lda, w, k, cin, ldcin, cout, ldcout)`` (i64 addresses / element strides):
     ``cout[m, 0:4V] = cin[m, 0:4V] + sum_{j<k} a[m*lda + j] * w[j*4V + 0:4V]`` for m < mr.
-    One FMA chain per output element, in j order; 4*mr vector accumulators stay in registers."""
-    name = f"lstmb_mk_f{bits}_r{mr}"
-    b, fn = _define(module, name, 8)
+    One FMA chain per output element, in j order; 4*mr vector accumulators stay in registers
+    (AVX-512, and one row elsewhere: 8 ``ymm``; more rows: the narrow kernel, the same chains)."""
+    b, fn = _define(module, f"lstmb_mk_f{bits}_r{mr}", 8)
     if b is None:
         return fn
     vb = _Vec(b, bits)
-    V, nb = vb.V, 4 * vb.V
     a, lda, w, k, cin, ldcin, cout, ldcout = fn.args
     pa, pw, pci, pco = (vb.fptr(v) for v in (a, w, cin, cout))
+    (_mk_narrow if NARROW and mr > 1 else _mk_wide)(b, vb, mr, pa, lda, pw, k, pci, ldcin, pco, ldcout)
+    b.ret_void()
+    return fn
+
+
+def _mk_wide(b, vb, mr, pa, lda, pw, k, pci, ldcin, pco, ldcout):
+    """The body of ``mk_r{mr}``: ``4 mr`` vector accumulators over the whole k loop."""
+    V, nb = vb.V, 4 * vb.V
+    module = b.module
     init = []
     for m in range(mr):
         row = b.gep(pci, [b.mul(ldcin, _c(m))])
@@ -44,7 +56,7 @@ def _define_mk(module, bits, mr):
         wrow = b.gep(pw, [b.mul(j, _c(nb))])
         if pf is not None:
             for line in range(4):
-                addr = b.gep(wrow, [_c(PF_BYTES * 8 // bits + line * 512 // bits)])
+                addr = b.gep(wrow, [_c(PF_BYTES * 8 // vb.bits + line * 512 // vb.bits)])
                 b.call(pf, [b.bitcast(addr, _I8P), ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
         wv = [vb.load(wrow, _c(v * V)) for v in range(4)]
         new = []
@@ -58,8 +70,51 @@ def _define_mk(module, bits, mr):
         row = b.gep(pco, [b.mul(ldcout, _c(m))])
         for v in range(4):
             vb.store(accs[m * 4 + v], row, _c(v * V))
-    b.ret_void()
-    return fn
+
+
+def _mk_narrow(b, vb, mr, pa, lda, pw, k, pci, ldcin, pco, ldcout):
+    """The body of ``mk_r{mr}`` for hosts with 16 vector registers (AVX2: a 64-byte vector is two ``ymm``):
+    the wide kernel's ``4 mr`` vectors of accumulators would be ``8 mr`` registers and spill.
+
+    k runs in chunks of ``KC`` rows (their ``KC x 4V`` panel block stays in L1); within a chunk
+    the four vectors of columns are done in passes of ``pv`` vectors (2 for two rows, 1 from
+    three on: at most 12 ``ymm`` accumulators), the accumulators going through ``cout``
+    between passes and chunks (the first chunk starts from ``cin``).  Every output element is
+    still one FMA chain in j order: the same bits as the wide kernel."""
+    V, nb = vb.V, 4 * vb.V
+    pv = 2 if mr == 2 else 1
+    arow = [b.gep(pa, [b.mul(lda, _c(m))]) for m in range(mr)]
+    inrow = [b.gep(pci, [b.mul(ldcin, _c(m))]) for m in range(mr)]
+    outrow = [b.gep(pco, [b.mul(ldcout, _c(m))]) for m in range(mr)]
+    nck = b.sdiv(b.add(k, _c(KC - 1)), _c(KC))
+    nck = b.select(b.icmp_signed("<", nck, _c(1)), _c(1), nck)   # k = 0: cout = cin still
+
+    def chunk(ci, carried):
+        first = b.icmp_signed("==", ci, _c(0))
+        src = [b.select(first, inrow[m], outrow[m]) for m in range(mr)]
+        k0 = b.mul(ci, _c(KC))
+        k1 = b.add(k0, _c(KC))
+        k1 = b.select(b.icmp_signed("<", k, k1), k, k1)
+        for v0 in range(0, 4, pv):
+            vs = range(v0, v0 + pv)
+            init = [vb.load(src[m], _c(v * V)) for m in range(mr) for v in vs]
+
+            def body(j, accs, vs=vs):
+                wrow = b.gep(pw, [b.mul(j, _c(nb))])
+                wv = [vb.load(wrow, _c(v * V)) for v in vs]
+                new = []
+                for m in range(mr):
+                    s = vb.splat(b.load(b.gep(arow[m], [j]), align=vb.al))
+                    new += [vb.fma(s, wv[i], accs[m * pv + i]) for i in range(pv)]
+                return new
+
+            _, accs = _loop(b, k0, lambda j: b.icmp_signed("<", j, k1), _c(1), init, body)
+            for m in range(mr):
+                for i, v in enumerate(vs):
+                    vb.store(accs[m * pv + i], outrow[m], _c(v * V))
+        return carried
+
+    _loop(b, _c(0), lambda ci: b.icmp_signed("<", ci, nck), _c(1), [], chunk)
 
 
 def _define_dispatch(module, name, nargs, define_kernel, mrmax):
