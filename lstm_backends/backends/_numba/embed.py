@@ -33,7 +33,6 @@ from numba.extending import intrinsic, overload
 from ._jit import _JIT, package_stamp
 from .gates import CLIP, IFORGET, PEEP
 from .intrinsics import _addr, _gate, _lanes_of, _mk, _zero_of
-from .ir import _AVX512
 from .microkernels import MRMAX
 from .modes import _block as _mode_block
 from .modes import _split_row
@@ -116,10 +115,9 @@ def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | Non
     ks = min((NPP + 1) // 2 * NB, S) if NPP else min(split * V, H)
     per_row = -(-S // NB) * NB + NP * V + m * (NP * V + I + S)   # (a mode: the split rows too)
     room = STACK_BYTES // dt.itemsize - MRMAX * NB
-    # rows per block: the micro-kernel keeps 4 mr accumulator vectors of 64 bytes in registers; with
-    # AVX-512 (32 zmm) up to MRMAX rows fit, with AVX2 (16 ymm, each vector two of them) one row does
-    # not spill (measured on a Zen 3: 6 rows per block cost 1.8x per row what single rows cost)
-    mr = min(MRMAX if _AVX512 else 1, room // per_row)
+    # rows per block: up to MRMAX (the micro-kernel's accumulators fit the registers: AVX-512's
+    # wide kernel, the narrow one elsewhere), fewer where the stack buffer has no room for them
+    mr = min(MRMAX, room // per_row)
     if mr < 1:
         raise ValueError(f"lstm_backends.jit handles layers whose one-row block needs at most {room} elements of "
                          f"its stack buffer ({dt.name}); this one needs {per_row} (I={I}, H={H}, S={S}"
