@@ -129,6 +129,32 @@ def test_numba_prepared_weights_are_bitwise_its_per_call_packing(kind, dtype):
                 np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.parametrize("workers", ["serial", "team"])
+def test_a_streaming_cell_on_prepared_weights_takes_the_fast_path(monkeypatch, workers):
+    """cell(x, h, c, prepared, out=(h, c)) is checked like plain params (a few microseconds, not
+    the full validation) and runs the backend's private copies: the same bits as plain params."""
+    pytest.importorskip("numba")
+    from lstm_backends.backends import _base
+    from lstm_backends.backends.numba_backend import NumbaBackend
+
+    be = NumbaBackend(kind=workers)
+    p = random_problem(1, 3, 24, 64, seed=8)
+    w = be.prepare(p.params)
+    expected = be.cell(p.x[0], p.h0, p.c0, p.params)
+
+    def full_path(*args, **kwargs):
+        raise AssertionError("the full validation ran")
+
+    monkeypatch.setattr(_base, "validate_cell", full_path)
+    h, c = p.h0.copy(), p.c0.copy()
+    got = be.cell(p.x[0], h, c, w, out=(h, c))
+    assert got[0] is h and got[1] is c
+    for u, v in zip(got, expected):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(AssertionError, match="full validation"):   # a mode still takes the full path
+        be.cell(p.x[0], p.h0, p.c0, be.prepare(p.params, precision="bf16"))
+
+
 def test_prepared_params_of_one_backend_run_on_another():
     pytest.importorskip("numba")
     p = random_problem(6, 3, 5, 20, seed=4)

@@ -380,8 +380,11 @@ class NumbaBackend(Backend):
         str
             e.g. ``"team+bulk x2, own micro-kernel"``, ``"cell x2, own micro-kernel"``.
         """
-        if precision is not None:
-            return f"{precision}: {bf16_path()}"
+        if precision is not None:   # (lstm-backends info says more: bf16_path)
+            from ._numba.ir import BF16_FEATURES
+
+            has = ", ".join(BF16_FEATURES) or "no bf16"
+            return f"{precision}: portable path x1, own micro-kernel (this CPU has: {has})"
         dtype = np.dtype(dtype)
         short = steps is not None and self._short(steps, batch)
         if cell or short:
@@ -406,7 +409,7 @@ class NumbaBackend(Backend):
     def _mode_forward(self, args: ForwardArgs) -> None:
         """A precision mode on the portable path (``_numba/modes.py``, one thread): x split once, the
         weights' split panels from ``prepare`` (or made now for params another backend prepared)."""
-        from ._numba.ir import _AVX512
+        from ._numba.microkernels import MRMAX
         from ._numba.modes import mode_forward_entry, mode_panels, scratch_size, split_rows
 
         three = args.precision == "bf16x3"
@@ -420,7 +423,7 @@ class NumbaBackend(Backend):
         if args.c_n is not args.c0:
             args.c_n[...] = args.c0
         y = args.y if args.y.flags.c_contiguous else np.empty(args.y.shape, np.float32)
-        mr = 6 if _AVX512 else 1   # as lstm_backends.jit: AVX2's 16 registers hold one row's accumulators
+        mr = MRMAX   # rows per block (the micro-kernel holds them in registers, AVX2's narrow one too)
         flags, clip = _features(args)
         w_peep = args.w_peep if args.w_peep is not None else np.zeros((0, H), np.float32)
         _watched(("precision-mode forward", np.dtype(np.float32)), mode_forward_entry, split_rows(args.x, three),
