@@ -128,6 +128,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if _mkl.available():  # the MKL extra is installed: show its path next to the default one
             ours.append("ours:numba@mkl")
             envs["ours:numba@mkl"] = {"LSTM_BACKENDS_GEMM": "mkl"}
+    for mode in args.precision or []:  # our backends that have the mode, and the peers' bf16
+        if dtype != np.float32:
+            raise ValueError(f"--precision {mode} runs float32 problems (its inputs and outputs are float32)")
+        caps = {b.name: b.capabilities for b in list_backends()}
+        ours += [f"ours:{n}@{mode}" for n in names if mode in caps.get(n, ())]
+        if mode == "bf16":
+            peers += [f"{p}@bf16" for p in ("torch", "openvino") if p in peers]
     peak, rows = compare(
         sizes, ours + peers, dtype=dtype, threads=threads, rounds=args.rounds,
         budget=args.budget, cell=None if args.no_cell else Size(1, *sizes[0][1:]),
@@ -273,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reruns", type=int, default=RERUNS, metavar="N",
                    help=f"extra fresh processes a spread contender gets at most (default {RERUNS}; 0: flag only)")
     p.add_argument("--no-peers", action="store_true", help="time our backends only")
+    p.add_argument("--precision", action="append", choices=["bf16", "bf16x3"],
+                   help="also our backends in this precision mode (prepared weights), and with bf16 torch "
+                   "(weights and input in torch.bfloat16) and OpenVINO (INFERENCE_PRECISION_HINT=bf16); "
+                   "a bf16 row's ratio is against the best bf16 peer; repeatable")
     p.add_argument("--no-torch", action="store_true", help="leave torch out of the peers")
     p.add_argument("--no-cell", action="store_true", help="skip the streaming cell comparison")
     p.add_argument("--no-mkl", action="store_true",

@@ -17,13 +17,21 @@ Contenders (``name`` → what runs in the child):
 ``onnxruntime``
     onnxruntime's LSTM operator, from a model built with ``onnx.helper`` (gate order
     converted to ONNX's i, o, f, c)
+``openvino``
+    OpenVINO's CPU plugin on the same ONNX model, ``INFERENCE_PRECISION_HINT`` set explicitly
+    (``f32``; ``bf16`` with the ``bf16`` option: OpenVINO's own default on CPUs with AMX, and
+    ignored by it where the CPU has no bfloat16 instructions: the record's ``precision`` says
+    what it ran)
 ``sgemm``
     NumPy's float32 2048³ matmul: the machine's GEMM rate in the same run, the yardstick
     for "% of peak"
 
 A name may end in ``@`` and comma-separated options: ``float32`` / ``float64`` (the dtype of
 this contender), ``full`` (peepholes and ``clip=3``: the full ONNX cell), ``prepared`` (the
-weights prepared once by ``Backend.prepare``, outside the timed calls) and any other word
+weights prepared once by ``Backend.prepare``, outside the timed calls), ``bf16`` / ``bf16x3`` (a
+precision mode: ours on weights prepared in that mode; ``torch@bf16`` runs its LSTM with weights
+and input in ``torch.bfloat16``, ``openvino@bf16`` with the bf16 hint; the outputs are checked
+against the mode's stated accuracy, :data:`lstm_backends._prepared.ACCURACY`) and any other word
 as a label (``ours:numba@before``, with ``compare(envs=...)`` giving that contender its own
 environment, e.g. another checkout on ``PYTHONPATH`` or ``LSTM_BACKENDS_GEMM=mkl``).
 
@@ -61,7 +69,11 @@ from ._bench import Size, flops, parse_size
 __all__ = ["MAX_SPREAD", "PEERS", "Result", "available_peers", "compare", "peer_status", "run_contender"]
 
 #: the libraries a user would pick instead, and the module each needs
-PEERS = {"torch": "torch", "onnxruntime": "onnxruntime"}
+PEERS = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+#: the peers that run an ONNX model built here (they need the onnx package too)
+_ONNX_PEERS = ("onnxruntime", "openvino")
+#: contender options that select what the child runs (the others only label an environment)
+_CHILD_OPTIONS = {"float32", "float64", "full", "prepared", "bf16", "bf16x3"}
 #: slowest / fastest per-process median of a contender beyond which it is re-run (then flagged):
 #: a busy neighbour slows a process by integer factors, a quiet machine's rounds agree within ~10-20 %
 MAX_SPREAD = 1.5
@@ -70,15 +82,16 @@ RERUNS = 2
 
 
 def available_peers(dtype: Any = np.float32) -> list[str]:
-    """The peers whose packages are installed (``torch``, ``onnxruntime``; onnxruntime needs
-    ``onnx`` to build its model) and that run ``dtype`` (onnxruntime has no float64 LSTM)."""
+    """The peers whose packages are installed (``torch``, ``onnxruntime``, ``openvino``; the last two
+    need ``onnx`` to build their model) and that run ``dtype`` (onnxruntime and OpenVINO have no
+    float64 LSTM)."""
     import importlib.util
 
     found = []
     for name, module in PEERS.items():
-        if name == "onnxruntime" and np.dtype(dtype) != np.float32:
+        if name in _ONNX_PEERS and np.dtype(dtype) != np.float32:
             continue
-        needs = [module] + (["onnx"] if name == "onnxruntime" else [])
+        needs = [module] + (["onnx"] if name in _ONNX_PEERS else [])
         if all(importlib.util.find_spec(m) is not None for m in needs):
             found.append(name)
     return found
@@ -92,7 +105,7 @@ def peer_status(dtype: Any = np.float32) -> dict[str, str]:
     runs = set(available_peers(dtype))
     status = {}
     for name, module in PEERS.items():
-        needs = [module] + (["onnx"] if name == "onnxruntime" else [])
+        needs = [module] + (["onnx"] if name in _ONNX_PEERS else [])
         missing = [m for m in needs if importlib.util.find_spec(m) is None]
         status[name] = "" if name in runs else f"not installed: pip install {' '.join(missing)}" if missing \
             else f"no {np.dtype(dtype).name} LSTM"
@@ -106,6 +119,12 @@ def split_name(name: str) -> tuple[str, set[str]]:
     """``"ours:numba@float64,full"`` -> ``("ours:numba", {"float64", "full"})``."""
     base, _, opts = name.partition("@")
     return base, {o for o in opts.split(",") if o}
+
+
+def contender_precision(name: str) -> str | None:
+    """The precision mode a contender runs (``"bf16"``, ``"bf16x3"``) or None (its dtype's)."""
+    opts = split_name(name)[1]
+    return "bf16x3" if "bf16x3" in opts else "bf16" if "bf16" in opts else None
 
 
 def _contender_dtype(name: str, dtype: np.dtype) -> np.dtype:
@@ -160,10 +179,11 @@ def _onnx_model(p: Any) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
 
 
-def _runner(name: str, p: Any, threads: int,
-            prepared: bool = False) -> tuple[Callable[[], Any], Callable[[Any], tuple], dict]:
+def _runner(name: str, p: Any, threads: int, prepared: bool = False,
+            precision: str | None = None) -> tuple[Callable[[], Any], Callable[[Any], tuple], dict]:
     """(call, outputs-from-result, info) for one contender in this process (``prepared``: ours on
-    weights prepared once by ``Backend.prepare``, outside the timed calls)."""
+    weights prepared once by ``Backend.prepare``, outside the timed calls; ``precision``: a mode,
+    see the module's notes)."""
     kind, _, backend = name.partition(":")
     if kind in ("ours", "ours-cell", "ours-train"):
         from . import get_backend
@@ -180,7 +200,16 @@ def _runner(name: str, p: Any, threads: int,
                                         cell=kind == "ours-cell")
             except TypeError:  # a plugin's describe_path(batch, hidden, dtype)
                 info["path"] = describe(b, p.params.w_hh.shape[1], p.x.dtype)
-        params = be.prepare(p.params) if prepared else p.params
+        if prepared:
+            info["prepared"] = True
+        if precision:
+            info["precision"] = precision
+            if callable(describe):
+                try:
+                    info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype, precision=precision)
+                except TypeError:
+                    pass
+        params = be.prepare(p.params, precision=precision) if prepared or precision else p.params
         if kind == "ours":
             return (lambda: be.forward(p.x, params, p.h0, p.c0, **p.options)), (lambda r: r), info
         if kind == "ours-train":
@@ -208,6 +237,12 @@ def _runner(name: str, p: Any, threads: int,
                 getattr(module, n + ("" if kind == "torch-cell" else "_l0")).copy_(torch.from_numpy(v))
         x, h0, c0 = torch.from_numpy(p.x), torch.from_numpy(p.h0), torch.from_numpy(p.c0)
         info = {"version": torch.__version__}
+        if precision == "bf16" and kind != "torch-train":  # weights, input and state in bfloat16
+            module = module.to(torch.bfloat16)
+            x, h0, c0 = (a.to(torch.bfloat16) for a in (x, h0, c0))
+            info["precision"] = "bf16"
+        elif precision:
+            raise ValueError(f"torch contenders run float32, float64 or (forward, cell) bf16, not {precision}")
         if kind == "torch-train":
             x_grad = torch.from_numpy(p.x.copy()).requires_grad_(True)
             dy = torch.from_numpy(_train_dy(p))
@@ -223,13 +258,13 @@ def _runner(name: str, p: Any, threads: int,
                 with torch.inference_mode():
                     return module(x, (h0[None], c0[None]))
 
-            return call, (lambda r: (r[0].numpy(), r[1][0][0].numpy(), r[1][1][0].numpy())), info
+            return call, (lambda r: (_np(r[0]), _np(r[1][0][0]), _np(r[1][1][0]))), info
 
         def call_cell() -> Any:
             with torch.inference_mode():
                 return module(x[0], (h0, c0))
 
-        return call_cell, (lambda r: (r[0].numpy()[None], r[0].numpy(), r[1].numpy())), info
+        return call_cell, (lambda r: (_np(r[0])[None], _np(r[0]), _np(r[1]))), info
     if kind == "onnxruntime":
         import onnxruntime as ort
 
@@ -238,10 +273,50 @@ def _runner(name: str, p: Any, threads: int,
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(_onnx_model(p), options, providers=["CPUExecutionProvider"])
         feed = {"X": p.x, "h0": p.h0[None], "c0": p.c0[None]}
+        if precision:
+            raise ValueError("onnxruntime's LSTM runs float32 only")
         return (lambda: session.run(None, feed)), (lambda r: (r[0][:, 0], r[1][0], r[2][0])), \
             {"version": ort.__version__}
+    if kind == "openvino":
+        return _openvino_runner(p, threads, precision)
     raise ValueError(f"unknown contender {name!r}: ours:BACKEND, ours-cell:BACKEND, ours-train:BACKEND, torch, "
-                     "torch-cell, torch-train, onnxruntime")
+                     "torch-cell, torch-train, onnxruntime, openvino")
+
+
+def _np(t: Any) -> np.ndarray:
+    """A torch tensor as a NumPy array (bfloat16 as float32: NumPy has no bfloat16)."""
+    import torch
+
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def _openvino_runner(p: Any, threads: int, precision: str | None) -> tuple[Callable[[], Any], Callable, dict]:
+    """OpenVINO's CPU plugin on the onnxruntime contender's model: ``INFERENCE_PRECISION_HINT``
+    ``f32`` (or ``bf16``), ``threads`` inference threads, one stream, the latency hint."""
+    if precision not in (None, "bf16"):
+        raise ValueError(f"openvino runs f32 or bf16, not {precision}")
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:  # read_model takes ONNX from a file
+        path = os.path.join(tmp, "lstm.onnx")
+        with open(path, "wb") as fh:
+            fh.write(_onnx_model(p))
+        model = core.read_model(path)
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision or "f32"})
+    request = compiled.create_infer_request()
+    feed = {"X": p.x, "h0": p.h0[None], "c0": p.c0[None]}
+    outs = compiled.outputs
+
+    def call() -> Any:
+        res = request.infer(feed)
+        return [np.array(res[o]) for o in outs]  # copies: the request reuses its buffers
+
+    ran = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    info = {"version": ov.__version__, "precision": "bf16" if "bf16" in ran else "f32"}
+    return call, (lambda r: (r[0][:, 0], r[1][0], r[2][0])), info
 
 
 def _train_dy(p: Any) -> np.ndarray:
@@ -285,7 +360,7 @@ def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: in
     base, opts = split_name(name)
     p = _problem(size, _contender_dtype(name, np.dtype(dtype)), seed, "full" in opts)
     cell = base.startswith(("ours-cell", "torch-cell"))
-    call, outputs, info = _runner(base, p, threads, prepared="prepared" in opts)
+    call, outputs, info = _runner(base, p, threads, prepared="prepared" in opts, precision=contender_precision(name))
     med, n = _time(call, budget, inner=50 if cell else 1)
     if save:
         y, h_n, c_n = (np.asarray(a) for a in outputs(call()))
@@ -303,7 +378,7 @@ class Result:
     runs_s: list[float]
     gflops: float
     pct_peak: float
-    worst_error: float  # fraction of the dtype's tolerance against the float64 reference
+    worst_error: float  # fraction of the dtype's tolerance (a mode's accuracy) against the float64 reference
     agrees: bool
     info: dict = field(default_factory=dict)
     ratio_best_peer: float = float("nan")
@@ -358,7 +433,7 @@ def _launch(name: str, size: Size, dtype: np.dtype, threads: int, budget: float,
     # labels (any option but a dtype or "full") only select an environment: the child (possibly
     # another version of this module) gets the bare name
     base, opts = split_name(name)
-    known = sorted(opts & {"float32", "float64", "full"})
+    known = sorted(opts & _CHILD_OPTIONS)
     child = base + ("@" + ",".join(known) if known else "")
     cmd = [sys.executable, "-m", "lstm_backends._peers", "--run", child, "--size", ",".join(map(str, size)),
            "--dtype", dtype.name, "--threads", str(threads), "--budget", str(budget), "--seed", str(seed)]
@@ -435,8 +510,6 @@ def compare(
         NumPy float32 sgemm 2048³ with ``threads`` threads, median over the rounds.
     results : list of Result
     """
-    from .testing import worst_error
-
     dtype = np.dtype(dtype)
     say = progress or (lambda _msg: None)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
@@ -476,7 +549,7 @@ def compare(
                             refs[full, cdt] = _reference(size, cdt, seed, full, bool(is_cell))
                         ref = refs[full, cdt]
                         with np.load(save) as got:
-                            errors[name] = max(worst_error(got[n], e, cdt) for n, e in zip(("y", "h_n", "c_n"), ref))
+                            errors[name] = _error(got, ref, cdt, contender_precision(name))
             f = flops(size.batch, size.steps, size.input_size, size.hidden_size)
             size_rows = []
             for name in names:
@@ -494,13 +567,37 @@ def compare(
                                         errors[name], bool(errors[name] <= 1.0), info,
                                         spread=max(meds) / min(meds) if len(meds) > 1 else float("nan"),
                                         reruns=extra, noisy=_spread_out(meds, max_spread)))
-            peer_times = [r.median_s for r in size_rows if not r.name.startswith("ours")
-                          and _contender_dtype(r.name, dtype) == dtype]
-            if peer_times:
-                for row in size_rows:
+            for row in size_rows:  # against the best peer of its class: float32 (bf16x3 too) or bf16
+                peer_times = [r.median_s for r in size_rows if not r.name.startswith("ours")
+                              and _contender_dtype(r.name, dtype) == dtype and _class(r.name) == _class(row.name)]
+                if peer_times:
                     row.ratio_best_peer = row.median_s / min(peer_times)
             results.extend(size_rows)
     return peak, results
+
+
+def _class(name: str) -> str | None:
+    """Which peers a contender is compared with: ``"bf16"`` ones, or (None) the dtype's."""
+    return "bf16" if contender_precision(name) == "bf16" else None
+
+
+def _error(got: Any, ref: tuple, dtype: np.dtype, precision: str | None) -> float:
+    """Worst error of a contender's saved ``y, h_n, c_n`` against the float64 reference, as a
+    fraction of what it may be: the dtype's tolerance, or a precision mode's stated accuracy (the
+    largest absolute difference, :data:`lstm_backends._prepared.ACCURACY`)."""
+    from ._prepared import ACCURACY
+    from .testing import worst_error
+
+    names = ("y", "h_n", "c_n")
+    if precision is None:
+        return max(worst_error(got[n], e, dtype) for n, e in zip(names, ref))
+    worst = 0.0
+    for n, e in zip(names, ref):
+        a = np.asarray(got[n], np.float64)
+        if a.shape != e.shape or (np.isnan(a) != np.isnan(e)).any():
+            return float("inf")
+        worst = max(worst, float(np.nan_to_num(np.abs(a - e), nan=0.0).max(initial=0.0)))
+    return worst / ACCURACY[precision]
 
 
 def _spread_out(medians: Sequence[float], max_spread: float) -> bool:
@@ -517,6 +614,13 @@ def _spread_text(r: Result) -> str:
     return f"{r.spread:.2f}" + (f" re-run x{r.reruns}" if r.reruns else "") + (" NOISY" if r.noisy else "")
 
 
+def _what_ran(r: Result) -> str:
+    """`` [path]`` of our rows; `` [ran f32]`` of a peer that says which precision it ran."""
+    if r.info.get("path"):
+        return f" [{r.info['path']}]"
+    return f" [ran {r.info['precision']}]" if r.info.get("precision") and not r.name.startswith("ours") else ""
+
+
 def format_results(peak: float, results: Sequence[Result], threads: int, max_spread: float = MAX_SPREAD) -> str:
     """An aligned text table: median, GFLOP/s, % of the sgemm peak, ours / best peer, the spread of
     the per-process medians (slowest / fastest; ``re-run xN``, ``NOISY``), and notes on flagged rows."""
@@ -527,8 +631,7 @@ def format_results(peak: float, results: Sequence[Result], threads: int, max_spr
         t, b, i, h = r.size
         is_cell = "cell" in r.name
         lines.append([
-            "cell" if is_cell else str(t), str(b), str(i), str(h), r.name + (f" [{r.info['path']}]" if r.info.get(
-                "path") else ""),
+            "cell" if is_cell else str(t), str(b), str(i), str(h), r.name + _what_ran(r),
             f"{r.median_s * 1e3:.4f}" if is_cell else f"{r.median_s * 1e3:.3f}", f"{r.gflops:.1f}",
             f"{r.pct_peak:.0f}%", "-" if np.isnan(r.ratio_best_peer) else f"{r.ratio_best_peer:.2f}",
             f"{r.worst_error:.2g}", "yes" if r.agrees else "NO", _spread_text(r),

@@ -1,5 +1,5 @@
-"""The CPU comparison of the speed issue, fairly: the numba backend against torch.nn.LSTM and
-onnxruntime's LSTM, every contender in its own fresh process.
+"""The CPU comparison of the speed issue, fairly: the numba backend against torch.nn.LSTM,
+onnxruntime's LSTM and OpenVINO's, every contender in its own fresh process.
 
 Built on :func:`lstm_backends._peers.compare` (the machinery of ``lstm-backends bench``): the same
 seeded problem for everyone, float32, the same thread budget, rounds in alternating order, the
@@ -13,13 +13,19 @@ Usage::
 
     python scripts/compare_cpu.py [--threads 2] [--rounds 3] [--budget 0.5] [--json out.json]
         [--mkl] [--before PATH] [--features] [--float64] [--cold] [--plot docs/_static/cpu.png]
+        [--precision bf16] [--precision bf16x3] [--prepared] [--beyond-cache]
 
 ``--mkl``: also ours with ``LSTM_BACKENDS_GEMM=mkl`` (MKL's packed GEMM); ``--before PATH``: also
 another checkout of the library (e.g. the kernels before a change) as ``ours:numba@before``;
 ``--features``: also the full ONNX cell (peepholes + clip) and its cost over the plain kernel;
 ``--float64``: also our float64 forward, as a ratio to our float32 one; ``--cold``: the first
 float32 forward in a fresh process with an empty Numba cache, then with the warm cache
-(import included), each in fresh processes.  Run it on a quiet machine (``--idle`` waits for one
+(import included), each in fresh processes; ``--precision bf16``: also ours in the ``bf16`` mode
+against torch's LSTM in ``torch.bfloat16`` and OpenVINO with ``INFERENCE_PRECISION_HINT=bf16``
+(each bf16 row's ratio is against the best bf16 peer; the ``path`` column says which kernel ran,
+and OpenVINO's record which precision it really ran: it falls back to f32 on CPUs without
+bfloat16 instructions); ``--precision bf16x3``: also ours in ``bf16x3`` (its ratio against the
+float32 peers).  Run it on a quiet machine (``--idle`` waits for one
 before every process; on by default).
 """
 
@@ -42,6 +48,10 @@ SIZES = [(100, 1, 64, 128), (1000, 1, 128, 256), (100, 4, 128, 256), (100, 16, 1
 TARGETS = {(100, 1, 64, 128): 0.7, (1000, 1, 128, 256): 0.7, (100, 4, 128, 256): 0.8, (100, 16, 128, 256): 0.9,
            (100, 64, 256, 512): 1.0, (50, 256, 512, 1024): 1.05, "cell": 0.5}
 CELL = (1, 1, 128, 256)
+# issue 17: ours-bf16 / best bf16 peer on a CPU with AMX (without AMX but with AVX512-BF16: 0.9 everywhere)
+BF16_TARGETS_AMX = {(100, 1, 64, 128): 0.5, (1000, 1, 128, 256): 0.6, (100, 4, 128, 256): 0.7,
+                    (100, 16, 128, 256): 0.8, (100, 64, 256, 512): 0.9, (50, 256, 512, 1024): 1.0}
+BF16_TARGET_AVX512BF16 = 0.9
 # issue 17: weights beyond the cache (repacked on every call unless prepared); ours prepared / best peer
 BEYOND = [(100, 1, 1024, 1024), (100, 8, 512, 1024), (20, 1, 2048, 2048)]
 BEYOND_TARGET = 0.9
@@ -101,13 +111,29 @@ def cold_start(repeat: int = 3, idle: bool = True) -> dict:
     return out
 
 
+def _bf16_target(key) -> float | None:
+    """The issue's target for ours-bf16 / best bf16 peer on this host's bfloat16 instructions."""
+    from lstm_backends.backends._numba.ir import BF16_FEATURES
+
+    if "amx-bf16" in BF16_FEATURES:
+        return BF16_TARGETS_AMX.get(key)
+    return BF16_TARGET_AVX512BF16 if "avx512bf16" in BF16_FEATURES else None
+
+
+def _ran(r) -> str:
+    """What a peer ran, where it chose: OpenVINO's effective precision."""
+    return f"ran {r.info['precision']}" if r.info.get("precision") and not r.name.startswith("ours") else ""
+
+
 def _paired(rows: list, name: str, peers: list[str]) -> float:
     """Median over rounds of ours / the best peer of the same round."""
     ours = next(r for r in rows if r.name == name)
     others = [r for r in rows if r.name in peers]
     if not others:
         return float("nan")
-    ratios = [ours.runs_s[k] / min(o.runs_s[k] for o in others) for k in range(len(ours.runs_s))]
+    # the rounds every one of them ran (a re-run adds processes to a spread contender only)
+    rounds = min(len(r.runs_s) for r in [ours, *others])
+    ratios = [ours.runs_s[k] / min(o.runs_s[k] for o in others) for k in range(rounds)]
     return statistics.median(ratios)
 
 
@@ -127,6 +153,8 @@ def main() -> int:
     ap.add_argument("--beyond-cache", action="store_true",
                     help="the sizes whose weights exceed the caches (issue 17), with --prepared")
     ap.add_argument("--cold", action="store_true", help="cold / warm start in fresh processes")
+    ap.add_argument("--precision", action="append", choices=["bf16", "bf16x3"],
+                    help="also ours in this precision mode (bf16: and torch / OpenVINO in bf16); repeatable")
     ap.add_argument("--no-idle", action="store_true", help="do not wait for an idle machine before each process")
     ap.add_argument("--json")
     ap.add_argument("--plot", metavar="FILE.png", help="GFLOP/s of ours and the peers per size (matplotlib)")
@@ -162,6 +190,10 @@ def main() -> int:
         ours.append("ours:numba@float64")
     if args.prepared:
         ours.append("ours:numba@prepared")
+    for mode in args.precision or []:
+        ours.append(f"ours:numba@{mode}")
+        if mode == "bf16":
+            peers += [f"{p}@bf16" for p in ("torch", "openvino") if p in peers]
     idle = not args.no_idle
     peak, rows = compare(sizes, ours + peers, threads=args.threads, rounds=args.rounds, budget=args.budget,
                          cell=None if args.no_cell else Size(*CELL), progress=print_progress, envs=envs, idle=idle)
@@ -176,21 +208,25 @@ def main() -> int:
         by_size.setdefault((r.size, "cell" in r.name), []).append(r)
     summary = []
     for (_size, is_cell), group in by_size.items():
-        peer_names = [n for n in ("torch-cell" if is_cell else "torch", "onnxruntime")
+        peer_names = [n for n in ("torch-cell" if is_cell else "torch", "onnxruntime", "openvino")
                       if any(g.name == n for g in group)]
+        bf16_peers = [g.name for g in group if not g.name.startswith("ours") and g.name.endswith("@bf16")]
         for r in group:
             t, b, i, h = r.size
             key = "cell" if is_cell else (t, b, i, h)
             mine = r.name.startswith("ours")
-            paired = _paired(group, r.name, peer_names) if mine else float("nan")
+            paired = _paired(group, r.name, bf16_peers if r.name.endswith("@bf16") else peer_names) if mine \
+                else float("nan")
             target = TARGETS.get(key) if r.name in ("ours:numba", "ours-cell:numba") else None
             if r.name == "ours:numba@prepared" and key in BEYOND:
                 target = BEYOND_TARGET
+            if r.name == "ours:numba@bf16":
+                target = _bf16_target(key)
             med = f"{r.median_s * 1e6:.1f} us" if is_cell else f"{r.median_s * 1e3:.3f} ms"
             table.append([f"cell B{b} I{i} H{h}" if is_cell else f"{t},{b},{i},{h}", r.name, med, f"{r.gflops:.0f}",
                           f"{r.pct_peak:.0f}%", "-" if np.isnan(r.ratio_best_peer) else f"{r.ratio_best_peer:.2f}",
                           "-" if np.isnan(paired) else f"{paired:.2f}", "-" if target is None else f"<= {target}",
-                          r.info.get("path", "")])
+                          r.info.get("path", "") or _ran(r)])
             if not r.agrees:
                 table[-1][1] += " (DISAGREES)"
             summary.append({**r.as_dict(), "paired_ratio": paired, "target": target})
@@ -211,11 +247,19 @@ def main() -> int:
         if "ours:numba@float64" in names:
             f64 = names["ours:numba@float64"].median_s
             extra.setdefault("float64_over_float32", {})[str(size)] = f64 / base.median_s
+        for mode in ("bf16", "bf16x3"):
+            if f"ours:numba@{mode}" in names:
+                extra.setdefault(f"{mode}_over_float32", {})[str(size)] = \
+                    names[f"ours:numba@{mode}"].median_s / base.median_s
     if "full_cell_cost" in extra:
         print("\npeepholes + clip over the plain kernel: " + ", ".join(
             f"{k} {100 * v:+.1f}%" for k, v in extra["full_cell_cost"].items()))
     if "float64_over_float32" in extra:
         print("float64 / float32: " + ", ".join(f"{k} {v:.2f}x" for k, v in extra["float64_over_float32"].items()))
+    for mode in ("bf16", "bf16x3"):
+        if f"{mode}_over_float32" in extra:
+            print(f"ours {mode} / ours float32: " + ", ".join(
+                f"{k} {v:.2f}x" for k, v in extra[f"{mode}_over_float32"].items()))
     cold = None
     if args.cold:
         cold = cold_start(idle=idle)

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import lstm_backends as lb
@@ -288,9 +289,54 @@ def test_peer_status_names_the_reason():
 
     for dtype in ("float32", "float64"):
         status = peer_status(dtype)
-        assert set(status) == {"torch", "onnxruntime"}
+        assert set(status) == {"torch", "onnxruntime", "openvino"}
         assert [n for n, why in status.items() if not why] == available_peers(dtype)
-    assert peer_status("float64")["onnxruntime"]  # never runs float64: a reason, whether installed or not
+    # never run float64: a reason, whether installed or not
+    assert peer_status("float64")["onnxruntime"] and peer_status("float64")["openvino"]
+
+
+def test_contender_options_reach_the_child_and_modes_are_checked_against_their_accuracy():
+    """``@prepared`` and ``@bf16`` select what the child runs (they once stopped at the parent: a
+    prepared contender ran plain params); a mode's outputs are checked against its stated accuracy."""
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import compare
+    from lstm_backends._prepared import ACCURACY
+
+    _, rows = compare([Size(20, 3, 9, 16)], ["ours:numpy", "ours:numpy@prepared", "ours:numpy@bf16"], rounds=1,
+                      budget=0.01)
+    by_name = {r.name: r for r in rows}
+    assert all(r.agrees for r in rows)
+    assert by_name["ours:numpy@prepared"].info.get("prepared") is True
+    assert "prepared" not in by_name["ours:numpy"].info
+    bf16 = by_name["ours:numpy@bf16"]
+    assert bf16.info["precision"] == "bf16"
+    # it really ran bf16: farther from the float64 reference than float32 arithmetic gets (< 1e-6)
+    assert 1e-5 < bf16.worst_error * ACCURACY["bf16"] <= ACCURACY["bf16"]
+
+
+@pytest.mark.parametrize("name", ["openvino", "openvino@bf16", "torch@bf16"])
+def test_peer_contenders_run_and_agree_in_their_precision(tmp_path, name):
+    """OpenVINO (f32; bf16 where the CPU has bfloat16 instructions, else it runs f32 and says so)
+    and torch in bfloat16, each against the float64 reference at its precision's accuracy."""
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import _error, _reference, contender_precision, run_contender
+
+    pytest.importorskip(name.split("@")[0].split("-")[0])
+    if name.startswith("openvino"):
+        pytest.importorskip("onnx")
+    size, save = Size(10, 3, 6, 20), tmp_path / "out.npz"
+    record = run_contender(name, size, budget=0.01, save=str(save))
+    assert record["median_s"] > 0
+    ref = _reference(size, np.dtype(np.float32), 0, False, cell=False)
+    with np.load(save) as got:
+        err = _error(got, ref, np.dtype(np.float32), contender_precision(name))
+    assert err <= 1.0, (name, err)
+    if name.startswith("openvino"):
+        assert record["precision"] in ("f32", "bf16")
+        if name == "openvino":
+            assert record["precision"] == "f32"
+    else:
+        assert record["precision"] == "bf16"
 
 
 def _spread_compare(monkeypatch, slow: list[float]):
