@@ -80,8 +80,8 @@ def prepare(params: Any, *, dtype: Any = None, clip: float | None = None, input_
         Couple the gates, ``f = 1 - i`` (ONNX ``input_forget``).
     precision : {None, "bf16", "bf16x3"}
         The products' precision mode (float32 weights; see ``Backend.prepare``): the weights are
-        rounded / split here, ``x`` and ``h`` at every step, on the numba backend's portable path
-        (bitwise its ``forward`` in the mode).
+        rounded / split here, ``x`` and ``h`` at every step, as the numba backend does (bitwise its
+        ``forward`` in the mode).
 
     Returns
     -------

@@ -51,6 +51,40 @@ def test_numba_modes_equal_the_float32_oracle_up_to_summation_order(mode):
                                       nb.forward(p.x, nb.prepare(p.params, mode), p.h0, p.c0, **opts)[0])
 
 
+@pytest.mark.parametrize("feats, opts", [({}, {}), ({"peephole": True}, {"clip": 0.6, "input_forget": True})])
+def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(feats, opts):
+    """bf16 without a projection runs on the float32 kernels (rounded panels and x, h rounded by the
+    gate update): every kind gives the same bits, h_n is the last step's unrounded h (h0 for rows
+    of length 0, also with the state updated in place), within summation order of the oracle."""
+    pytest.importorskip("numba")
+    from lstm_backends.backends.numba_backend import NumbaBackend
+
+    ref = lb.get_backend("numpy")
+    p = random_problem(11, 9, 13, 70, seed=71, lengths="random", **feats)
+    lengths = p.lengths.copy()
+    lengths[2] = 0
+    w_ref = ref.prepare(p.params, "bf16")
+    for rev in (False, True):
+        expected = ref.forward(p.x, w_ref, p.h0, p.c0, lengths=lengths, reverse=rev, **opts)
+        first = None
+        for kind in ("serial", "team", "serial+bulk", "team+bulk"):
+            be = NumbaBackend(kind=kind)
+            got = be.forward(p.x, be.prepare(p.params, "bf16"), p.h0, p.c0, lengths=lengths, reverse=rev, **opts)
+            # summation order may flip an h's rounding now and then: the checks' one-step bound
+            assert max(np.abs(u - v).max() for u, v in zip(got, expected)) < 5e-5, kind
+            if first is None:
+                first = [a.copy() for a in got]
+            for u, v in zip(got, first):
+                np.testing.assert_array_equal(u, v, err_msg=kind)
+        np.testing.assert_array_equal(first[1][2], p.h0[2])   # length 0: h0, unrounded
+        h, c = p.h0.copy(), p.c0.copy()   # the state updated in place
+        be.forward(p.x, be.prepare(p.params, "bf16"), h, c, lengths=lengths, reverse=rev, out=(first[0].copy(), h, c),
+                   **opts)
+        np.testing.assert_array_equal(h, first[1])
+        np.testing.assert_array_equal(c, first[2])
+    assert be.describe_path(9, 70, precision="bf16").startswith("bf16: team+bulk x")
+
+
 def test_float64_weights_with_a_mode_are_refused_where_the_mode_takes_float32():
     class Float32Modes(NumpyBackend):
         name = "float32-modes"
@@ -307,6 +341,8 @@ def test_the_mode_path_shows_in_describe_path_and_info():
     pytest.importorskip("numba")
     from lstm_backends.backends.numba_backend import NumbaBackend, describe_threads
 
-    text = NumbaBackend().describe_path(16, 256, precision="bf16")
-    assert text.startswith("bf16: portable path") and "this CPU has" in text
-    assert any(line.startswith("precision modes bf16 / bf16x3: portable path") for line in describe_threads())
+    text = NumbaBackend().describe_path(16, 256, precision="bf16x3")
+    assert text.startswith("bf16x3: portable path") and "this CPU has" in text
+    assert NumbaBackend(kind="team").describe_path(16, 256, precision="bf16").startswith("bf16: team x")
+    lines = describe_threads()
+    assert any(line.startswith("precision modes bf16 / bf16x3: bfloat16-rounded operands") for line in lines)

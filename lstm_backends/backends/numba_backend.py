@@ -43,6 +43,7 @@ GEMM: the own micro-kernel by default (``gemm="auto"`` / ``"own"``); ``gemm="mkl
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import logging
@@ -384,6 +385,10 @@ class NumbaBackend(Backend):
             from ._numba.ir import BF16_FEATURES
 
             has = ", ".join(BF16_FEATURES) or "no bf16"
+            if precision == "bf16":
+                kind, workers = self._plan(batch, hidden, np.dtype(np.float32))
+                return (f"bf16: {kind} x{workers}, own micro-kernel on rounded operands (with a projection: "
+                        f"portable path x1; this CPU has: {has})")
             return f"{precision}: portable path x1, own micro-kernel (this CPU has: {has})"
         dtype = np.dtype(dtype)
         short = steps is not None and self._short(steps, batch)
@@ -401,9 +406,13 @@ class NumbaBackend(Backend):
 
         own = LSTMParams(*(None if a is None else np.array(a) for a in params))
         if precision is not None:   # the split weights' panels of the mode (modes.py)
-            from ._numba.modes import mode_panels
+            from ._numba.modes import mode_panels, split_weights
 
-            return {"params": own, "mode_panels": mode_panels(own, precision == "bf16x3")}
+            mp = mode_panels(own, precision == "bf16x3")
+            if precision == "bf16" and own.w_hr is None:   # the float32 paths' inputs (_bf16_forward)
+                rounded = own._replace(w_ih=split_weights(own.w_ih, False), w_hh=split_weights(own.w_hh, False))
+                return {"params": own, "mode_panels": mp, "bf16_panels": mp, "bf16_params": rounded}
+            return {"params": own, "mode_panels": mp}
         return {"params": own, "panels": panels(own.w_ih, own.w_hh, own.b_ih, own.b_hh, own.w_hr, own.w_ih.dtype)}
 
     def _mode_forward(self, args: ForwardArgs) -> None:
@@ -444,7 +453,10 @@ class NumbaBackend(Backend):
     def _forward(self, args: ForwardArgs) -> None:
         self._use_prepared(args)
         if args.precision is not None:
-            self._mode_forward(args)
+            if self._bf16_on_float32_paths(args):
+                self._bf16_forward(args)
+            else:
+                self._mode_forward(args)
             return
         if args.full and self._short(args.steps, args.batch):
             self._forward_by_cells(args)
@@ -459,22 +471,56 @@ class NumbaBackend(Backend):
         clipped = 0 if args.clipped is None else args.clipped.ctypes.data
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
-    def _run(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
+    @staticmethod
+    def _bf16_on_float32_paths(args: Any) -> bool:
+        """Whether a precision-mode call runs on the float32 kernels (``_bf16_forward``): ``bf16``
+        without a projection; the rest (``bf16x3``, projections) on the portable path."""
+        return args.precision == "bf16" and args.w_hr is None
+
+    def _bf16_forward(self, args: ForwardArgs) -> None:
+        """The ``bf16`` mode on the float32 forward paths (team, bulk; the own micro-kernel): the
+        weights' panels and x rounded to bfloat16 once, h0 too, and every new h rounded by the gate
+        update where it becomes the next step's operand (``ROUNDH``; y gets it unrounded).  Products
+        are float32 FMA chains of exact bfloat16 products: the mode's arithmetic.  h_n is then the
+        unrounded h of each row's last step, taken from y (h0 for rows of length 0)."""
+        from ._numba.modes import mode_panels, split_rows
+
+        data = args.prepared if args.prepared is not None and "bf16_panels" in args.prepared else None
+        panels = data["bf16_panels"] if data is not None else mode_panels(args.params, False)
+        h0 = np.array(args.h0)   # (h_n may be h0 itself)
+        run = copy.copy(args)
+        run.x, run.h0 = split_rows(args.x, False), split_rows(h0, False)
+        self._run(run, (0, 0, 0), panels=panels, round_h=True)
+        lengths = np.asarray(args.lengths)
+        last = np.zeros_like(lengths) if args.reverse else np.maximum(lengths - 1, 0)
+        rows = np.arange(args.batch)
+        args.h_n[...] = np.where((lengths > 0)[:, None], args.y[last, rows], h0)
+
+    def _run(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None, round_h: bool = False) -> None:
+        if panels is not None:   # a precision mode's rounded panels: on the own micro-kernel
+            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h)
+            return
         _watched(("forward" if self.gemm != "mkl" else "MKL forward", args.dtype), self._run_kernels, args, tape)
 
-    def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int]) -> None:
+    def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None,
+                     round_h: bool = False) -> None:
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
         flags, clip = _features(args)
+        flags |= k.ROUNDH if round_h else 0
         dummy = _dummy(dtype)
-        fn = k.worker(dtype, "mkl" if self.gemm == "mkl" else "own").address
+        fn = k.worker(dtype, "mkl" if self.gemm == "mkl" and panels is None else "own").address
         head = (args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                 dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
                 args.h0, args.c0, args.lengths, args.h_n, args.c_n, *_address_strides(args.y, dtype), args.reverse,
                 flags, clip, kind.endswith("bulk"))
         packed = args.prepared is not None and self.gemm != "mkl"   # (MKL packs its own way)
-        tail = (*tape, *(args.prepared["panels"] if packed else _NO_PANELS[dtype]), packed)
+        if panels is not None:
+            packed = True
+        elif packed:
+            panels = args.prepared["panels"]
+        tail = (*tape, *(panels if packed else _NO_PANELS[dtype]), packed)
         self._execute(k, k.forward_entry, head, tail, dtype, fn, workers)
 
     def _execute(self, k: Any, entry: Any, head: tuple, tail: tuple, dtype: np.dtype, fn: int, workers: int) -> None:
@@ -561,6 +607,17 @@ class NumbaBackend(Backend):
 
     def _cell(self, args: CellArgs) -> None:
         self._use_prepared(args)
+        if self._bf16_on_float32_paths(args):  # the float32 cell on rounded operands; h_out unrounded
+            from ._numba.modes import split_rows, split_weights
+
+            data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
+            w_ih, w_hh = (data["bf16_params"].w_ih, data["bf16_params"].w_hh) if data is not None else \
+                (split_weights(args.w_ih, False), split_weights(args.w_hh, False))
+            run = copy.copy(args)
+            run.x, run.h, run.w_ih, run.w_hh = split_rows(args.x, False), split_rows(args.h, False), w_ih, w_hh
+            run.precision = run.prepared = None
+            self._cell(run)
+            return
         if args.precision is not None:   # one step of the mode's sequence kernel
             self._mode_forward(ForwardArgs(
                 x=args.x[None], w_ih=args.w_ih, w_hh=args.w_hh, b_ih=args.b_ih, b_hh=args.b_hh, h0=args.h,
@@ -607,8 +664,9 @@ def bf16_path() -> str:
     from ._numba.ir import BF16_FEATURES
 
     has = ", ".join(BF16_FEATURES) or "neither amx-bf16 nor avx512bf16"
-    return ("portable path, one thread (bfloat16-rounded operands in float32 FMA chains; the AMX / AVX512-BF16 "
-            f"kernels are not written yet; this CPU has: {has})")
+    return ("bfloat16-rounded operands in float32 FMA chains: bf16 on the float32 kernels (teams, bulk input "
+            "product), bf16x3 and projections on the portable path (one thread); the AMX / AVX512-BF16 kernels are "
+            f"not written yet; this CPU has: {has}")
 
 
 def describe_threads() -> list[str]:

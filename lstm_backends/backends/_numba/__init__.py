@@ -101,12 +101,12 @@ from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
 from .forward import _worker, forward_entry
-from .gates import CLIP, IFORGET, PEEP
+from .gates import CLIP, IFORGET, PEEP, ROUNDH
 from .intrinsics import math64_apply
 from .ir import _AVX512
 from .team import run_team
 
-__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "SYNC_LEN", "WAIT_TICKS", "W_TEAM", "backward_entry",
+__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SYNC_LEN", "WAIT_TICKS", "W_TEAM", "backward_entry",
            "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry", "has_avx512",
            "math64_apply", "run_team", "worker"]
 

@@ -211,9 +211,10 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
 
 @njit(inline="always", **_JIT)
 def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
-    """``_block``, or in a precision mode (meta ``m`` > 0, float32) its split-operand step
-    (``modes._block``): x and h rows split into the stack after that step's own room, c copied to
-    ``co`` first (the mode's step updates c in place)."""
+    """``_block``, or in a precision mode (meta ``m`` > 0, float32): x and h rows rounded / split into
+    the stack after that step's own room, then ``bf16`` without a projection ``_block`` on them (the
+    backend's float32 paths in that mode, the same bits), else the split-operand step
+    (``modes._block``; c copied to ``co`` first: that step updates c in place)."""
     mm = w.meta[0].m
     if mm == 0:
         _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st)
@@ -227,6 +228,12 @@ def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     LDC = NP * 16
     xsp = st + 4 * (MRMAX * 64 + md.mr * (LDH + LDC + mm * LDC))
     hsp = xsp + 4 * md.mr * mm * I
+    if mm == 1 and md.NPP == 0:   # bf16, no projection: the float32 step on rounded rows, as the backend
+        for r in range(mr):
+            _split_row(xa + 4 * r * ldx, xsp + 4 * r * I, I, False)
+            _split_row(ha + 4 * r * ldh, hsp + 4 * r * S, S, False)
+        _block(proto, mr, xsp, I, hsp, S, ho, ca, co, ldc, ya, ldy, w, st)
+        return
     for r in range(mr):
         _split_row(xa + 4 * r * ldx, xsp + 4 * r * mm * I, I, mm == 3)
         _split_row(ha + 4 * r * ldh, hsp + 4 * r * mm * S, S, mm == 3)

@@ -12,6 +12,9 @@ from .nonlinear import _acts, _ir_exp64, _ir_sigmoid64, _ir_tanh64
 # ---------------------------------------------------------------------------- gate update
 
 PEEP, CLIP, IFORGET = 1, 2, 4   # gate feature bits (compile-time variants)
+#: float32 gate bit: the h written to ``h`` (the next step's product operand) rounded to bfloat16,
+#: ``y`` unrounded (the ``bf16`` precision mode on the float32 forward paths)
+ROUNDH = 8
 
 
 def _define_gate(module, bits):
@@ -22,7 +25,9 @@ def _define_gate(module, bits):
     (V units), ``cout`` the new one (may be ``cin``); ``h`` the new hidden values; ``y`` a second
     copy of them (0: none); ``peep`` the peephole rows i, f, o (``ldpeep`` apart; a zero buffer
     when unused).  ``flags`` chooses one of 8 compile-time variants (PEEP | CLIP | IFORGET);
-    the plain one (0) does nothing else.  ONNX semantics: clip bounds every pre-activation,
+    the plain one (0) does nothing else.  ``ROUNDH`` (float32): ``h`` gets the new hidden values
+    rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), ``y`` them unrounded.
+    ONNX semantics: clip bounds every pre-activation,
     bias and peephole included (NaN stays NaN); o's peephole sees the new c; IFORGET: f = 1 - i.
 
     The training record (``forward_train``'s tape), each 0 for none: ``tg`` the activations
@@ -49,7 +54,7 @@ def _define_gate(module, bits):
     ncl = vb.splat(b.fsub(ir.Constant(vb.fty, 0.0), cl))
     never = ir.Constant(vb.mty, [ir.Constant(_I1, 0)] * V)
     store = fn.append_basic_block("store")
-    sw = b.switch(flags, store)
+    sw = b.switch(b.and_(flags, _c(7)), store)
     results = []
     for variant in range(8):
         blk = fn.append_basic_block(f"v{variant}")
@@ -93,7 +98,10 @@ def _define_gate(module, bits):
         phi.add_incoming(never, entry)
     cphi, hphi = phis[0], phis[1]
     vb.mstore(cphi, vb.fptr(cout), _c(0), mask)
-    vb.mstore(hphi, vb.fptr(hp), _c(0), mask)
+    hop = hphi
+    if bits == 32:
+        hop = b.select(b.icmp_signed("!=", b.and_(flags, _c(ROUNDH)), _c(0)), _round_bf16_vec(b, vb, hphi), hphi)
+    vb.mstore(hop, vb.fptr(hp), _c(0), mask)
     has_y = b.icmp_signed("!=", yp, _c(0))
     with b.if_then(has_y):
         vb.mstore(hphi, vb.fptr(yp), _c(0), mask)
@@ -113,6 +121,15 @@ def _define_gate(module, bits):
             b.call(bstore, [b.zext(kphis[q], bty), ptr, ir.Constant(_I32, 1), mask])
     b.ret_void()
     return fn
+
+
+def _round_bf16_vec(b, vb, v):
+    """float32 lanes rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), as float32."""
+    bits = vb.bits_of(v)
+    odd = b.and_(b.lshr(bits, vb.iconst(16)), vb.iconst(1))
+    up = b.add(b.add(bits, vb.iconst(0x7FFF)), odd)
+    rounded = vb.from_bits(b.and_(up, vb.iconst(-65536)))
+    return b.select(vb.isnan(v), v, rounded)
 
 
 def _define_gate_bwd(module, bits):

@@ -11,9 +11,13 @@ chain of ``3K`` products.  The weights are rounded / split once, by ``prepare`` 
 the rows of ``W`` become ``[W_hi | W_lo | W_hi]``, then the usual panels); ``x`` once per call
 (``split_rows``), ``h`` (and the projection's input) at every step, here.
 
-One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  The AMX
-(``tdpbf16ps``) and AVX512-BF16 (``vdpbf16ps``) kernels that the CPUs which have them deserve are
-not written yet: this path is their reference and the fallback everywhere.
+One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  ``bf16``
+without a projection does not come here: it runs on the float32 forward paths (teams, bulk input
+product; ``NumbaBackend._bf16_forward``: these panels and ``x`` rounded once, h rounded by the gate
+update, ``gates.ROUNDH``).  This path serves ``bf16x3`` and projections.  The AMX (``tdpbf16ps``)
+and AVX512-BF16 (``vdpbf16ps``) kernels that the CPUs which have them deserve are not written
+yet; they would replace the micro-kernel of the float32 paths in the mode (bfloat16 pair panels,
+the operands rounded on the fly), and these paths are their reference.
 """
 
 from __future__ import annotations
