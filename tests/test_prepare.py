@@ -344,5 +344,6 @@ def test_the_mode_path_shows_in_describe_path_and_info():
     text = NumbaBackend().describe_path(16, 256, precision="bf16x3")
     assert text.startswith("bf16x3: portable path") and "this CPU has" in text
     assert NumbaBackend(kind="team").describe_path(16, 256, precision="bf16").startswith("bf16: team x")
+    assert NumbaBackend().describe_path(1, 256, cell=True, precision="bf16").startswith("bf16: cell x")
     lines = describe_threads()
     assert any(line.startswith("precision modes bf16 / bf16x3: bfloat16-rounded operands") for line in lines)

@@ -386,7 +386,11 @@ class NumbaBackend(Backend):
 
             has = ", ".join(BF16_FEATURES) or "no bf16"
             if precision == "bf16":
-                kind, workers = self._plan(batch, hidden, np.dtype(np.float32))
+                f32 = np.dtype(np.float32)
+                if cell:
+                    kind, workers = "cell", self._cell_workers(batch, input_size or hidden, hidden, f32, False)
+                else:
+                    kind, workers = self._plan(batch, hidden, f32)
                 return (f"bf16: {kind} x{workers}, own micro-kernel on rounded operands (with a projection: "
                         f"portable path x1; this CPU has: {has})")
             return f"{precision}: portable path x1, own micro-kernel (this CPU has: {has})"
