@@ -391,8 +391,10 @@ class NumbaBackend(Backend):
                     kind, workers = "cell", self._cell_workers(batch, input_size or hidden, hidden, f32, False)
                 else:
                     kind, workers = self._plan(batch, hidden, f32)
-                return (f"bf16: {kind} x{workers}, own micro-kernel on rounded operands (with a projection: "
-                        f"portable path x1; this CPU has: {has})")
+                from ._numba.bf16 import bf16_pairs
+
+                how = "vdpbf16ps on bfloat16 pairs" if bf16_pairs() else "own micro-kernel on rounded operands"
+                return f"bf16: {kind} x{workers}, {how} (with a projection: portable path x1; this CPU has: {has})"
             return f"{precision}: portable path x1, own micro-kernel (this CPU has: {has})"
         dtype = np.dtype(dtype)
         short = steps is not None and self._short(steps, batch)
@@ -415,7 +417,12 @@ class NumbaBackend(Backend):
             mp = mode_panels(own, precision == "bf16x3")
             if precision == "bf16" and own.w_hr is None:   # the float32 paths' inputs (_bf16_forward)
                 rounded = own._replace(w_ih=split_weights(own.w_ih, False), w_hh=split_weights(own.w_hh, False))
-                return {"params": own, "mode_panels": mp, "bf16_panels": mp, "bf16_params": rounded}
+                data = {"params": own, "mode_panels": mp, "bf16_panels": mp, "bf16_params": rounded}
+                from ._numba.bf16 import bf16_pairs
+
+                if bf16_pairs():
+                    data["bf16_pairs"] = _pair_panels(mp)
+                return data
             return {"params": own, "mode_panels": mp}
         return {"params": own, "panels": panels(own.w_ih, own.w_hh, own.b_ih, own.b_hh, own.w_hr, own.w_ih.dtype)}
 
@@ -491,28 +498,34 @@ class NumbaBackend(Backend):
 
         data = args.prepared if args.prepared is not None and "bf16_panels" in args.prepared else None
         panels = data["bf16_panels"] if data is not None else mode_panels(args.params, False)
+        from ._numba.bf16 import bf16_pairs
+
+        pairs = bf16_pairs()
+        if pairs:   # the products on vdpbf16ps (bf16.py): the weights as bfloat16 pairs
+            panels = data["bf16_pairs"] if data is not None and "bf16_pairs" in data else _pair_panels(panels)
         h0 = np.array(args.h0)   # (h_n may be h0 itself)
         run = copy.copy(args)
         run.x, run.h0 = split_rows(args.x, False), split_rows(h0, False)
-        self._run(run, (0, 0, 0), panels=panels, round_h=True)
+        self._run(run, (0, 0, 0), panels=panels, round_h=True, pairs=pairs)
         lengths = np.asarray(args.lengths)
         last = np.zeros_like(lengths) if args.reverse else np.maximum(lengths - 1, 0)
         rows = np.arange(args.batch)
         args.h_n[...] = np.where((lengths > 0)[:, None], args.y[last, rows], h0)
 
-    def _run(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None, round_h: bool = False) -> None:
+    def _run(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None, round_h: bool = False,
+             pairs: bool = False) -> None:
         if panels is not None:   # a precision mode's rounded panels: on the own micro-kernel
-            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h)
+            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h, pairs)
             return
         _watched(("forward" if self.gemm != "mkl" else "MKL forward", args.dtype), self._run_kernels, args, tape)
 
     def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None,
-                     round_h: bool = False) -> None:
+                     round_h: bool = False, pairs: bool = False) -> None:
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
         flags, clip = _features(args)
-        flags |= k.ROUNDH if round_h else 0
+        flags |= (k.ROUNDH if round_h else 0) | (k.PAIRS if pairs else 0)
         dummy = _dummy(dtype)
         fn = k.worker(dtype, "mkl" if self.gemm == "mkl" and panels is None else "own").address
         head = (args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
@@ -612,7 +625,18 @@ class NumbaBackend(Backend):
     def _cell(self, args: CellArgs) -> None:
         self._use_prepared(args)
         if self._bf16_on_float32_paths(args):  # the float32 cell on rounded operands; h_out unrounded
+            from ._numba.bf16 import bf16_pairs
             from ._numba.modes import split_rows, split_weights
+
+            if bf16_pairs():   # a one-step forward: the products on pairs, as forward's
+                self._bf16_forward(ForwardArgs(
+                    x=args.x[None], w_ih=args.w_ih, w_hh=args.w_hh, b_ih=args.b_ih, b_hh=args.b_hh, h0=args.h,
+                    c0=args.c, lengths=np.ones(args.batch, np.int64), reverse=False,
+                    y=np.empty((1, args.batch, args.state_size), np.float32), h_n=args.h_out, c_n=args.c_out,
+                    steps=1, batch=args.batch, input_size=args.input_size, hidden_size=args.hidden_size,
+                    dtype=args.dtype, w_peep=args.w_peep, clip=args.clip, input_forget=args.input_forget,
+                    precision=args.precision, prepared=args.prepared))
+                return
 
             data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
             w_ih, w_hh = (data["bf16_params"].w_ih, data["bf16_params"].w_hh) if data is not None else \
@@ -663,14 +687,24 @@ _LAYER_COST = {
 }
 
 
+def _pair_panels(panels: tuple) -> tuple:
+    """``(w_ih, w_hh, bias, w_hr)`` panels of rounded weights with the weights as bfloat16 pairs."""
+    from ._numba.bf16 import pair_panels
+
+    w_ih, w_hh, bias, w_hr = panels
+    return (pair_panels(w_ih), pair_panels(w_hh), bias, w_hr)
+
+
 def bf16_path() -> str:
     """What computes the precision modes here, and which bfloat16 instructions this CPU has."""
+    from ._numba.bf16 import HAS_DP, bf16_pairs
     from ._numba.ir import BF16_FEATURES
 
     has = ", ".join(BF16_FEATURES) or "neither amx-bf16 nor avx512bf16"
-    return ("bfloat16-rounded operands in float32 FMA chains: bf16 on the float32 kernels (teams, bulk input "
-            "product), bf16x3 and projections on the portable path (one thread); the AMX / AVX512-BF16 kernels are "
-            f"not written yet; this CPU has: {has}")
+    how = ("vdpbf16ps over bfloat16 pair panels" + ("" if HAS_DP else ", emulated (forced)") if bf16_pairs()
+           else "float32 FMA chains of bfloat16-rounded operands")
+    return (f"bf16 on the float32 kernels (teams, bulk input product), its products as {how}; bf16x3 and "
+            f"projections on the portable path (one thread); no AMX kernel yet; this CPU has: {has}")
 
 
 def describe_threads() -> list[str]:

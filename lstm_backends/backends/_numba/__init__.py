@@ -64,7 +64,9 @@ Rooms (imports run one way, top to bottom)::
 
     _jit.py          jit options and the cache rule
     ir.py            llvmlite building blocks, the host's instruction set
-    microkernels.py  mk, mkt, pack (IR)
+    microkernels.py  mk (wide on AVX-512, narrow elsewhere), mkt, pack (IR)
+    panels.py        the weights packed once by NumPy (prepared weights), 64-byte aligned
+    bf16.py          mkbf: the bf16 mode's products on vdpbf16ps over bfloat16 pair panels (IR)
     nonlinear.py     tanh / sigmoid / exp (IR)
     gates.py         the fused gate update, its backward, math64 (IR)
     blocks.py        the argument blocks between entries and workers (A_*, G_*, W_*)
@@ -72,8 +74,7 @@ Rooms (imports run one way, top to bottom)::
     team.py          handshake, waits, barrier, run_team
     rows.py          row / panel helpers shared by the workers
     forward.py  backward.py  cell.py  mkl.py
-    panels.py        the weights packed once by NumPy (prepared weights)
-    modes.py         the precision modes bf16 / bf16x3, portable path
+    modes.py         the precision modes' portable path (bf16x3, projections)
     embed.py         the step on prepared weights for the user's own @njit code (lstm_backends.jit)
     __init__.py      this page; loading the workers (worker(), bwd_worker())
 
@@ -101,14 +102,14 @@ from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
 from .forward import _worker, forward_entry
-from .gates import CLIP, IFORGET, PEEP, ROUNDH
+from .gates import CLIP, IFORGET, PAIRS, PEEP, ROUNDH
 from .intrinsics import math64_apply
 from .ir import _AVX512
 from .team import run_team
 
-__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SYNC_LEN", "WAIT_TICKS", "W_TEAM", "backward_entry",
-           "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry", "has_avx512",
-           "math64_apply", "run_team", "worker"]
+__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PAIRS", "PEEP", "ROUNDH", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
+           "backward_entry", "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry",
+           "has_avx512", "math64_apply", "run_team", "worker"]
 
 _WORKERS: dict = {}
 _WORKERS_LOCK = threading.Lock()

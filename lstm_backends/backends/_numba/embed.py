@@ -31,8 +31,9 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from ._jit import _JIT, package_stamp
-from .gates import CLIP, IFORGET, PEEP
-from .intrinsics import _addr, _gate, _lanes_of, _mk, _zero_of
+from .bf16 import bf16_pairs, pair_panels
+from .gates import CLIP, IFORGET, PAIRS, PEEP
+from .intrinsics import _addr, _gate, _lanes_of, _mk, _prod, _zero_of
 from .microkernels import MRMAX
 from .modes import _block as _mode_block
 from .modes import _split_row
@@ -123,17 +124,20 @@ def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | Non
                          f"its stack buffer ({dt.name}); this one needs {per_row} (I={I}, H={H}, S={S}"
                          f"{', precision=' + repr(precision) if m else ''}): use Backend.forward")
 
+    pairs = 0
     if m:
         from ..._params import LSTMParams
         from .modes import mode_panels
 
         w_ih, w_hh, bias, w_hr = mode_panels(LSTMParams(*(None if a is None else np.asarray(a, dt) for a in (
             spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, None))), m == 3)
+        if m == 1 and not P and bf16_pairs():   # as the backend: the products on bfloat16 pairs
+            w_ih, w_hh, pairs = pair_panels(w_ih), pair_panels(w_hh), PAIRS
     else:
         w_ih, w_hh, bias, w_hr = panels(spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, dt)
     w_peep = np.asarray(spec.w_peep, dt) if spec.w_peep is not None else np.zeros((0, H), dt)
     flags = (PEEP if spec.w_peep is not None else 0) | (CLIP if clip is not None else 0) | (IFORGET if input_forget
-                                                                                           else 0)
+                                                                                           else 0) | pairs
     meta = np.zeros(1, meta_dtype())
     for name, value in zip(_META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags, m)):
         meta[name] = value
@@ -172,6 +176,7 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     split = m.split
     ks = m.ks
     flags = m.flags
+    pairs = (flags & PAIRS) != 0
     clip = m.clip
     V = _lanes_of(proto)
     NB = 4 * V
@@ -186,13 +191,13 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     hbuf = st + MRMAX * NB * isz
     rbuf = hbuf + mr * LDH * isz
     for pp in range(NP):
-        _mk(proto, mr, xa, ldx, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, tile, NB)
+        _prod(proto, pairs, mr, xa, ldx, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, tile, NB)
         ka0, ka1, kb0, kb1 = 0, ks, ks, S
         if pp >= split:
             ka0, ka1, kb0, kb1 = ks, S, 0, ks
         wp = whp + pp * S * NB * isz
-        _mk(proto, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
-        _mk(proto, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
+        _prod(proto, pairs, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
+        _prod(proto, pairs, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
         nval = min(V, H - pp * V)
         for r in range(mr):
             dst = hbuf + (r * LDH + pp * V) * isz

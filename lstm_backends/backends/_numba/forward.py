@@ -12,6 +12,7 @@ from numba import njit
 
 from ._jit import _JIT
 from .blocks import *  # noqa: F403 -- the A_* word offsets and W_* sync words of the argument block
+from .gates import PAIRS
 from .intrinsics import (
     _addr,
     _call_worker,
@@ -22,8 +23,8 @@ from .intrinsics import (
     _ldw,
     _memcpy,
     _memzero,
-    _mk,
     _pack,
+    _prod,
     _st,
     _stf,
     _store_rel,
@@ -82,6 +83,7 @@ def _worker(proto, p, argp):
     NPP = _ldw(argp, A_NPP)
     ks = _ldw(argp, A_KS)
     flags = _ldw(argp, A_FLAGS)
+    pairs = (flags & PAIRS) != 0
     clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
     bulk = _ldw(argp, A_BULK) != 0
     direct = _ldw(argp, A_DIRECT) != 0
@@ -190,7 +192,7 @@ def _worker(proto, p, argp):
                 r0 = 0
                 for blk in range(nblk):
                     mr = _block_rows(cnt, nblk, blk)
-                    _mk(proto, mr, src + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
+                    _prod(proto, pairs, mr, src + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
                         xp + ((r_lo + r0) * LD + pp * NB) * isz, LD)
                     r0 += mr
 
@@ -233,9 +235,10 @@ def _worker(proto, p, argp):
                 if bulk:
                     cin = xp + ((xrow + r0) * LD + pp * NB) * isz
                 else:
-                    _mk(proto, mr, xsrc + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, dst,
+                    _prod(proto, pairs, mr, xsrc + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
+                          dst,
                         LD)
-                _mk(proto, mr, hcur + (r0 * LDH + ka0) * isz, LDH, whA, kn, cin, LD, dst, LD)
+                _prod(proto, pairs, mr, hcur + (r0 * LDH + ka0) * isz, LDH, whA, kn, cin, LD, dst, LD)
                 r0 += mr
         # phase B: the rest of h (written by the team in step s-1), then the gate update
         if s > 0:
@@ -251,7 +254,7 @@ def _worker(proto, p, argp):
             for blk in range(nblk):
                 mr = _block_rows(m, nblk, blk)
                 dst = acc + (r0 * LD + pp * NB) * isz
-                _mk(proto, mr, hcur + (r0 * LDH + kb0) * isz, LDH, whB, kn, dst, LD, dst, LD)
+                _prod(proto, pairs, mr, hcur + (r0 * LDH + kb0) * isz, LDH, whB, kn, dst, LD, dst, LD)
                 r0 += mr
             nval = min(V, H - pp * V)
             for rr in range(m):

@@ -12,6 +12,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ._jit import _JIT
+from .bf16 import define_mkbf_dispatch
 from .blocks import SPINS_BEFORE_YIELD
 from .gates import _define_gate, _define_gate_bwd, _define_math64
 from .ir import _I1, _I8P, _I32, _I64, _X86, _c, _decl, _define
@@ -37,6 +38,24 @@ def _mk(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
     if not isinstance(proto, types.Float):
         return None
     return types.void(proto, *([types.int64] * 9)), _call_ir(_define_mk_dispatch, proto.bitwidth)
+
+
+@intrinsic
+def _mkbf(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
+    """``_mk`` over pair panels with bfloat16 products (``bf16.py``; float32 only: float64 gets
+    ``_mk``, never called with pairs)."""
+    if not isinstance(proto, types.Float):
+        return None
+    return types.void(proto, *([types.int64] * 9)), _call_ir(define_mkbf_dispatch, proto.bitwidth)
+
+
+@njit(inline="always", **_JIT)
+def _prod(proto, pairs, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
+    """The micro-kernel of a call: ``_mk``, or over bfloat16 pair panels (the ``bf16`` mode)."""
+    if pairs:
+        _mkbf(proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout)
+    else:
+        _mk(proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout)
 
 
 @intrinsic

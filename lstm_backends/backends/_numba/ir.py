@@ -21,6 +21,7 @@ try:
     #: the host's bfloat16 instructions (LLVM's names), for the precision modes' path report
     BF16_FEATURES = [name for name in ("amx-bf16", "avx512bf16") if _FEATURES.get(name)]
 except Exception:  # pragma: no cover - feature query unavailable
+    _FEATURES = {}
     _AVX512 = False
     BF16_FEATURES = []
 

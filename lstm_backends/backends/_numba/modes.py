@@ -14,10 +14,8 @@ the rows of ``W`` become ``[W_hi | W_lo | W_hi]``, then the usual panels); ``x``
 One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  ``bf16``
 without a projection does not come here: it runs on the float32 forward paths (teams, bulk input
 product; ``NumbaBackend._bf16_forward``: these panels and ``x`` rounded once, h rounded by the gate
-update, ``gates.ROUNDH``).  This path serves ``bf16x3`` and projections.  The AMX (``tdpbf16ps``)
-and AVX512-BF16 (``vdpbf16ps``) kernels that the CPUs which have them deserve are not written
-yet; they would replace the micro-kernel of the float32 paths in the mode (bfloat16 pair panels,
-the operands rounded on the fly), and these paths are their reference.
+update, ``gates.ROUNDH``; on AVX512-BF16 its products on ``vdpbf16ps``, ``bf16.py``).  This path
+serves ``bf16x3`` and projections.  No AMX (``tdpbf16ps``) kernel is written yet.
 """
 
 from __future__ import annotations
