@@ -88,7 +88,8 @@ def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, f
                    **opts)
         np.testing.assert_array_equal(h, first[1])
         np.testing.assert_array_equal(c, first[2])
-    assert be.describe_path(9, 70, precision="bf16").startswith("bf16: team+bulk x")
+    text = NumbaBackend(kind="team+bulk").describe_path(9, 70, precision="bf16")   # (a fresh one: never solo)
+    assert text.startswith("bf16: ") and ("vdpbf16ps on bfloat16 pairs" if pairs else "rounded operands") in text
     w = be.prepare(p.params, "bf16")
     _, h1, c1 = be.forward(p.x[:1], w, p.h0, p.c0, **opts)
     h2, c2 = be.cell(p.x[0], p.h0, p.c0, w, **opts)

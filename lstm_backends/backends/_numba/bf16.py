@@ -27,7 +27,7 @@ import numpy as np
 from llvmlite import ir
 
 from .ir import _FEATURES, _I32, _c, _decl, _define, _loop, _Vec
-from .microkernels import MRMAX
+from .microkernels import MRMAX, load_rows, store_rows
 from .panels import aligned
 
 __all__ = ["BF16_PAIRS", "HAS_DP", "bf16_pairs", "pair_panels"]
@@ -123,10 +123,7 @@ def _define_mkbf(module, mr):
         buf.align = 64
     pbuf = b.bitcast(buf, _I32.as_pointer())
     ivty = vb.ivty
-    init = []
-    for m in range(mr):
-        row = b.gep(pci, [b.mul(ldcin, _c(m))])
-        init += [vb.load(row, _c(v * V)) for v in range(4)]
+    init = load_rows(b, vb, mr, pci, ldcin)
     arow = [b.gep(pa, [b.mul(lda, _c(m))]) for m in range(mr)]
     npair = b.sdiv(b.add(k, _c(1)), _c(2))
     full = b.sdiv(k, _c(2))      # pairs with both elements
@@ -183,10 +180,7 @@ def _define_mkbf(module, mr):
         return accs
 
     _, accs = _loop(b, _c(0), lambda q0: b.icmp_signed("<", q0, npair), _c(KCP), init, chunk)
-    for m in range(mr):
-        row = b.gep(pco, [b.mul(ldcout, _c(m))])
-        for v in range(4):
-            vb.store(accs[m * 4 + v], row, _c(v * V))
+    store_rows(b, vb, mr, pco, ldcout, accs)
     b.ret_void()
     return fn
 

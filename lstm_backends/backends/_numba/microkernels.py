@@ -45,10 +45,7 @@ def _mk_wide(b, vb, mr, pa, lda, pw, k, pci, ldcin, pco, ldcout):
     """The body of ``mk_r{mr}``: ``4 mr`` vector accumulators over the whole k loop."""
     V, nb = vb.V, 4 * vb.V
     module = b.module
-    init = []
-    for m in range(mr):
-        row = b.gep(pci, [b.mul(ldcin, _c(m))])
-        init += [vb.load(row, _c(v * V)) for v in range(4)]
+    init = load_rows(b, vb, mr, pci, ldcin)
     arow = [b.gep(pa, [b.mul(lda, _c(m))]) for m in range(mr)]
     pf = _decl(module, "llvm.prefetch.p0", ir.VoidType(), [_I8P, _I32, _I32, _I32]) if mr <= PF_MAXROWS else None
 
@@ -66,10 +63,20 @@ def _mk_wide(b, vb, mr, pa, lda, pw, k, pci, ldcin, pco, ldcout):
         return new
 
     _, accs = _loop(b, _c(0), lambda j: b.icmp_signed("<", j, k), _c(1), init, body)
+    store_rows(b, vb, mr, pco, ldcout, accs)
+
+
+def load_rows(b, vb, mr, p, ld):
+    """The ``4 mr`` vectors of ``mr`` rows of 4 vectors at ``p`` (``ld`` elements apart), row by row."""
+    return [vb.load(b.gep(p, [b.mul(ld, _c(m))]), _c(v * vb.V)) for m in range(mr) for v in range(4)]
+
+
+def store_rows(b, vb, mr, p, ld, vals):
+    """``load_rows``' inverse: ``vals`` (``4 mr`` vectors) to ``mr`` rows at ``p``."""
     for m in range(mr):
-        row = b.gep(pco, [b.mul(ldcout, _c(m))])
+        row = b.gep(p, [b.mul(ld, _c(m))])
         for v in range(4):
-            vb.store(accs[m * 4 + v], row, _c(v * V))
+            vb.store(vals[m * 4 + v], row, _c(v * vb.V))
 
 
 def _mk_narrow(b, vb, mr, pa, lda, pw, k, pci, ldcin, pco, ldcout):
