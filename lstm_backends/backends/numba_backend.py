@@ -525,9 +525,10 @@ class NumbaBackend(Backend):
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
         flags, clip = _features(args)
-        flags |= (k.ROUNDH if round_h else 0) | (k.PAIRS if pairs else 0)
+        flags |= k.ROUNDH if round_h else 0
         dummy = _dummy(dtype)
-        fn = k.worker(dtype, "mkl" if self.gemm == "mkl" and panels is None else "own").address
+        gemm = "pairs" if pairs else "mkl" if self.gemm == "mkl" and panels is None else "own"
+        fn = k.worker(dtype, gemm).address
         head = (args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                 dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
                 args.h0, args.c0, args.lengths, args.h_n, args.c_n, *_address_strides(args.y, dtype), args.reverse,

@@ -101,13 +101,13 @@ from ._jit import CACHE
 from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
-from .forward import _worker, forward_entry
-from .gates import CLIP, IFORGET, PAIRS, PEEP, ROUNDH
+from .forward import _worker, _worker_pairs, forward_entry
+from .gates import CLIP, IFORGET, PEEP, ROUNDH
 from .intrinsics import math64_apply
 from .ir import _AVX512
 from .team import run_team
 
-__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PAIRS", "PEEP", "ROUNDH", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
+__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
            "backward_entry", "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry",
            "has_avx512", "math64_apply", "run_team", "worker"]
 
@@ -149,11 +149,14 @@ def cell_worker(dtype):
 
 
 def worker(dtype, gemm="own"):
-    """The forward worker C callback of ``dtype`` (``gemm="mkl"``: on MKL's packed GEMM; MKL must
-    be registered first), compiled or loaded from Numba's cache on first use.  Its signature is
-    ``void(dtype zero, int64 p, int64 argp)``."""
+    """The forward worker C callback of ``dtype`` (``gemm="mkl"``: on MKL's packed GEMM, MKL
+    registered first; ``"pairs"``: the bf16 mode's products on bfloat16 pair panels), compiled or
+    loaded from Numba's cache on first use.  Its signature is ``void(dtype zero, int64 p, int64
+    argp)``."""
     if gemm == "mkl":
         from .mkl import _mkl_worker
 
         return _callback(dtype, gemm, _mkl_worker)
+    if gemm == "pairs":   # the bf16 mode on bfloat16 pair panels (float32)
+        return _callback(dtype, gemm, _worker_pairs)
     return _callback(dtype, gemm, _worker)

@@ -32,8 +32,8 @@ from numba.extending import intrinsic, overload
 
 from ._jit import _JIT, package_stamp
 from .bf16 import bf16_pairs, pair_panels
-from .gates import CLIP, IFORGET, PAIRS, PEEP
-from .intrinsics import _addr, _gate, _lanes_of, _mk, _prod, _zero_of
+from .gates import CLIP, IFORGET, PEEP
+from .intrinsics import _addr, _gate, _lanes_of, _mk, _mkx, _zero_of
 from .microkernels import MRMAX
 from .modes import _block as _mode_block
 from .modes import _split_row
@@ -74,6 +74,8 @@ class JitWeights(NamedTuple):
         panel counts, rows per block ``mr``, the cell options (``flags``, ``clip``).
     w_ih : ndarray, shape (NP, I, 4V)
     w_hh : ndarray, shape (NP, S, 4V)
+        The panels; in the ``bf16`` mode on a CPU with AVX512-BF16, uint32 words of bfloat16 pairs
+        (``_numba/bf16.py``), which compile the step on ``vdpbf16ps``.
     bias : ndarray, shape (NP, 4V)
     w_hr : ndarray, shape (NPP, H, 4V)
     w_peep : ndarray, shape (3, H) or (0, H)
@@ -124,20 +126,19 @@ def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | Non
                          f"its stack buffer ({dt.name}); this one needs {per_row} (I={I}, H={H}, S={S}"
                          f"{', precision=' + repr(precision) if m else ''}): use Backend.forward")
 
-    pairs = 0
     if m:
         from ..._params import LSTMParams
         from .modes import mode_panels
 
         w_ih, w_hh, bias, w_hr = mode_panels(LSTMParams(*(None if a is None else np.asarray(a, dt) for a in (
             spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, None))), m == 3)
-        if m == 1 and not P and bf16_pairs():   # as the backend: the products on bfloat16 pairs
-            w_ih, w_hh, pairs = pair_panels(w_ih), pair_panels(w_hh), PAIRS
+        if m == 1 and not P and bf16_pairs():   # as the backend: the products on bfloat16 pairs (uint32
+            w_ih, w_hh = pair_panels(w_ih).view(np.uint32), pair_panels(w_hh).view(np.uint32)   # words: _mkx)
     else:
         w_ih, w_hh, bias, w_hr = panels(spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, dt)
     w_peep = np.asarray(spec.w_peep, dt) if spec.w_peep is not None else np.zeros((0, H), dt)
     flags = (PEEP if spec.w_peep is not None else 0) | (CLIP if clip is not None else 0) | (IFORGET if input_forget
-                                                                                           else 0) | pairs
+                                                                                           else 0)
     meta = np.zeros(1, meta_dtype())
     for name, value in zip(_META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags, m)):
         meta[name] = value
@@ -176,7 +177,6 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     split = m.split
     ks = m.ks
     flags = m.flags
-    pairs = (flags & PAIRS) != 0
     clip = m.clip
     V = _lanes_of(proto)
     NB = 4 * V
@@ -191,13 +191,13 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     hbuf = st + MRMAX * NB * isz
     rbuf = hbuf + mr * LDH * isz
     for pp in range(NP):
-        _prod(proto, pairs, mr, xa, ldx, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, tile, NB)
+        _mkx(proto, w.w_ih, mr, xa, ldx, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, tile, NB)
         ka0, ka1, kb0, kb1 = 0, ks, ks, S
         if pp >= split:
             ka0, ka1, kb0, kb1 = ks, S, 0, ks
         wp = whp + pp * S * NB * isz
-        _prod(proto, pairs, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
-        _prod(proto, pairs, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
+        _mkx(proto, w.w_ih, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
+        _mkx(proto, w.w_ih, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
         nval = min(V, H - pp * V)
         for r in range(mr):
             dst = hbuf + (r * LDH + pp * V) * isz
@@ -397,7 +397,7 @@ def _check_types(fn: str, w: Any, arrays: dict, writable: tuple) -> None:
     if not isinstance(meta_rec, types.Record) or stamp_field() not in meta_rec.fields:
         raise _typing_error(fn, "w was prepared by another version of lstm_backends; call lstm_backends.jit.prepare "
                                 "again with this version")
-    dtype = w.types[1].dtype
+    dtype = w.types[3].dtype   # the bias's (the panels are uint32 words in the bf16 mode on pairs)
     for name, (a, ndim) in arrays.items():
         if not isinstance(a, types.Array) or a.ndim != ndim:
             raise _typing_error(fn, f"{name} must be a {ndim}-D array; got {a}")

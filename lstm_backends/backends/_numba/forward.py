@@ -12,7 +12,6 @@ from numba import njit
 
 from ._jit import _JIT
 from .blocks import *  # noqa: F403 -- the A_* word offsets and W_* sync words of the argument block
-from .gates import PAIRS
 from .intrinsics import (
     _addr,
     _call_worker,
@@ -23,8 +22,8 @@ from .intrinsics import (
     _ldw,
     _memcpy,
     _memzero,
+    _mkx,
     _pack,
-    _prod,
     _st,
     _stf,
     _store_rel,
@@ -47,238 +46,251 @@ from .rows import (
 from .team import _handshake, _share, _wait_others
 
 
-def _worker(proto, p, argp):
-    """Worker ``p`` of a forward call (the only one when serial); ``proto`` is a zero of the dtype.
+def _make_worker(mark):
+    """The forward worker, ``mark`` fixed at compile time (a closure constant): None, products on
+    ``mk``; 1, the ``bf16`` mode's products on bfloat16 pair panels (``_mkx``, ``bf16.py``).  Two
+    compiled workers, so the float32 one carries no pair kernel; Numba's cache keys each on its
+    closure's value."""
 
-    The argument block ``argp`` (see ``forward_entry``) holds every size and address.  The
-    worker forms the team (handshake), packs its panels, computes its part of every step and
-    writes y at valid steps and its own units / columns of h_n, c_n.
+    def _worker(proto, p, argp):
+        """Worker ``p`` of a forward call (the only one when serial); ``proto`` is a zero of the
+        dtype; ``mark`` (the closure's) picks the micro-kernel.
 
-    Handshake (exactly once per call; never deadlocks): every worker increments ARRIVED; its
-    old value is its index.  The first (index 0) waits until all launched workers arrived or
-    ``wait_ticks`` passed, then publishes TEAM = arrivals so far.  The others wait for TEAM and
-    run if their index is below it: a worker that arrives after the decision (the region ran
-    its iterations one after the other: 1 thread, a nested region, a busy pool) leaves, and
-    the team that formed does all the work.
+        The argument block ``argp`` (see ``forward_entry``) holds every size and address.  The
+        worker forms the team (handshake), packs its panels, computes its part of every step and
+        writes y at valid steps and its own units / columns of h_n, c_n.
 
-    Team split: worker w of n owns gate panels [ceil(w NP / n), ceil((w+1) NP / n)) (and the
-    same share of the projection panels).  Per step: wait for the producers of the h range its
-    panels sum first (none with two workers), phase A, wait for all producers of h (step s-1),
-    phase B + gate update, publish.  h alternates between two buffers; a worker writes h_{s+1}
-    only after every worker finished reading h_{s-1} from that buffer (the phase B wait).  With
-    a projection, the gate update writes r = o tanh(c), then a second barrier (all of r is
-    needed), then the worker's columns of h = r W_hr^T.
-    """
-    V = _lanes_of(proto)
-    NB = 4 * V
-    isz = 64 // V
-    T = _ldw(argp, A_T)
-    B = _ldw(argp, A_B)
-    I = _ldw(argp, A_I)  # noqa: E741
-    H = _ldw(argp, A_H)
-    S = _ldw(argp, A_S)
-    nsteps = _ldw(argp, A_NSTEPS)
-    rev = _ldw(argp, A_REV) != 0
-    NP = _ldw(argp, A_NP)
-    NPP = _ldw(argp, A_NPP)
-    ks = _ldw(argp, A_KS)
-    flags = _ldw(argp, A_FLAGS)
-    pairs = (flags & PAIRS) != 0
-    clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
-    bulk = _ldw(argp, A_BULK) != 0
-    direct = _ldw(argp, A_DIRECT) != 0
-    sync = _ldw(argp, A_SYNC)
-    index, n = _handshake(sync, _ldw(argp, A_NLAUNCH), _ldw(argp, A_WAIT))
-    if index >= n:
-        return
-    w = index
-    x = _ldw(argp, A_X)
-    w_ih = _ldw(argp, A_WIH)
-    w_hh = _ldw(argp, A_WHH)
-    b_ih = _ldw(argp, A_BIH)
-    b_hh = _ldw(argp, A_BHH)
-    w_hr = _ldw(argp, A_WHR)
-    peep = _ldw(argp, A_PEEP)
-    pstep = _ldw(argp, A_PSTEP)
-    ldpeep = _ldw(argp, A_LDPEEP)
-    order = _ldw(argp, A_ORDER)
-    lens = _ldw(argp, A_LENS)
-    y = _ldw(argp, A_Y)
-    ys0 = _ldw(argp, A_YS0)
-    ys1 = _ldw(argp, A_YS1)
-    wip = _ldw(argp, A_WIP)
-    whp = _ldw(argp, A_WHP)
-    whrp = _ldw(argp, A_WHRP)
-    bp = _ldw(argp, A_BP)
-    xp = _ldw(argp, A_XP)
-    LD = _ldw(argp, A_LD)
-    acc = _ldw(argp, A_ACC)
-    hb = _ldw(argp, A_HB)
-    LDH = _ldw(argp, A_LDH)
-    c = _ldw(argp, A_C)
-    LDC = _ldw(argp, A_LDC)
-    rbuf = _ldw(argp, A_R)
-    xarows = _ldw(argp, A_XAROWS)
-    xa = _ldw(argp, A_XA) + w * xarows * I * isz
-    tof = _ldw(argp, A_TOF) + w * B * 8
-    zero = _ldw(argp, A_ZERO)
-    RC = _ldw(argp, A_RC)
-    tape_g = _ldw(argp, A_TG)
-    tape_c = _ldw(argp, A_TC)
-    tape_k = _ldw(argp, A_TK)
-    lay = _ldw(argp, A_LAYOUT)   # per panel: offset A, ka0, ka1, offset B, kb0, kb1
-    proj = NPP > 0
-    split = (NP + 1) // 2
-    # this worker's gate panels [g0, g1) (units [u0, u1)) and projection panels [j0, j1)
-    g0, g1 = _share(w, n, NP)
-    j0, j1 = _share(w, n, NPP)
-    u0 = min(g0 * V, H)
-    u1 = min(g1 * V, H)
-    hc0 = u0
-    hc1 = u1
-    total = NP
-    width = V
-    if proj:  # own columns of h, and who produces h
-        hc0 = min(j0 * NB, S)
-        hc1 = min(j1 * NB, S)
-        total = NPP
-        width = NB
-    # producers (worker w' owns panel k iff w' = k n // total) of the h range this worker's
-    # panels sum first [lo, hi), and of all of h
-    lo = 0 if g0 < split else ks
-    hi = S if g1 > split else ks
-    wa_a = 0
-    wb_a = 0
-    if hi > lo:
-        wa_a = (lo // width) * n // total
-        wb_a = ((hi - 1) // width) * n // total + 1
-    wb_all = ((S - 1) // width) * n // total + 1
+        Handshake (exactly once per call; never deadlocks): every worker increments ARRIVED; its
+        old value is its index.  The first (index 0) waits until all launched workers arrived or
+        ``wait_ticks`` passed, then publishes TEAM = arrivals so far.  The others wait for TEAM and
+        run if their index is below it: a worker that arrives after the decision (the region ran
+        its iterations one after the other: 1 thread, a nested region, a busy pool) leaves, and
+        the team that formed does all the work.
 
-    # ---- pack this worker's panels (on every call: the weights may have changed in place), unless
-    # the caller's prepared weights are packed already
-    for pp in range(g0, g1 if _ldw(argp, A_PACKED) == 0 else g0):
-        nval = min(V, H - pp * V)
-        _pack(proto, w_ih + pp * V * I * isz, I, H, nval, 4 * H, 0, I, wip + pp * I * NB * isz)
-        t6 = lay + pp * 48
-        base = w_hh + pp * V * S * isz
-        _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 8), _ld(t6 + 16), whp + _ld(t6) * isz)
-        _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 32), _ld(t6 + 40), whp + _ld(t6 + 24) * isz)
-        _bias_panel(proto, b_ih, b_hh, bp + pp * NB * isz, H, pp, V)
-    for jp in range(j0, j1 if _ldw(argp, A_PACKED) == 0 else j0):
-        _pack_proj(proto, w_hr, whrp, jp, H, S)
+        Team split: worker w of n owns gate panels [ceil(w NP / n), ceil((w+1) NP / n)) (and the
+        same share of the projection panels).  Per step: wait for the producers of the h range its
+        panels sum first (none with two workers), phase A, wait for all producers of h (step s-1),
+        phase B + gate update, publish.  h alternates between two buffers; a worker writes h_{s+1}
+        only after every worker finished reading h_{s-1} from that buffer (the phase B wait).  With
+        a projection, the gate update writes r = o tanh(c), then a second barrier (all of r is
+        needed), then the worker's columns of h = r W_hr^T.
+        """
+        V = _lanes_of(proto)
+        NB = 4 * V
+        isz = 64 // V
+        T = _ldw(argp, A_T)
+        B = _ldw(argp, A_B)
+        I = _ldw(argp, A_I)  # noqa: E741
+        H = _ldw(argp, A_H)
+        S = _ldw(argp, A_S)
+        nsteps = _ldw(argp, A_NSTEPS)
+        rev = _ldw(argp, A_REV) != 0
+        NP = _ldw(argp, A_NP)
+        NPP = _ldw(argp, A_NPP)
+        ks = _ldw(argp, A_KS)
+        flags = _ldw(argp, A_FLAGS)
+        clip = _ldf(np.float64(0.0), argp + 8 * A_CLIP)
+        bulk = _ldw(argp, A_BULK) != 0
+        direct = _ldw(argp, A_DIRECT) != 0
+        sync = _ldw(argp, A_SYNC)
+        index, n = _handshake(sync, _ldw(argp, A_NLAUNCH), _ldw(argp, A_WAIT))
+        if index >= n:
+            return
+        w = index
+        x = _ldw(argp, A_X)
+        w_ih = _ldw(argp, A_WIH)
+        w_hh = _ldw(argp, A_WHH)
+        b_ih = _ldw(argp, A_BIH)
+        b_hh = _ldw(argp, A_BHH)
+        w_hr = _ldw(argp, A_WHR)
+        peep = _ldw(argp, A_PEEP)
+        pstep = _ldw(argp, A_PSTEP)
+        ldpeep = _ldw(argp, A_LDPEEP)
+        order = _ldw(argp, A_ORDER)
+        lens = _ldw(argp, A_LENS)
+        y = _ldw(argp, A_Y)
+        ys0 = _ldw(argp, A_YS0)
+        ys1 = _ldw(argp, A_YS1)
+        wip = _ldw(argp, A_WIP)
+        whp = _ldw(argp, A_WHP)
+        whrp = _ldw(argp, A_WHRP)
+        bp = _ldw(argp, A_BP)
+        xp = _ldw(argp, A_XP)
+        LD = _ldw(argp, A_LD)
+        acc = _ldw(argp, A_ACC)
+        hb = _ldw(argp, A_HB)
+        LDH = _ldw(argp, A_LDH)
+        c = _ldw(argp, A_C)
+        LDC = _ldw(argp, A_LDC)
+        rbuf = _ldw(argp, A_R)
+        xarows = _ldw(argp, A_XAROWS)
+        xa = _ldw(argp, A_XA) + w * xarows * I * isz
+        tof = _ldw(argp, A_TOF) + w * B * 8
+        zero = _ldw(argp, A_ZERO)
+        RC = _ldw(argp, A_RC)
+        tape_g = _ldw(argp, A_TG)
+        tape_c = _ldw(argp, A_TC)
+        tape_k = _ldw(argp, A_TK)
+        lay = _ldw(argp, A_LAYOUT)   # per panel: offset A, ka0, ka1, offset B, kb0, kb1
+        proj = NPP > 0
+        split = (NP + 1) // 2
+        # this worker's gate panels [g0, g1) (units [u0, u1)) and projection panels [j0, j1)
+        g0, g1 = _share(w, n, NP)
+        j0, j1 = _share(w, n, NPP)
+        u0 = min(g0 * V, H)
+        u1 = min(g1 * V, H)
+        hc0 = u0
+        hc1 = u1
+        total = NP
+        width = V
+        if proj:  # own columns of h, and who produces h
+            hc0 = min(j0 * NB, S)
+            hc1 = min(j1 * NB, S)
+            total = NPP
+            width = NB
+        # producers (worker w' owns panel k iff w' = k n // total) of the h range this worker's
+        # panels sum first [lo, hi), and of all of h
+        lo = 0 if g0 < split else ks
+        hi = S if g1 > split else ks
+        wa_a = 0
+        wb_a = 0
+        if hi > lo:
+            wa_a = (lo // width) * n // total
+            wb_a = ((hi - 1) // width) * n // total + 1
+        wb_all = ((S - 1) // width) * n // total + 1
 
-    # ---- bulk input projection: xp rows of every step, this worker's panel columns
-    if bulk:
-        nrows = (T if direct else nsteps) * B
-        for r_lo in range(0, nrows, RC):
-            cnt = min(RC, nrows - r_lo)
-            src = x + r_lo * I * isz
-            if not direct:
-                src = xa
-                for q in range(r_lo, r_lo + cnt):
-                    s = q // B
-                    rr = q - s * B
-                    dst = xa + (q - r_lo) * I * isz
-                    ln = _ld(lens + 8 * rr)
-                    if ln > s:
-                        t = s
-                        if rev:
-                            t = ln - 1 - s
-                        _memcpy(dst, x + (t * B + _ld(order + 8 * rr)) * I * isz, I * isz)
-                    else:
-                        _memzero(dst, I * isz)
-            nblk = (cnt + MRMAX - 1) // MRMAX
+        # ---- pack this worker's panels (on every call: the weights may have changed in place), unless
+        # the caller's prepared weights are packed already
+        for pp in range(g0, g1 if _ldw(argp, A_PACKED) == 0 else g0):
+            nval = min(V, H - pp * V)
+            _pack(proto, w_ih + pp * V * I * isz, I, H, nval, 4 * H, 0, I, wip + pp * I * NB * isz)
+            t6 = lay + pp * 48
+            base = w_hh + pp * V * S * isz
+            _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 8), _ld(t6 + 16), whp + _ld(t6) * isz)
+            _pack(proto, base, S, H, nval, 4 * H, _ld(t6 + 32), _ld(t6 + 40), whp + _ld(t6 + 24) * isz)
+            _bias_panel(proto, b_ih, b_hh, bp + pp * NB * isz, H, pp, V)
+        for jp in range(j0, j1 if _ldw(argp, A_PACKED) == 0 else j0):
+            _pack_proj(proto, w_hr, whrp, jp, H, S)
+
+        # ---- bulk input projection: xp rows of every step, this worker's panel columns
+        if bulk:
+            nrows = (T if direct else nsteps) * B
+            for r_lo in range(0, nrows, RC):
+                cnt = min(RC, nrows - r_lo)
+                src = x + r_lo * I * isz
+                if not direct:
+                    src = xa
+                    for q in range(r_lo, r_lo + cnt):
+                        s = q // B
+                        rr = q - s * B
+                        dst = xa + (q - r_lo) * I * isz
+                        ln = _ld(lens + 8 * rr)
+                        if ln > s:
+                            t = s
+                            if rev:
+                                t = ln - 1 - s
+                            _memcpy(dst, x + (t * B + _ld(order + 8 * rr)) * I * isz, I * isz)
+                        else:
+                            _memzero(dst, I * isz)
+                nblk = (cnt + MRMAX - 1) // MRMAX
+                for pp in range(g0, g1):
+                    r0 = 0
+                    for blk in range(nblk):
+                        mr = _block_rows(cnt, nblk, blk)
+                        _mkx(proto, mark, mr, src + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
+                            xp + ((r_lo + r0) * LD + pp * NB) * isz, LD)
+                        r0 += mr
+
+        # ---- the time loop
+        me_done = sync + 8 * (W_DONE0 + 16 * w)
+        m = B
+        prev = B
+        for s in range(nsteps):
+            m = _rows_left(lens, m, s)
+            cur = s & 1
+            hcur = hb + cur * B * LDH * isz
+            hnxt = hb + (1 - cur) * B * LDH * isz
+            tt = s
+            if rev:
+                tt = T - 1 - s
+            for rr in range(m):
+                _st(tof + 8 * rr, _t_of(lens, rr, s, rev))
+            xsrc = x + tt * B * I * isz
+            if not bulk and not direct:
+                xsrc = xa
+                for rr in range(m):
+                    _memcpy(xa + rr * I * isz, x + (_ld(tof + 8 * rr) * B + _ld(order + 8 * rr)) * I * isz, I * isz)
+            xrow = s * B
+            if direct:
+                xrow = tt * B
+            nblk = (m + MRMAX - 1) // MRMAX
+            # phase A: the input product (or the bulk rows) + the h range the panel sums first
+            if s > 0:
+                _wait_others(sync + 8 * W_DONE0, w, wa_a, wb_a, s)
             for pp in range(g0, g1):
+                t6 = lay + pp * 48
+                ka0 = _ld(t6 + 8)
+                whA = whp + _ld(t6) * isz
+                kn = _ld(t6 + 16) - ka0
                 r0 = 0
                 for blk in range(nblk):
-                    mr = _block_rows(cnt, nblk, blk)
-                    _prod(proto, pairs, mr, src + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
-                        xp + ((r_lo + r0) * LD + pp * NB) * isz, LD)
+                    mr = _block_rows(m, nblk, blk)
+                    dst = acc + (r0 * LD + pp * NB) * isz
+                    cin = dst
+                    if bulk:
+                        cin = xp + ((xrow + r0) * LD + pp * NB) * isz
+                    else:
+                        _mkx(proto, mark, mr, xsrc + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
+                              dst,
+                            LD)
+                    _mkx(proto, mark, mr, hcur + (r0 * LDH + ka0) * isz, LDH, whA, kn, cin, LD, dst, LD)
                     r0 += mr
+            # phase B: the rest of h (written by the team in step s-1), then the gate update
+            if s > 0:
+                _wait_others(sync + 8 * W_DONE0, w, 0, wb_all, s)
+            if not proj:  # rows that just finished keep their state in both h buffers
+                _carry_rows(hnxt, hcur, m, prev, LDH, u0, u1, isz)
+            for pp in range(g0, g1):
+                t6 = lay + pp * 48
+                kb0 = _ld(t6 + 32)
+                whB = whp + _ld(t6 + 24) * isz
+                kn = _ld(t6 + 40) - kb0
+                r0 = 0
+                for blk in range(nblk):
+                    mr = _block_rows(m, nblk, blk)
+                    dst = acc + (r0 * LD + pp * NB) * isz
+                    _mkx(proto, mark, mr, hcur + (r0 * LDH + kb0) * isz, LDH, whB, kn, dst, LD, dst, LD)
+                    r0 += mr
+                nval = min(V, H - pp * V)
+                for rr in range(m):
+                    cc = c + (rr * LDC + pp * V) * isz
+                    if proj:
+                        hh = rbuf + (rr * LDC + pp * V) * isz
+                        yy = 0
+                    else:
+                        hh = hnxt + (rr * LDH + pp * V) * isz
+                        yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
+                    tg, tc, tk = _record(tape_g, tape_c, tape_k, _ld(tof + 8 * rr) * B + _ld(order + 8 * rr), H, pp * V,
+                                         isz)
+                    _gate(proto, flags, acc + (rr * LD + pp * NB) * isz, cc, cc, hh, yy, nval, peep + pp * pstep * isz,
+                          ldpeep, clip, tg, H, tc, tk)
+            if proj:
+                # h = r W_hr^T needs all of r: a second barrier, then this worker's columns of h
+                _store_rel(me_done + 64, s + 1)
+                _wait_others(sync + 8 * W_DONE0 + 64, w, 0, n, s + 1)
+                _carry_rows(hnxt, hcur, m, prev, LDH, hc0, hc1, isz)
+                _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y, ys0, ys1, tof, order,
+                              isz)
+            _store_rel(me_done, s + 1)
+            prev = m
+        # ---- final state of this worker's units / columns
+        _final_state(argp, hb + (nsteps & 1) * B * LDH * isz, c, order, B, S, H, LDH, LDC, hc0, hc1, u0, u1, isz)
 
-    # ---- the time loop
-    me_done = sync + 8 * (W_DONE0 + 16 * w)
-    m = B
-    prev = B
-    for s in range(nsteps):
-        m = _rows_left(lens, m, s)
-        cur = s & 1
-        hcur = hb + cur * B * LDH * isz
-        hnxt = hb + (1 - cur) * B * LDH * isz
-        tt = s
-        if rev:
-            tt = T - 1 - s
-        for rr in range(m):
-            _st(tof + 8 * rr, _t_of(lens, rr, s, rev))
-        xsrc = x + tt * B * I * isz
-        if not bulk and not direct:
-            xsrc = xa
-            for rr in range(m):
-                _memcpy(xa + rr * I * isz, x + (_ld(tof + 8 * rr) * B + _ld(order + 8 * rr)) * I * isz, I * isz)
-        xrow = s * B
-        if direct:
-            xrow = tt * B
-        nblk = (m + MRMAX - 1) // MRMAX
-        # phase A: the input product (or the bulk rows) + the h range the panel sums first
-        if s > 0:
-            _wait_others(sync + 8 * W_DONE0, w, wa_a, wb_a, s)
-        for pp in range(g0, g1):
-            t6 = lay + pp * 48
-            ka0 = _ld(t6 + 8)
-            whA = whp + _ld(t6) * isz
-            kn = _ld(t6 + 16) - ka0
-            r0 = 0
-            for blk in range(nblk):
-                mr = _block_rows(m, nblk, blk)
-                dst = acc + (r0 * LD + pp * NB) * isz
-                cin = dst
-                if bulk:
-                    cin = xp + ((xrow + r0) * LD + pp * NB) * isz
-                else:
-                    _prod(proto, pairs, mr, xsrc + r0 * I * isz, I, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0,
-                          dst,
-                        LD)
-                _prod(proto, pairs, mr, hcur + (r0 * LDH + ka0) * isz, LDH, whA, kn, cin, LD, dst, LD)
-                r0 += mr
-        # phase B: the rest of h (written by the team in step s-1), then the gate update
-        if s > 0:
-            _wait_others(sync + 8 * W_DONE0, w, 0, wb_all, s)
-        if not proj:  # rows that just finished keep their state in both h buffers
-            _carry_rows(hnxt, hcur, m, prev, LDH, u0, u1, isz)
-        for pp in range(g0, g1):
-            t6 = lay + pp * 48
-            kb0 = _ld(t6 + 32)
-            whB = whp + _ld(t6 + 24) * isz
-            kn = _ld(t6 + 40) - kb0
-            r0 = 0
-            for blk in range(nblk):
-                mr = _block_rows(m, nblk, blk)
-                dst = acc + (r0 * LD + pp * NB) * isz
-                _prod(proto, pairs, mr, hcur + (r0 * LDH + kb0) * isz, LDH, whB, kn, dst, LD, dst, LD)
-                r0 += mr
-            nval = min(V, H - pp * V)
-            for rr in range(m):
-                cc = c + (rr * LDC + pp * V) * isz
-                if proj:
-                    hh = rbuf + (rr * LDC + pp * V) * isz
-                    yy = 0
-                else:
-                    hh = hnxt + (rr * LDH + pp * V) * isz
-                    yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
-                tg, tc, tk = _record(tape_g, tape_c, tape_k, _ld(tof + 8 * rr) * B + _ld(order + 8 * rr), H, pp * V,
-                                     isz)
-                _gate(proto, flags, acc + (rr * LD + pp * NB) * isz, cc, cc, hh, yy, nval, peep + pp * pstep * isz,
-                      ldpeep, clip, tg, H, tc, tk)
-        if proj:
-            # h = r W_hr^T needs all of r: a second barrier, then this worker's columns of h
-            _store_rel(me_done + 64, s + 1)
-            _wait_others(sync + 8 * W_DONE0 + 64, w, 0, n, s + 1)
-            _carry_rows(hnxt, hcur, m, prev, LDH, hc0, hc1, isz)
-            _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y, ys0, ys1, tof, order, isz)
-        _store_rel(me_done, s + 1)
-        prev = m
-    # ---- final state of this worker's units / columns
-    _final_state(argp, hb + (nsteps & 1) * B * LDH * isz, c, order, B, S, H, LDH, LDC, hc0, hc1, u0, u1, isz)
+    return _worker
+
+
+_worker = _make_worker(None)
+_worker_pairs = _make_worker(1)
 
 
 @njit(**_JIT)

@@ -15,8 +15,6 @@ PEEP, CLIP, IFORGET = 1, 2, 4   # gate feature bits (compile-time variants)
 #: float32 gate bit: the h written to ``h`` (the next step's product operand) rounded to bfloat16,
 #: ``y`` unrounded (the ``bf16`` precision mode on the float32 forward paths)
 ROUNDH = 8
-#: worker bit (the gate ignores it): the products over bfloat16 pair panels (``bf16.py``)
-PAIRS = 16
 
 
 def _define_gate(module, bits):

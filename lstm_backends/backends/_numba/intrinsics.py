@@ -41,21 +41,20 @@ def _mk(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
 
 
 @intrinsic
-def _mkbf(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
-    """``_mk`` over pair panels with bfloat16 products (``bf16.py``; float32 only: float64 gets
-    ``_mk``, never called with pairs)."""
+def _mkx(typingctx, proto, mark, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
+    """``_mk``, or chosen at compile time by the *type* of ``mark``, the bf16 mode's kernel over
+    bfloat16 pair panels (``bf16.py``): an integer ``mark``, or an array of uint32 (pair panels as
+    ``lstm_backends.jit`` holds them) selects the pairs; None or a float array ``_mk``.  So the
+    float32 workers carry no pair kernel: the pair worker is its own specialisation."""
     if not isinstance(proto, types.Float):
         return None
-    return types.void(proto, *([types.int64] * 9)), _call_ir(define_mkbf_dispatch, proto.bitwidth)
+    pairs = isinstance(mark, types.Integer) or (isinstance(mark, types.Array) and mark.dtype == types.uint32)
+    define = define_mkbf_dispatch if pairs and proto.bitwidth == 32 else _define_mk_dispatch
 
-
-@njit(inline="always", **_JIT)
-def _prod(proto, pairs, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
-    """The micro-kernel of a call: ``_mk``, or over bfloat16 pair panels (the ``bf16`` mode)."""
-    if pairs:
-        _mkbf(proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout)
-    else:
-        _mk(proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout)
+    def codegen(context, builder, signature, args):
+        builder.call(define(builder.module, proto.bitwidth), _i64_args(context, builder, signature, args, 2))
+        return context.get_dummy_value()
+    return types.void(proto, mark, *([types.int64] * 9)), codegen
 
 
 @intrinsic
