@@ -314,6 +314,22 @@ def test_contender_options_reach_the_child_and_modes_are_checked_against_their_a
     assert 1e-5 < bf16.worst_error * ACCURACY["bf16"] <= ACCURACY["bf16"]
 
 
+def test_bench_precision_adds_our_modes_and_the_peers_bf16(tmp_path):
+    from lstm_backends._peers import available_peers
+
+    js = tmp_path / "r.json"
+    out = _cli("bench", "--size", "4,2,3,5", "--backend", "numpy", "--precision", "bf16", "--rounds", "1",
+               "--budget", "0.02", "--no-cell", "--json", str(js))
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(js.read_text())["rows"]}
+    bf16_peers = {f"{p}@bf16" for p in ("torch", "openvino") if p in available_peers()}
+    assert {"ours:numpy", "ours:numpy@bf16", *bf16_peers} <= set(rows)
+    assert all(r["agrees"] for r in rows.values())
+    assert rows["ours:numpy@bf16"]["info"]["precision"] == "bf16"
+    bad = _cli("bench", "--dtype", "float64", "--precision", "bf16", "--size", "4,2,3,5", "--no-peers")
+    assert bad.returncode != 0 and "runs float32 problems" in bad.stderr
+
+
 @pytest.mark.parametrize("name", ["openvino", "openvino@bf16", "torch@bf16"])
 def test_peer_contenders_run_and_agree_in_their_precision(tmp_path, name):
     """OpenVINO (f32; bf16 where the CPU has bfloat16 instructions, else it runs f32 and says so)
