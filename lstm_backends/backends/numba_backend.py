@@ -417,7 +417,7 @@ class NumbaBackend(Backend):
             mp = mode_panels(own, precision == "bf16x3")
             if precision == "bf16" and own.w_hr is None:   # the float32 paths' inputs (_bf16_forward)
                 rounded = own._replace(w_ih=split_weights(own.w_ih, False), w_hh=split_weights(own.w_hh, False))
-                data = {"params": own, "mode_panels": mp, "bf16_panels": mp, "bf16_params": rounded}
+                data = {"params": own, "mode_panels": mp, "bf16_params": rounded}
                 from ._numba.bf16 import bf16_pairs
 
                 if bf16_pairs():
@@ -496,8 +496,8 @@ class NumbaBackend(Backend):
         unrounded h of each row's last step, taken from y (h0 for rows of length 0)."""
         from ._numba.modes import mode_panels, split_rows
 
-        data = args.prepared if args.prepared is not None and "bf16_panels" in args.prepared else None
-        panels = data["bf16_panels"] if data is not None else mode_panels(args.params, False)
+        data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
+        panels = data["mode_panels"] if data is not None else mode_panels(args.params, False)
         from ._numba.bf16 import bf16_pairs
 
         pairs = bf16_pairs()
@@ -625,19 +625,16 @@ class NumbaBackend(Backend):
 
     def _cell(self, args: CellArgs) -> None:
         self._use_prepared(args)
-        if self._bf16_on_float32_paths(args):  # the float32 cell on rounded operands; h_out unrounded
-            from ._numba.bf16 import bf16_pairs
-            from ._numba.modes import split_rows, split_weights
+        if args.precision is None:
+            workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, args.dtype,
+                                         args.w_hr is not None)
+            _watched(("cell" if workers == 1 else "team cell", args.dtype), self._cell_kernels, args, workers)
+            return
+        from ._numba.bf16 import bf16_pairs
 
-            if bf16_pairs():   # a one-step forward: the products on pairs, as forward's
-                self._bf16_forward(ForwardArgs(
-                    x=args.x[None], w_ih=args.w_ih, w_hh=args.w_hh, b_ih=args.b_ih, b_hh=args.b_hh, h0=args.h,
-                    c0=args.c, lengths=np.ones(args.batch, np.int64), reverse=False,
-                    y=np.empty((1, args.batch, args.state_size), np.float32), h_n=args.h_out, c_n=args.c_out,
-                    steps=1, batch=args.batch, input_size=args.input_size, hidden_size=args.hidden_size,
-                    dtype=args.dtype, w_peep=args.w_peep, clip=args.clip, input_forget=args.input_forget,
-                    precision=args.precision, prepared=args.prepared))
-                return
+        if self._bf16_on_float32_paths(args) and not bf16_pairs():
+            # the float32 cell on rounded operands; h_out unrounded
+            from ._numba.modes import split_rows, split_weights
 
             data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
             w_ih, w_hh = (data["bf16_params"].w_ih, data["bf16_params"].w_hh) if data is not None else \
@@ -647,17 +644,14 @@ class NumbaBackend(Backend):
             run.precision = run.prepared = None
             self._cell(run)
             return
-        if args.precision is not None:   # one step of the mode's sequence kernel
-            self._mode_forward(ForwardArgs(
-                x=args.x[None], w_ih=args.w_ih, w_hh=args.w_hh, b_ih=args.b_ih, b_hh=args.b_hh, h0=args.h,
-                c0=args.c, lengths=np.ones(args.batch, np.int64), reverse=False,
-                y=np.empty((1, args.batch, args.state_size), np.float32), h_n=args.h_out, c_n=args.c_out, steps=1,
-                batch=args.batch, input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
-                w_hr=args.w_hr, w_peep=args.w_peep, proj_size=args.proj_size, clip=args.clip,
-                input_forget=args.input_forget, precision=args.precision, prepared=args.prepared))
-            return
-        workers = self._cell_workers(args.batch, args.input_size, args.hidden_size, args.dtype, args.w_hr is not None)
-        _watched(("cell" if workers == 1 else "team cell", args.dtype), self._cell_kernels, args, workers)
+        # one step of the mode's sequence kernel (the pairs' forward worker, or the portable path)
+        self._forward(ForwardArgs(
+            x=args.x[None], w_ih=args.w_ih, w_hh=args.w_hh, b_ih=args.b_ih, b_hh=args.b_hh, h0=args.h,
+            c0=args.c, lengths=np.ones(args.batch, np.int64), reverse=False,
+            y=np.empty((1, args.batch, args.state_size), np.float32), h_n=args.h_out, c_n=args.c_out, steps=1,
+            batch=args.batch, input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
+            w_hr=args.w_hr, w_peep=args.w_peep, proj_size=args.proj_size, clip=args.clip,
+            input_forget=args.input_forget, precision=args.precision, prepared=args.prepared))
 
     def _cell_kernels(self, args: CellArgs, workers: int) -> None:
         k = _kernels()
