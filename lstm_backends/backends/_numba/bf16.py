@@ -98,15 +98,6 @@ def _dp_emulated(b, vb, acc, a, w):
     return vb.fma(lo(a), lo(w), acc)
 
 
-def _bf16_bits(b, vb, v):
-    """The bfloat16 bit patterns (low 16 bits of each word) of float32 lanes ``v``, rounded to nearest
-    even; NaN as a quiet NaN."""
-    bits = vb.bits_of(v)
-    odd = b.and_(b.lshr(bits, vb.iconst(16)), vb.iconst(1))
-    up = b.lshr(b.add(b.add(bits, vb.iconst(0x7FFF)), odd), vb.iconst(16))
-    return b.select(vb.isnan(v), vb.iconst(0x7FC0), up)
-
-
 def _define_mkbf(module, mr):
     """``void mkbf_r{mr}(a, lda, w, k, cin, ldcin, cout, ldcout)``: see the module docstring."""
     b, fn = _define(module, f"lstmb_mkbf_r{mr}", 8)
@@ -142,8 +133,9 @@ def _define_mkbf(module, mr):
             def vpairs(q, carried, m=m, dst=dst):
                 x0 = vb.load(arow[m], b.mul(q, _c(2)))
                 x1 = vb.load(arow[m], b.add(b.mul(q, _c(2)), _c(V)))
-                lo16 = b.shuffle_vector(_bf16_bits(b, vb, x0), _bf16_bits(b, vb, x1), even)
-                hi16 = b.shuffle_vector(_bf16_bits(b, vb, x0), _bf16_bits(b, vb, x1), odd)
+                bx0, bx1 = vb.bf16_bits(x0), vb.bf16_bits(x1)
+                lo16 = b.shuffle_vector(bx0, bx1, even)
+                hi16 = b.shuffle_vector(bx0, bx1, odd)
                 word = b.or_(lo16, b.shl(hi16, vb.iconst(16)))
                 b.store(word, b.bitcast(b.gep(dst, [b.sub(q, q0)]), ivty.as_pointer()), align=4)
                 return carried
@@ -153,11 +145,11 @@ def _define_mkbf(module, mr):
             def spairs(q, carried, m=m, dst=dst):
                 j = b.mul(q, _c(2))
                 e0 = b.load(b.gep(arow[m], [j]), align=4)
-                w0 = b.extract_element(_bf16_bits(b, vb, vb.splat(e0)), ir.Constant(_I32, 0))
+                w0 = b.extract_element(vb.bf16_bits(vb.splat(e0)), ir.Constant(_I32, 0))
                 has1 = b.icmp_signed("<", b.add(j, _c(1)), k)
                 j1 = b.select(has1, b.add(j, _c(1)), j)   # never read past the row
                 e1 = b.load(b.gep(arow[m], [j1]), align=4)
-                w1 = b.extract_element(_bf16_bits(b, vb, vb.splat(e1)), ir.Constant(_I32, 0))
+                w1 = b.extract_element(vb.bf16_bits(vb.splat(e1)), ir.Constant(_I32, 0))
                 w1 = b.select(has1, w1, ir.Constant(_I32, 0))
                 b.store(b.or_(w0, b.shl(w1, ir.Constant(_I32, 16))), b.gep(dst, [b.sub(q, q0)]), align=4)
                 return carried

@@ -125,10 +125,7 @@ def _define_gate(module, bits):
 
 def _round_bf16_vec(b, vb, v):
     """float32 lanes rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), as float32."""
-    bits = vb.bits_of(v)
-    odd = b.and_(b.lshr(bits, vb.iconst(16)), vb.iconst(1))
-    up = b.add(b.add(bits, vb.iconst(0x7FFF)), odd)
-    rounded = vb.from_bits(b.and_(up, vb.iconst(-65536)))
+    rounded = vb.from_bits(b.shl(vb.bf16_bits(v), vb.iconst(16)))
     return b.select(vb.isnan(v), v, rounded)
 
 

@@ -125,6 +125,15 @@ class _Vec:
     def isnan(self, x):
         return self.b.fcmp_unordered("uno", x, x)  # quiet compare: no FE_INVALID
 
+    def bf16_bits(self, v):
+        """The bfloat16 bit patterns (low 16 bits of each word) of float32 lanes ``v``, rounded to
+        nearest even; NaN as a quiet NaN."""
+        b = self.b
+        bits = self.bits_of(v)
+        odd = b.and_(b.lshr(bits, self.iconst(16)), self.iconst(1))
+        up = b.lshr(b.add(b.add(bits, self.iconst(0x7FFF)), odd), self.iconst(16))
+        return b.select(self.isnan(v), self.iconst(0x7FC0), up)
+
 
 def _loop(b, start, cond, step, init, body):
     """A counted loop in IR: ``i = start; while cond(i): carried = body(i, carried); i += step``.
