@@ -4,6 +4,11 @@ and the ONNX loaders passing the mode through, and the conformance checks failin
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -51,22 +56,30 @@ def test_numba_modes_equal_the_float32_oracle_up_to_summation_order(mode):
                                       nb.forward(p.x, nb.prepare(p.params, mode), p.h0, p.c0, **opts)[0])
 
 
-@pytest.mark.parametrize("pairs", [False, True], ids=["fma", "pairs"])
+_BF16_WORDS = {"fma": "rounded operands", "pairs": "vdpbf16ps on bfloat16 pairs", "amx": "AMX tiles on bfloat16 pairs"}
+
+
+@pytest.mark.parametrize("kernel", ["fma", "pairs", "amx"])
 @pytest.mark.parametrize("feats, opts", [({}, {}), ({"peephole": True}, {"clip": 0.6, "input_forget": True})])
-def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, feats, opts, pairs):
+def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, feats, opts, kernel):
     """bf16 without a projection runs on the float32 kernels (rounded panels and x, h rounded by the
-    gate update), its products as float32 FMAs or on bfloat16 pair panels (``vdpbf16ps``, emulated
-    where the CPU lacks it): every kind gives the same bits, h_n is the last step's unrounded h (h0
-    for rows of length 0, also with the state updated in place), within summation order of the
-    oracle; the cell is a one-step forward."""
+    gate update), its products as float32 FMAs or on bfloat16 pair panels (``vdpbf16ps`` or AMX
+    tiles, each emulated where the CPU lacks it): every kind gives the same bits, h_n is the last
+    step's unrounded h (h0 for rows of length 0, also with the state updated in place), within
+    summation order of the oracle; the cell is a one-step forward.  (I = 40, H = 70: the AMX kernel
+    runs whole 32-k tile steps and its vdpbf16ps tail.)"""
     pytest.importorskip("numba")
-    from lstm_backends.backends._numba import bf16
+    from lstm_backends.backends._numba import amx, bf16
     from lstm_backends.backends.numba_backend import NumbaBackend
 
-    monkeypatch.setattr(bf16, "BF16_PAIRS", pairs)
+    monkeypatch.setattr(bf16, "BF16_PAIRS", kernel == "pairs")
+    monkeypatch.setattr(amx, "BF16_AMX", kernel == "amx")
+    if kernel == "amx" and amx.HAS_AMX and not amx.permission():
+        pytest.skip("this CPU has AMX but the OS refused this process the tile data")
+    assert amx.bf16_kernel() == kernel
 
     ref = lb.get_backend("numpy")
-    p = random_problem(11, 9, 13, 70, seed=71, lengths="random", **feats)
+    p = random_problem(11, 9, 40, 70, seed=71, lengths="random", **feats)
     lengths = p.lengths.copy()
     lengths[2] = 0
     w_ref = ref.prepare(p.params, "bf16")
@@ -89,11 +102,11 @@ def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, f
         np.testing.assert_array_equal(h, first[1])
         np.testing.assert_array_equal(c, first[2])
     text = NumbaBackend(kind="team+bulk").describe_path(9, 70, precision="bf16")   # (a fresh one: never solo)
-    assert text.startswith("bf16: ") and ("vdpbf16ps on bfloat16 pairs" if pairs else "rounded operands") in text
+    assert text.startswith("bf16: ") and _BF16_WORDS[kernel] in text
     w = be.prepare(p.params, "bf16")
     _, h1, c1 = be.forward(p.x[:1], w, p.h0, p.c0, **opts)
     h2, c2 = be.cell(p.x[0], p.h0, p.c0, w, **opts)
-    if pairs:   # the same kernel: the same bits
+    if kernel != "fma":   # the same kernel: the same bits
         np.testing.assert_array_equal(h2, h1)
         np.testing.assert_array_equal(c2, c1)
     else:       # the float32 cell (mkt), its chains in the same order
@@ -119,18 +132,27 @@ def test_the_bf16_pair_kernel_assembles_to_vdpbf16ps_without_spills(monkeypatch,
     """The kernel a CPU with AVX512-BF16 runs, built for two such CPUs here: one vdpbf16ps per
     accumulator and pair, nothing spilled (it never ran on such a CPU in this project's CI runs
     that lack one: see bf16.py)."""
-    import llvmlite.binding as llb
-    from llvmlite import ir
-
     from lstm_backends.backends._numba import bf16
 
     monkeypatch.setattr(bf16, "HAS_DP", True)
+    bodies = _assemble(lambda m: [bf16._define_mkbf(m, mr) for mr in (1, 6)], cpu)
+    for mr in (1, 6):
+        body = bodies[f"lstmb_mkbf_r{mr}"]
+        assert body.count("vdpbf16ps") == 4 * mr, (mr, body.count("vdpbf16ps"))
+        assert not [line for line in body.splitlines() if "zmm" in line and "(%rsp)" in line]
+
+
+def _assemble(define, cpu):
+    """Host assembly of the IR functions ``define(module)`` returns, built for ``cpu``."""
+    import llvmlite.binding as llb
+    from llvmlite import ir
+
     llb.initialize_native_target()
     llb.initialize_native_asmprinter()
     m = ir.Module("t")
     m.triple = llb.get_process_triple()
-    for mr in (1, 6):
-        bf16._define_mkbf(m, mr).linkage = "external"
+    for fn in define(m):
+        fn.linkage = "external"
     mod = llb.parse_assembly(str(m))
     mod.verify()
     tm = llb.Target.from_default_triple().create_target_machine(cpu=cpu, features="", opt=3)
@@ -138,10 +160,89 @@ def test_the_bf16_pair_kernel_assembles_to_vdpbf16ps_without_spills(monkeypatch,
     pto.speed_level = 3
     pb = llb.PassBuilder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
-    asm = tm.emit_assembly(mod)
-    for mr, body in zip((1, 6), asm.split(".type\t")[1:]):
-        assert body.count("vdpbf16ps") == 4 * mr, (mr, body.count("vdpbf16ps"))
-        assert not [line for line in body.splitlines() if "zmm" in line and "(%rsp)" in line]
+    return {part.split(",")[0]: part for part in tm.emit_assembly(mod).split(".type\t")[1:]}
+
+
+def test_the_amx_kernel_assembles_to_tile_instructions(monkeypatch):
+    """The kernel a CPU with AMX runs, built for ``sapphirerapids`` here: one tile configuration,
+    the four accumulators loaded and stored once, an A tile and four B tiles with four
+    ``tdpbf16ps`` per 32 k (the loop may be unrolled), the tail on ``vdpbf16ps``, no vector reloaded
+    from the stack (it never ran on such a CPU in this project's CI runs that lack one: see amx.py)."""
+    from lstm_backends.backends._numba import amx, bf16
+
+    monkeypatch.setattr(bf16, "HAS_DP", True)
+    bodies = _assemble(lambda m: [amx._define_mkamx(m, mr, real=True) for mr in (1, 6)], "sapphirerapids")
+    for mr in (1, 6):
+        body = bodies[f"lstmb_mkamx_r{mr}"]
+        assert body.count("ldtilecfg") == 1 and body.count("tilestored") == 4, mr
+        dps = body.count("tdpbf16ps")
+        assert dps and dps % 4 == 0 and body.count("tileloadd") == 4 + 5 * dps // 4, (mr, dps)
+        assert "call" in body and "vdpbf16ps" not in body   # the tail: a call of mkbf
+        assert bodies[f"lstmb_mkbf_r{mr}"].count("vdpbf16ps") == 4 * mr
+        assert not [line for line in body.splitlines() if re.search(r"\(%rsp\), %[xyz]mm", line)], mr
+
+
+def test_the_amx_kernel_computes_the_rounded_product_at_every_k_and_row_count():
+    """``mkamx`` (the tiles emulated where the CPU lacks them, the real ones where it has them) at
+    k below, at and above whole 32-k tile steps, 1-6 rows, the bias row broadcast (row stride 0):
+    ``cin + bf16(a) @ w`` within float32 summation order, and the pair kernel's result as close."""
+    numba = pytest.importorskip("numba")
+    from lstm_backends.backends._numba import amx, bf16
+    from lstm_backends.backends._numba.intrinsics import _mkx
+
+    if amx.HAS_AMX and not amx.permission():
+        pytest.skip("this CPU has AMX but the OS refused this process the tile data")
+
+    @numba.njit
+    def run(mark, mr, a, w, k, cin, ldcin, out):
+        _mkx(np.float32(0), mark, mr, a.ctypes.data, a.shape[1], w.ctypes.data, k, cin.ctypes.data, ldcin,
+             out.ctypes.data, out.shape[1])
+
+    rng = np.random.default_rng(8)
+    for k in (1, 31, 32, 33, 64, 100):
+        w = rng.standard_normal((k, 64)).astype(ml_dtypes.bfloat16).astype(np.float32)
+        pairs = bf16.pair_panels(w[None])[0]
+        for mr in range(1, 7):
+            a = rng.standard_normal((mr, k + 3)).astype(np.float32)
+            for ldcin in (0, 72):
+                cin = rng.standard_normal((mr, 72)).astype(np.float32)
+                rows = cin[:1].repeat(mr, 0)[:, :64] if ldcin == 0 else cin[:, :64]
+                exact = rows + a[:, :k].astype(ml_dtypes.bfloat16).astype(np.float64) @ w
+                got, dp = (np.full((mr, 80), np.nan, np.float32) for _ in range(2))
+                run(amx.MARK, mr, a, pairs, k, cin, ldcin, got)
+                run(1, mr, a, pairs, k, cin, ldcin, dp)
+                assert np.isnan(got[:, 64:]).all()   # nothing written past the panel's columns
+                bound = 4e-7 * (1 + np.abs(a[:, :k]) @ np.abs(w)).max()
+                assert np.abs(got[:, :64] - exact).max() <= bound, (k, mr, ldcin)
+                np.testing.assert_allclose(got[:, :64], dp[:, :64], rtol=0, atol=2 * bound)
+
+
+def test_amx_is_asked_for_only_where_the_cpu_has_it():
+    """Without AMX the OS is never asked and the default never picks tiles; with it, a fresh
+    process (no pytest, no faulthandler's signal stack) gets the permission and its default bf16
+    forward runs on tiles, within summation order of the oracle."""
+    pytest.importorskip("numba")
+    from lstm_backends.backends._numba import amx
+
+    if not amx.HAS_AMX:
+        assert amx.permission() is False
+        if amx.BF16_AMX is None:
+            assert amx.bf16_kernel() != "amx"
+        return
+    code = (
+        "import numpy as np, lstm_backends as lb\n"
+        "from lstm_backends.backends._numba import amx\n"
+        "from lstm_backends.testing import random_problem\n"
+        "assert amx.permission() and amx.bf16_kernel() == 'amx'\n"
+        "p = random_problem(9, 16, 96, 130, seed=3)\n"
+        "nb, ref = lb.get_backend('numba'), lb.get_backend('numpy')\n"
+        "a = nb.forward(p.x, nb.prepare(p.params, 'bf16'), p.h0, p.c0)\n"
+        "b = ref.forward(p.x, ref.prepare(p.params, 'bf16'), p.h0, p.c0)\n"
+        "print(max(float(np.abs(u - v).max()) for u, v in zip(a, b)))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LSTM_BACKENDS_BF16_AMX", "PYTHONFAULTHANDLER")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert float(res.stdout.strip().splitlines()[-1]) < 5e-5
 
 
 def test_float64_weights_with_a_mode_are_refused_where_the_mode_takes_float32():

@@ -391,9 +391,9 @@ class NumbaBackend(Backend):
                     kind, workers = "cell", self._cell_workers(batch, input_size or hidden, hidden, f32, False)
                 else:
                     kind, workers = self._plan(batch, hidden, f32)
-                from ._numba.bf16 import bf16_pairs
+                from ._numba.amx import bf16_kernel
 
-                how = "vdpbf16ps on bfloat16 pairs" if bf16_pairs() else "own micro-kernel on rounded operands"
+                how = _BF16_HOW[bf16_kernel()]
                 return f"bf16: {kind} x{workers}, {how} (with a projection: portable path x1; this CPU has: {has})"
             return f"{precision}: portable path x1, own micro-kernel (this CPU has: {has})"
         dtype = np.dtype(dtype)
@@ -418,9 +418,9 @@ class NumbaBackend(Backend):
             if precision == "bf16" and own.w_hr is None:   # the float32 paths' inputs (_bf16_forward)
                 rounded = own._replace(w_ih=split_weights(own.w_ih, False), w_hh=split_weights(own.w_hh, False))
                 data = {"params": own, "mode_panels": mp, "bf16_params": rounded}
-                from ._numba.bf16 import bf16_pairs
+                from ._numba.amx import bf16_kernel
 
-                if bf16_pairs():
+                if bf16_kernel() != "fma":
                     data["bf16_pairs"] = _pair_panels(mp)
                 return data
             return {"params": own, "mode_panels": mp}
@@ -498,36 +498,36 @@ class NumbaBackend(Backend):
 
         data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
         panels = data["mode_panels"] if data is not None else mode_panels(args.params, False)
-        from ._numba.bf16 import bf16_pairs
+        from ._numba.amx import bf16_kernel
 
-        pairs = bf16_pairs()
-        if pairs:   # the products on vdpbf16ps (bf16.py): the weights as bfloat16 pairs
+        how = bf16_kernel()
+        if how != "fma":   # the products on vdpbf16ps (bf16.py) or AMX tiles (amx.py): bfloat16 pairs
             panels = data["bf16_pairs"] if data is not None and "bf16_pairs" in data else _pair_panels(panels)
         h0 = np.array(args.h0)   # (h_n may be h0 itself)
         run = copy.copy(args)
         run.x, run.h0 = split_rows(args.x, False), split_rows(h0, False)
-        self._run(run, (0, 0, 0), panels=panels, round_h=True, pairs=pairs)
+        self._run(run, (0, 0, 0), panels=panels, round_h=True, products=None if how == "fma" else how)
         lengths = np.asarray(args.lengths)
         last = np.zeros_like(lengths) if args.reverse else np.maximum(lengths - 1, 0)
         rows = np.arange(args.batch)
         args.h_n[...] = np.where((lengths > 0)[:, None], args.y[last, rows], h0)
 
     def _run(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None, round_h: bool = False,
-             pairs: bool = False) -> None:
+             products: str | None = None) -> None:
         if panels is not None:   # a precision mode's rounded panels: on the own micro-kernel
-            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h, pairs)
+            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h, products)
             return
         _watched(("forward" if self.gemm != "mkl" else "MKL forward", args.dtype), self._run_kernels, args, tape)
 
     def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None,
-                     round_h: bool = False, pairs: bool = False) -> None:
+                     round_h: bool = False, products: str | None = None) -> None:
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
         flags, clip = _features(args)
         flags |= k.ROUNDH if round_h else 0
         dummy = _dummy(dtype)
-        gemm = "pairs" if pairs else "mkl" if self.gemm == "mkl" and panels is None else "own"
+        gemm = products or ("mkl" if self.gemm == "mkl" and panels is None else "own")
         fn = k.worker(dtype, gemm).address
         head = (args.x, args.w_ih, args.w_hh, args.b_ih, args.b_hh,
                 dummy if args.w_hr is None else args.w_hr, dummy if args.w_peep is None else args.w_peep,
@@ -630,9 +630,9 @@ class NumbaBackend(Backend):
                                          args.w_hr is not None)
             _watched(("cell" if workers == 1 else "team cell", args.dtype), self._cell_kernels, args, workers)
             return
-        from ._numba.bf16 import bf16_pairs
+        from ._numba.amx import bf16_kernel
 
-        if self._bf16_on_float32_paths(args) and not bf16_pairs():
+        if self._bf16_on_float32_paths(args) and bf16_kernel() == "fma":
             # the float32 cell on rounded operands; h_out unrounded
             from ._numba.modes import split_rows, split_weights
 
@@ -682,6 +682,11 @@ _LAYER_COST = {
 }
 
 
+#: ``describe_path``'s words for the bf16 mode's products (``amx.bf16_kernel``)
+_BF16_HOW = {"amx": "AMX tiles on bfloat16 pairs", "pairs": "vdpbf16ps on bfloat16 pairs",
+             "fma": "own micro-kernel on rounded operands"}
+
+
 def _pair_panels(panels: tuple) -> tuple:
     """``(w_ih, w_hh, bias, w_hr)`` panels of rounded weights with the weights as bfloat16 pairs."""
     from ._numba.bf16 import pair_panels
@@ -692,14 +697,19 @@ def _pair_panels(panels: tuple) -> tuple:
 
 def bf16_path() -> str:
     """What computes the precision modes here, and which bfloat16 instructions this CPU has."""
-    from ._numba.bf16 import HAS_DP, bf16_pairs
+    from ._numba.amx import HAS_AMX, bf16_kernel, permission
+    from ._numba.bf16 import HAS_DP
     from ._numba.ir import BF16_FEATURES
 
     has = ", ".join(BF16_FEATURES) or "neither amx-bf16 nor avx512bf16"
-    how = ("vdpbf16ps over bfloat16 pair panels" + ("" if HAS_DP else ", emulated (forced)") if bf16_pairs()
-           else "float32 FMA chains of bfloat16-rounded operands")
+    kernel = bf16_kernel()
+    how = {"amx": "AMX tiles (tdpbf16ps) over bfloat16 pair panels" + ("" if HAS_AMX else ", emulated (forced)"),
+           "pairs": "vdpbf16ps over bfloat16 pair panels" + ("" if HAS_DP else ", emulated (forced)"),
+           "fma": "float32 FMA chains of bfloat16-rounded operands"}[kernel]
+    if HAS_AMX and kernel != "amx":
+        how += " (AMX " + ("switched off" if permission() else "refused by the OS") + ")"
     return (f"bf16 on the float32 kernels (teams, bulk input product), its products as {how}; bf16x3 and "
-            f"projections on the portable path (one thread); no AMX kernel yet; this CPU has: {has}")
+            f"projections on the portable path (one thread); this CPU has: {has}")
 
 
 def describe_threads() -> list[str]:

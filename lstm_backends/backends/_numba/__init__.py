@@ -67,6 +67,7 @@ Rooms (imports run one way, top to bottom)::
     microkernels.py  mk (wide on AVX-512, narrow elsewhere), mkt, pack (IR)
     panels.py        the weights packed once by NumPy (prepared weights), 64-byte aligned
     bf16.py          mkbf: the bf16 mode's products on vdpbf16ps over bfloat16 pair panels (IR)
+    amx.py           mkamx: the same panels on AMX tiles (IR), the OS's permission, the choice
     nonlinear.py     tanh / sigmoid / exp (IR)
     gates.py         the fused gate update, its backward, math64 (IR)
     blocks.py        the argument blocks between entries and workers (A_*, G_*, W_*)
@@ -101,7 +102,7 @@ from ._jit import CACHE
 from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
-from .forward import _worker, _worker_pairs, forward_entry
+from .forward import _worker, _worker_amx, _worker_pairs, forward_entry
 from .gates import CLIP, IFORGET, PEEP, ROUNDH
 from .intrinsics import math64_apply
 from .ir import _AVX512
@@ -150,7 +151,8 @@ def cell_worker(dtype):
 
 def worker(dtype, gemm="own"):
     """The forward worker C callback of ``dtype`` (``gemm="mkl"``: on MKL's packed GEMM, MKL
-    registered first; ``"pairs"``: the bf16 mode's products on bfloat16 pair panels), compiled or
+    registered first; ``"pairs"``: the bf16 mode's products on bfloat16 pair panels; ``"amx"``: the
+    same on AMX tiles), compiled or
     loaded from Numba's cache on first use.  Its signature is ``void(dtype zero, int64 p, int64
     argp)``."""
     if gemm == "mkl":
@@ -159,4 +161,6 @@ def worker(dtype, gemm="own"):
         return _callback(dtype, gemm, _mkl_worker)
     if gemm == "pairs":   # the bf16 mode on bfloat16 pair panels (float32)
         return _callback(dtype, gemm, _worker_pairs)
+    if gemm == "amx":     # the same panels on AMX tiles
+        return _callback(dtype, gemm, _worker_amx)
     return _callback(dtype, gemm, _worker)

@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from ._jit import _JIT
+from .amx import MARK as AMX_MARK
 from .blocks import *  # noqa: F403 -- the A_* word offsets and W_* sync words of the argument block
 from .intrinsics import (
     _addr,
@@ -48,9 +49,9 @@ from .team import _handshake, _share, _wait_others
 
 def _make_worker(mark):
     """The forward worker, ``mark`` fixed at compile time (a closure constant): None, products on
-    ``mk``; 1, the ``bf16`` mode's products on bfloat16 pair panels (``_mkx``, ``bf16.py``).  Two
-    compiled workers, so the float32 one carries no pair kernel; Numba's cache keys each on its
-    closure's value."""
+    ``mk``; 1, the ``bf16`` mode's products on bfloat16 pair panels (``_mkx``, ``bf16.py``);
+    ``amx.MARK`` (an int16), the same panels on AMX tiles (``amx.py``).  Three compiled workers, so
+    the float32 one carries no pair kernel; Numba's cache keys each on its closure's value."""
 
     def _worker(proto, p, argp):
         """Worker ``p`` of a forward call (the only one when serial); ``proto`` is a zero of the
@@ -291,6 +292,7 @@ def _make_worker(mark):
 
 _worker = _make_worker(None)
 _worker_pairs = _make_worker(1)
+_worker_amx = _make_worker(AMX_MARK)
 
 
 @njit(**_JIT)

@@ -12,6 +12,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ._jit import _JIT
+from .amx import define_mkamx_dispatch
 from .bf16 import define_mkbf_dispatch
 from .blocks import SPINS_BEFORE_YIELD
 from .gates import _define_gate, _define_gate_bwd, _define_math64
@@ -43,13 +44,16 @@ def _mk(typingctx, proto, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
 @intrinsic
 def _mkx(typingctx, proto, mark, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
     """``_mk``, or chosen at compile time by the *type* of ``mark``, the bf16 mode's kernel over
-    bfloat16 pair panels (``bf16.py``): an integer ``mark``, or an array of uint32 (pair panels as
-    ``lstm_backends.jit`` holds them) selects the pairs; None or a float array ``_mk``.  So the
+    bfloat16 pair panels (``bf16.py``): an int64 ``mark``, or an array of uint32 (pair panels as
+    ``lstm_backends.jit`` holds them) selects the pairs on ``vdpbf16ps``, an int16 mark
+    (``amx.MARK``) the same pairs on AMX tiles (``amx.py``); None or a float array ``_mk``.  So the
     float32 workers carry no pair kernel: the pair worker is its own specialisation."""
     if not isinstance(proto, types.Float):
         return None
     pairs = isinstance(mark, types.Integer) or (isinstance(mark, types.Array) and mark.dtype == types.uint32)
     define = define_mkbf_dispatch if pairs and proto.bitwidth == 32 else _define_mk_dispatch
+    if isinstance(mark, types.Integer) and mark.bitwidth == 16 and proto.bitwidth == 32:
+        define = define_mkamx_dispatch   # an int16 mark (amx.MARK): the same pair panels on AMX tiles
 
     def codegen(context, builder, signature, args):
         builder.call(define(builder.module, proto.bitwidth), _i64_args(context, builder, signature, args, 2))
