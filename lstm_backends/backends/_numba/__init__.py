@@ -98,7 +98,7 @@ import threading
 import numpy as np
 from numba import cfunc, types
 
-from ._jit import _JIT, CACHE  # noqa: F401 (CACHE: numba_backend.cache_dir reads it here)
+from ._jit import CACHE
 from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
@@ -113,7 +113,6 @@ __all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SYNC_LEN", "W
            "has_avx512", "math64_apply", "run_team", "worker"]
 
 _WORKERS: dict = {}
-_CFUNC = {k: v for k, v in _JIT.items() if k != "nogil"}   # (a C callback holds no GIL anyway)
 _WORKERS_LOCK = threading.Lock()
 
 
@@ -133,7 +132,7 @@ def _callback(dtype, kind, fn):
             cf = _WORKERS.get(key)
             if cf is None:
                 ft = types.float32 if key[0] == np.float32 else types.float64
-                cf = cfunc(types.void(ft, types.int64, types.int64), **_CFUNC)(fn)
+                cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
                 _WORKERS[key] = cf
     return cf
 

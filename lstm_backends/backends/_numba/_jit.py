@@ -129,31 +129,5 @@ if not CACHE:
     warnings.warn(f"lstm_backends: the numba kernels compile without an on-disk cache: {_WHY_NOT}",
                   CacheDisabledWarning, stacklevel=2)
 
-try:
-    from numba.core.compiler import CompilerBase as _CompilerBase
-    from numba.core.compiler import DefaultPassBuilder as _DefaultPassBuilder
-except ImportError:  # pragma: no cover - Numba moved its pipeline: the default one
-    _CompilerBase = None
-
-
-if _CompilerBase is not None:
-    class _KernelPipeline(_CompilerBase):
-        """Numba's nopython pipeline without SSA reconstruction.
-
-        The kernels' Python is integer bookkeeping over addresses (the float work is IR), every
-        variable one type, so Numba's SSA pass (``ReconstructSSA``, ~15 % of a cold start,
-        quadratic in the size of a worker after its helpers are inlined) buys nothing here.
-        With ``no_rewrites`` (no dead-branch pruning, no array-expression fusion: the kernels
-        have neither) the first float32 forward compiles ~0.8 s faster (5.5 -> 4.7 s on the Zen 3
-        VM of docs/performance.rst), to the same machine code's bits.
-        """
-
-        def define_pipelines(self):
-            self.state.flags.enable_ssa = False
-            return [_DefaultPassBuilder.define_nopython_pipeline(self.state)]
-
-
 #: the options of every jitted kernel function
-_JIT = {"cache": CACHE, "error_model": "numpy", "nogil": True, "no_rewrites": True}
-if _CompilerBase is not None:
-    _JIT["pipeline_class"] = _KernelPipeline
+_JIT = {"cache": CACHE, "error_model": "numpy", "nogil": True}
