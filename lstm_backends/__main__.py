@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtypes to compile (default: both)")
     p.add_argument("--backend", action="append", type=_backend_name, metavar="NAME",
                    help="backend to warm up, repeatable (default: numba, and cuda where it can run)")
+    p.add_argument("--precision", nargs="+", choices=["bf16", "bf16x3"], default=[],
+                   help="also the kernels of these precision modes (backends that have them)")
     p.set_defaults(func=cmd_warmup)
     return parser
 
@@ -355,7 +357,8 @@ def cmd_warmup(args: argparse.Namespace) -> int:
         print(f"[{index}/{total}] {label} ...", end="", flush=True)
 
     print("compiling the kernels (or loading them from the cache, where they are already compiled):")
-    steps = warmup(args.backend, args.dtypes, training=args.training, progress=progress)
+    steps = warmup(args.backend, args.dtypes, training=args.training, precision=args.precision,
+                   progress=progress)
     if started:
         print(f" {time.perf_counter() - started[-1]:.1f} s", flush=True)
     print(f"{len(steps)} steps in {time.perf_counter() - t0:.1f} s")

@@ -18,7 +18,8 @@ def _default_backends() -> list[str]:
 
 
 def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float32, np.float64), *,
-           training: bool = False, progress: Callable[[int, int, str], None] | None = None) -> list[tuple[str, float]]:
+           training: bool = False, precision: str | Sequence[str] | None = None,
+           progress: Callable[[int, int, str], None] | None = None) -> list[tuple[str, float]]:
     """Compile (or load from the on-disk cache) the kernels of the compiled backends.
 
     The numba backend compiles each kernel family on its first call (a few seconds each: the forward
@@ -34,6 +35,9 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
         ``float32`` and/or ``float64`` (default both).
     training : bool
         Also the training kernels (``forward_train`` and ``backward``).
+    precision : {"bf16", "bf16x3"} or a sequence of them, optional
+        Also the kernels of these precision modes (forward and cell on prepared weights; see
+        :doc:`precision`), on the backends that have them.
     progress : callable, optional
         ``progress(index, total, label)`` before each step (``index`` from 1).
 
@@ -56,14 +60,21 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
     if isinstance(dtypes, (str, np.dtype, type)):
         dtypes = (dtypes,)
     dtypes = [np.dtype(d) for d in dtypes]
+    modes = [] if precision is None else [precision] if isinstance(precision, str) else list(precision)
+    for mode in modes:
+        if mode not in ("bf16", "bf16x3"):
+            raise ValueError(f"warmup: precision must be 'bf16' or 'bf16x3'; got {mode!r}")
     steps: list[tuple[str, Callable[[], Any]]] = []
     for name in names:
         be = get_backend(name)  # an unknown or unavailable backend raises its own helpful error
         if be.name == "numba":
             from .backends.numba_backend import warmup_steps
 
-            steps += warmup_steps(dtypes, training=training)
+            steps += warmup_steps(dtypes, training=training, precision=modes)
             continue
+        for mode in (m for m in modes if m in be.capabilities):
+            p = random_problem(3, 2, 3, 20, dtype=np.float32, seed=0)
+            steps.append((f"{be.name} {mode} forward + cell", lambda be=be, p=p, mode=mode: _mode_calls(be, p, mode)))
         for dtype in dtypes:
             if dtype not in be.dtypes:
                 continue
@@ -83,3 +94,11 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
         run()
         done.append((label, time.perf_counter() - t0))
     return done
+
+
+def _mode_calls(be: Any, p: Any, mode: str) -> None:
+    """A forward and a cell on weights prepared in ``mode``."""
+    w = be.prepare(p.params, mode)
+    be.forward(p.x, w, p.h0, p.c0)
+    if "cell" in be.capabilities:
+        be.cell(p.x[0], p.h0, p.c0, w)

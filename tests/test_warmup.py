@@ -123,3 +123,35 @@ def test_lb_warmup_reports_its_steps_and_refuses_what_it_cannot_compile():
 
     with pytest.raises(ValueError, match="float32 and float64"):
         warmup("float16")
+
+
+def test_warmup_of_a_precision_mode_leaves_its_first_calls_nothing_to_compile(tmp_path):
+    """``lstm-backends warmup --precision bf16`` compiles the mode's forward and cell (with this CPU's
+    bf16 products): a fresh process's first bf16 forward, cell and projected forward then load
+    everything from the cache and say nothing."""
+    cache = str(tmp_path / "cache")
+    out = _python("", cache, "warmup", "--dtypes", "float32", "--precision", "bf16")
+    assert any(line.startswith("[3/3] numba bf16 forward + cell ...") for line in out.stdout.splitlines()), out.stdout
+    code = """
+    import json, numpy as np
+    import numba
+    import lstm_backends as lb
+    from lstm_backends.backends import _numba as k
+    p = lb.testing.random_problem(5, 3, 4, 20, dtype=np.float32, seed=1)
+    q = lb.testing.random_problem(5, 3, 4, 20, dtype=np.float32, seed=1, proj_size=6)
+    be = lb.get_backend("numba")
+    w = be.prepare(p.params, "bf16")
+    be.forward(p.x, w, p.h0, p.c0)
+    be.cell(p.x[0], p.h0, p.c0, w)
+    be.forward(q.x, be.prepare(q.params, "bf16"), q.h0, q.c0)
+    import lstm_backends.backends._numba.modes as modes
+    jitted = [f for m in (k, modes) for f in vars(m).values() if isinstance(f, numba.core.registry.CPUDispatcher)]
+    print(json.dumps({"misses": sum(sum(f.stats.cache_misses.values()) for f in jitted),
+                      "hits": sum(sum(f.stats.cache_hits.values()) for f in jitted)}))
+    """
+    first = _python(code, cache)
+    got = json.loads(first.stdout.strip().splitlines()[-1])
+    assert got["misses"] == 0 and got["hits"] > 0, got
+    assert NOTICE not in first.stderr
+    with pytest.raises(ValueError, match="'bf16' or 'bf16x3'"):
+        lb.warmup(["numpy"], precision="fp8")

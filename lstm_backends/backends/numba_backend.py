@@ -782,7 +782,8 @@ def _cell_scratch(dtype: np.dtype, n: int = 0) -> np.ndarray:
     return s
 
 
-def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = False) -> list[tuple[str, Any]]:
+def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = False,
+                 precision: Any = ()) -> list[tuple[str, Any]]:
     """The steps of :func:`warmup`: ``(label, run)`` pairs, each ``run()`` compiling (or loading) one
     kernel family of one dtype on a tiny problem, without the first-use notice.
 
@@ -792,6 +793,9 @@ def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = Fal
         ``float32`` and/or ``float64``.
     training : bool
         Also the training kernels (``forward_train`` shares the forward kernels; ``backward`` has its own).
+    precision : sequence of {"bf16", "bf16x3"}
+        Also these precision modes' kernels: forward (serial and team, with a projection: the portable
+        path) and cell on weights prepared in the mode, with this CPU's bf16 products (``bf16_path``).
 
     Returns
     -------
@@ -825,6 +829,19 @@ def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = Fal
         if training:
             families.append(("forward_train + backward", backward))
         steps += [(f"numba {dtype.name} {what}", functools.partial(_quietly, run)) for what, run in families]
+    for mode in precision:
+        p = random_problem(2, 2, 3, 20, dtype=np.float32, seed=0)
+        q = random_problem(2, 2, 3, 20, dtype=np.float32, seed=0, proj_size=5)
+
+        def modal(p: Any = p, q: Any = q, mode: str = mode) -> None:
+            for kind in ("serial", "team"):
+                be = NumbaBackend(kind=kind)
+                w = be.prepare(p.params, mode)
+                be.forward(p.x, w, p.h0, p.c0)
+                be.cell(p.x[0], p.h0, p.c0, w)
+            be.forward(q.x, be.prepare(q.params, mode), q.h0, q.c0)
+
+        steps.append((f"numba {mode} forward + cell", functools.partial(_quietly, modal)))
     return steps
 
 
