@@ -331,6 +331,35 @@ def _sgemm(budget: float, n: int = 2048) -> float:
     return 2.0 * n**3 / med / 1e9
 
 
+def _bf16_instructions() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16): elsewhere torch's
+    bfloat16 matmul is emulated, minutes for 2048³, and no peak worth the name."""
+    try:
+        from .backends._numba.ir import BF16_FEATURES
+    except ImportError:   # pragma: no cover - no numba: not worth guessing
+        return False
+    return bool(BF16_FEATURES)
+
+
+def _bf16gemm(budget: float, threads: int, n: int = 2048) -> float:
+    """GFLOP/s of torch's bfloat16 matmul 2048³ (oneDNN: AMX or AVX512-BF16 where the CPU has them):
+    the machine's bfloat16 ceiling as the bf16 peers reach it; NaN without torch."""
+    try:
+        import torch
+    except ImportError:
+        return float("nan")
+    torch.set_num_threads(threads)
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        a @ a
+        once = time.perf_counter() - t0
+        if once > 1.0:   # no bfloat16 instructions under it after all: one call is the figure
+            return 2.0 * n**3 / once / 1e9
+        med, _ = _time(lambda: a @ a, budget)
+    return 2.0 * n**3 / med / 1e9
+
+
 def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: int = 2, budget: float = 1.0,
                   seed: int = 0, save: str | None = None) -> dict:
     """Time one contender in *this* process (the child side); returns the JSON-able record.
@@ -338,7 +367,8 @@ def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: in
     Parameters
     ----------
     name : str
-        ``ours:BACKEND``, ``ours-cell:BACKEND``, ``torch``, ``torch-cell``, ``onnxruntime`` or ``sgemm``.
+        ``ours:BACKEND``, ``ours-cell:BACKEND``, ``torch``, ``torch-cell``, ``onnxruntime``, ``sgemm`` or
+        ``bf16gemm`` (torch's bfloat16 matmul 2048³: the bf16 rows' peak).
     size : Size
     dtype : numpy dtype
     threads : int
@@ -357,6 +387,8 @@ def run_contender(name: str, size: Size, *, dtype: Any = np.float32, threads: in
     """
     if name == "sgemm":
         return {"name": name, "gflops": _sgemm(budget)}
+    if name == "bf16gemm":
+        return {"name": name, "gflops": _bf16gemm(budget, threads)}
     base, opts = split_name(name)
     p = _problem(size, _contender_dtype(name, np.dtype(dtype)), seed, "full" in opts)
     cell = base.startswith(("ours-cell", "torch-cell"))
@@ -520,11 +552,17 @@ def compare(
                              None, env, timeout)["gflops"])
     peak = statistics.median(peaks)
     say(f"sgemm 2048^3 float32, {threads} threads: {peak:.0f} GFLOP/s")
+    bf16_peak = float("nan")   # the bf16 rows' ceiling: torch's bfloat16 matmul, where torch is installed
+    if any(contender_precision(c) == "bf16" for c in contenders) and _bf16_instructions():
+        bf16_peak = statistics.median(
+            _launch("bf16gemm", Size(1, 1, 1, 1), np.dtype(np.float32), threads, min(budget, 1.0), seed, None, env,
+                    timeout)["gflops"] for _ in range(rounds))
+        say(f"bf16 GEMM 2048^3 (torch), {threads} threads: {bf16_peak:.0f} GFLOP/s")
     jobs = [(size, list(contenders)) for size in sizes]
     if cell is not None:
         cell_names = [c.replace("ours:", "ours-cell:") for c in contenders if c.startswith("ours:")
                       and not split_name(c)[1] & {"full", "float64"}]
-        cell_names += ["torch-cell"] if "torch" in contenders else []
+        cell_names += [c.replace("torch", "torch-cell", 1) for c in contenders if split_name(c)[0] == "torch"]
         jobs.append((Size(1, *cell[1:]), cell_names))
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -563,7 +601,10 @@ def compare(
                                               idle))
                 med = statistics.median(meds)
                 info = {k_: v for k_, v in runs[name][0].items() if k_ not in ("name", "median_s", "samples")}
-                size_rows.append(Result(size, name, med, meds, f / med / 1e9, 100 * f / med / 1e9 / peak,
+                top = peak
+                if _class(name) == "bf16" and bf16_peak > 0:   # (NaN without torch: the sgemm peak)
+                    top = info["peak_gflops"] = bf16_peak
+                size_rows.append(Result(size, name, med, meds, f / med / 1e9, 100 * f / med / 1e9 / top,
                                         errors[name], bool(errors[name] <= 1.0), info,
                                         spread=max(meds) / min(meds) if len(meds) > 1 else float("nan"),
                                         reruns=extra, noisy=_spread_out(meds, max_spread)))
@@ -621,6 +662,12 @@ def _what_ran(r: Result) -> str:
     return f" [ran {r.info['precision']}]" if r.info.get("precision") and not r.name.startswith("ours") else ""
 
 
+def _bf16_peak_text(results: Sequence[Result]) -> str:
+    """``; bf16 GEMM ...`` where the bf16 rows' % peak is of torch's bfloat16 matmul."""
+    peaks = {r.info["peak_gflops"] for r in results if "peak_gflops" in r.info}
+    return f"; bf16 GEMM 2048^3 (torch) {peaks.pop():.0f} GFLOP/s, the % peak of the bf16 rows" if peaks else ""
+
+
 def format_results(peak: float, results: Sequence[Result], threads: int, max_spread: float = MAX_SPREAD) -> str:
     """An aligned text table: median, GFLOP/s, % of the sgemm peak, ours / best peer, the spread of
     the per-process medians (slowest / fastest; ``re-run xN``, ``NOISY``), and notes on flagged rows."""
@@ -638,7 +685,7 @@ def format_results(peak: float, results: Sequence[Result], threads: int, max_spr
         ])
     widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
     out = [f"each contender in its own fresh process, {threads} threads; sgemm 2048^3 float32 peak measured in "
-           f"this run: {peak:.0f} GFLOP/s"]
+           f"this run: {peak:.0f} GFLOP/s" + _bf16_peak_text(results)]
     for n, row in enumerate(lines):
         out.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
         if n == 0:

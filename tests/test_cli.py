@@ -315,7 +315,7 @@ def test_contender_options_reach_the_child_and_modes_are_checked_against_their_a
 
 
 def test_bench_precision_adds_our_modes_and_the_peers_bf16(tmp_path):
-    from lstm_backends._peers import available_peers
+    from lstm_backends._peers import _bf16_instructions, available_peers
 
     js = tmp_path / "r.json"
     out = _cli("bench", "--size", "4,2,3,5", "--backend", "numpy", "--precision", "bf16", "--rounds", "1",
@@ -326,8 +326,24 @@ def test_bench_precision_adds_our_modes_and_the_peers_bf16(tmp_path):
     assert {"ours:numpy", "ours:numpy@bf16", *bf16_peers} <= set(rows)
     assert all(r["agrees"] for r in rows.values())
     assert rows["ours:numpy@bf16"]["info"]["precision"] == "bf16"
+    if "torch" in available_peers() and _bf16_instructions():   # the bf16 rows' % peak: torch's bf16 matmul
+        assert rows["ours:numpy@bf16"]["info"]["peak_gflops"] > 0 and "peak_gflops" not in rows["ours:numpy"]["info"]
+        assert "bf16 GEMM 2048^3 (torch)" in out.stdout
     bad = _cli("bench", "--dtype", "float64", "--precision", "bf16", "--size", "4,2,3,5", "--no-peers")
     assert bad.returncode != 0 and "runs float32 problems" in bad.stderr
+
+
+def test_the_cell_row_of_a_bf16_comparison_has_torchs_bf16_cell():
+    pytest.importorskip("torch")
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import compare
+
+    _, rows = compare([Size(4, 2, 3, 5)], ["ours:numpy@bf16", "torch@bf16"], rounds=1, budget=0.01,
+                      cell=Size(1, 2, 6, 10))
+    cells = {r.name: r for r in rows if "cell" in r.name}
+    assert set(cells) == {"ours-cell:numpy@bf16", "torch-cell@bf16"}
+    assert all(r.agrees for r in cells.values()) and cells["torch-cell@bf16"].info["precision"] == "bf16"
+    assert not np.isnan(cells["ours-cell:numpy@bf16"].ratio_best_peer)
 
 
 @pytest.mark.parametrize("name", ["openvino", "openvino@bf16", "torch@bf16"])
