@@ -3,6 +3,8 @@
 ``mkamx`` has ``mk``'s signature and contract (``cout[m, 0:4V] = cin[m, 0:4V] + sum_j a[m, j] *
 w[j, 0:4V]``, float32 rows ``a`` rounded to bfloat16 on the fly, ``w`` a pair panel).  Per call:
 
+- up to 16 rows (the AMX worker hands out row blocks of up to ``MR = 16``, a tile's rows, where
+  the float32 workers' blocks stop at ``MRMAX``);
 - one tile configuration (``ldtilecfg``): tiles 0-3 the mr x 16 float32 accumulators of the
   panel's four 16-column groups, tile 4 mr rows of 32 bfloat16 of ``a``, tiles 5 and 6 16 pair
   rows x 16 columns of the panel (its VNNI layout *is* the pair panel: pair row ``q`` sits at the
@@ -11,7 +13,8 @@ w[j, 0:4V]``, float32 rows ``a`` rounded to bfloat16 on the fly, ``w`` a pair pa
 - per 32 k (16 pairs): the mr rows' 32 floats rounded to bfloat16 into a 64-byte-per-row buffer
   on the stack, one A tile load, four B tile loads and four ``tdpbf16ps``;
 - the accumulators stored to ``cout``; the k that do not fill 32 (at most 31) then go through
-  ``mkbf`` (``vdpbf16ps``) on ``cout``, so no tile ever reads past the k range of the call.
+  ``mkbf`` (``vdpbf16ps``, in groups of up to ``MRMAX`` rows) on ``cout``, so no tile ever
+  reads past the k range of the call.
 
 The tiles stay configured after a call (every call configures them again: another user of AMX in
 the process, oneDNN say, cannot leave a configuration we rely on); ``tilerelease`` is not issued.
@@ -22,7 +25,8 @@ call that would run this kernel and falls back to ``vdpbf16ps`` when refused.
 
 Where the host has no AMX the same kernel is built with the tiles emulated in IR (``_Emulated``:
 eight 1 KiB tiles on the stack, the same loads and stores at the same addresses, ``tdpbf16ps``
-as two FMAs per pair, the even element first, as Intel's pseudo-code defines it): the host of the
+as two FMAs per pair, the even element first, as Intel's pseudo-code defines it; loops over the
+configured rows): the host of the
 tests checks the kernel's every address, the tile shapes and the rounding.  Which one a host gets
 is fixed when the IR is built (``HAS_AMX``; emitting tile instructions for a CPU without them
 aborts LLVM), and Numba's cache keys the machine code on the host CPU's features.  The real
@@ -59,6 +63,7 @@ BF16_AMX: bool | None = {"1": True, "0": False}.get(os.environ.get("LSTM_BACKEND
 MARK = np.int16(2)
 
 KP = 16           # pairs per tile step (32 k): a B tile's rows, an A tile's 64 bytes per row
+MR = 16           # rows per call (a tile's rows): the AMX worker hands out row blocks of up to 16
 _ARCH_GET_XCOMP_PERM = 0x1022
 _ARCH_REQ_XCOMP_PERM = 0x1023
 _XFEATURE_XTILEDATA = 18
@@ -154,30 +159,45 @@ class _Emulated:
         self.rows = [16] * 8
 
     def _row(self, t, r):
-        return self.b.bitcast(self.b.gep(self.words, [_c((t * 16 + r) * 16)]), self.vb.ivty.as_pointer())
+        """Row ``r`` (an i64 value) of tile ``t`` as a pointer to 16 words."""
+        at = self.b.add(_c(t * 16 * 16), self.b.mul(r, _c(16)))
+        return self.b.bitcast(self.b.gep(self.words, [at]), self.vb.ivty.as_pointer())
+
+    def _rows(self, t, body):
+        """``body(r)`` for each configured row r of tile t (an IR loop)."""
+        def step(r, carried):
+            body(r)
+            return carried
+
+        _loop(self.b, _c(0), lambda r: self.b.icmp_signed("<", r, _c(self.rows[t])), _c(1), [], step)
 
     def configure(self, cfg, rows):
         self.rows = list(rows)
 
     def load(self, t, ptr, stride):
         b = self.b
-        for r in range(self.rows[t]):
-            src = b.bitcast(b.gep(ptr, [b.mul(stride, _c(r))]), self.vb.ivty.as_pointer())
+
+        def row(r):
+            src = b.bitcast(b.gep(ptr, [b.mul(stride, r)]), self.vb.ivty.as_pointer())
             b.store(b.load(src, align=1), self._row(t, r), align=64)
+        self._rows(t, row)
 
     def store(self, t, ptr, stride):
         b = self.b
-        for r in range(self.rows[t]):
-            dst = b.bitcast(b.gep(ptr, [b.mul(stride, _c(r))]), self.vb.ivty.as_pointer())
+
+        def row(r):
+            dst = b.bitcast(b.gep(ptr, [b.mul(stride, r)]), self.vb.ivty.as_pointer())
             b.store(b.load(self._row(t, r), align=64), dst, align=1)
+        self._rows(t, row)
 
     def dp(self, c, a, w):
         """``c[m, n] += a[m, 2q] w[q, 2n] + a[m, 2q+1] w[q, 2n+1]`` over q, each product added as a
         float32 FMA, the even element first."""
         b, vb = self.b, self.vb
         mask = vb.iconst(-65536)
-        wrows = [b.load(self._row(w, q), align=64) for q in range(KP)]
-        for m in range(self.rows[c]):
+        wrows = [b.load(self._row(w, _c(q)), align=64) for q in range(KP)]
+
+        def row(m):
             acc = vb.from_bits(b.load(self._row(c, m), align=64))
             arow = b.load(self._row(a, m), align=64)
             for q in range(KP):
@@ -190,6 +210,7 @@ class _Emulated:
                              acc)
                 acc = vb.fma(vb.from_bits(b.and_(s, mask)), vb.from_bits(b.and_(wrows[q], mask)), acc)
             b.store(vb.bits_of(acc), self._row(c, m), align=64)
+        self._rows(c, row)
 
 
 # ---------------------------------------------------------------------------- the kernel (IR)
@@ -222,15 +243,23 @@ def _define_mkamx(module, mr, real=None):
     vb = _Vec(b, 32)
     V = vb.V
     a, lda, w, k, cin, ldcin, cout, ldcout = fn.args
-    tail_kernel = _define_mkbf(module, mr)
+    groups = [(r0, min(MRMAX, mr - r0)) for r0 in range(0, mr, MRMAX)]   # mkbf takes up to MRMAX rows
+
+    def on_vdpbf16ps(a_, w_, k_, cin_, ldcin_):
+        """The rows in groups of mkbf: ``cout = cin + a w`` over ``k_``."""
+        for r0, g in groups:
+            b.call(_define_mkbf(module, g), [b.add(a_, b.mul(lda, _c(4 * r0))), lda, w_, k_,
+                                             b.add(cin_, b.mul(ldcin_, _c(4 * r0))), ldcin_,
+                                             b.add(cout, b.mul(ldcout, _c(4 * r0))), ldcout])
+
     nfull = b.sdiv(k, _c(2 * KP))
     with b.if_else(b.icmp_signed("==", nfull, _c(0))) as (short, whole):
         with short:   # under 32 k: all of it on vdpbf16ps
-            b.call(tail_kernel, [a, lda, w, k, cin, ldcin, cout, ldcout])
+            on_vdpbf16ps(a, w, k, cin, ldcin)
         with whole:
             tiles = (_Real if real else _Emulated)(b)
             with b.goto_entry_block():
-                abuf = b.alloca(ir.ArrayType(_I32, MRMAX * KP), name="arows")
+                abuf = b.alloca(ir.ArrayType(_I32, MR * KP), name="arows")
                 abuf.align = 64
             pbuf = b.bitcast(abuf, _I32.as_pointer())
             cfg, rows = _tile_config(b, mr)
@@ -265,14 +294,13 @@ def _define_mkamx(module, mr, real=None):
                 tiles.store(v, b.gep(pco, [_c(64 * v)]), b.mul(ldcout, _c(4)))
             done = b.mul(nfull, _c(2 * KP))
             with b.if_then(b.icmp_signed("<", done, k)):   # the last k (< 32) on vdpbf16ps
-                b.call(tail_kernel, [b.add(a, b.mul(done, _c(4))), lda,
-                                     b.add(w, b.mul(nfull, _c(KP * prow))), b.sub(k, done), cout, ldcout,
-                                     cout, ldcout])
+                on_vdpbf16ps(b.add(a, b.mul(done, _c(4))), b.add(w, b.mul(nfull, _c(KP * prow))), b.sub(k, done),
+                             cout, ldcout)
     b.ret_void()
     return fn
 
 
 def define_mkamx_dispatch(module, bits):
     """``void mkamx(mr, a, lda, w, k, cin, ldcin, cout, ldcout)``: ``mkbf``'s dispatch over these
-    kernels."""
-    return define_mkbf_dispatch(module, bits, "lstmb_mkamx_f32", _define_mkamx)
+    kernels, mr 1..16."""
+    return define_mkbf_dispatch(module, bits, "lstmb_mkamx_f32", _define_mkamx, MR)

@@ -177,8 +177,8 @@ def _define_mkbf(module, mr):
     return fn
 
 
-def define_mkbf_dispatch(module, bits, name="lstmb_mkbf_f32", define_kernel=None):
-    """``void mkbf(mr, a, lda, w, k, cin, ldcin, cout, ldcout)``: switch on mr (1..MRMAX) to
+def define_mkbf_dispatch(module, bits, name="lstmb_mkbf_f32", define_kernel=None, mrmax=MRMAX):
+    """``void mkbf(mr, a, lda, w, k, cin, ldcin, cout, ldcout)``: switch on mr (1..mrmax) to
     ``define_kernel(module, mr)``'s kernels (default ``mkbf``; ``amx.py`` passes its own); float64
     (no such mode) gets ``mk``'s dispatch, never called with pairs."""
     from .microkernels import _define_dispatch, _define_mk_dispatch
@@ -186,4 +186,4 @@ def define_mkbf_dispatch(module, bits, name="lstmb_mkbf_f32", define_kernel=None
     if bits == 64:
         return _define_mk_dispatch(module, bits)
     kernel = define_kernel or _define_mkbf
-    return _define_dispatch(module, name, 9, lambda mr: kernel(module, mr), MRMAX)
+    return _define_dispatch(module, name, 9, lambda mr: kernel(module, mr), mrmax)

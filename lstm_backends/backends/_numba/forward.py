@@ -12,6 +12,7 @@ from numba import njit
 
 from ._jit import _JIT
 from .amx import MARK as AMX_MARK
+from .amx import MR as AMX_ROWS
 from .blocks import *  # noqa: F403 -- the A_* word offsets and W_* sync words of the argument block
 from .intrinsics import (
     _addr,
@@ -51,7 +52,9 @@ def _make_worker(mark):
     """The forward worker, ``mark`` fixed at compile time (a closure constant): None, products on
     ``mk``; 1, the ``bf16`` mode's products on bfloat16 pair panels (``_mkx``, ``bf16.py``);
     ``amx.MARK`` (an int16), the same panels on AMX tiles (``amx.py``).  Three compiled workers, so
-    the float32 one carries no pair kernel; Numba's cache keys each on its closure's value."""
+    the float32 one carries no pair kernel; Numba's cache keys each on its closure's value.  The
+    products' row blocks: up to ``MRMAX`` rows, on AMX tiles up to 16 (a tile's rows)."""
+    rb = AMX_ROWS if isinstance(mark, np.int16) else MRMAX
 
     def _worker(proto, p, argp):
         """Worker ``p`` of a forward call (the only one when serial); ``proto`` is a zero of the
@@ -193,7 +196,7 @@ def _make_worker(mark):
                             _memcpy(dst, x + (t * B + _ld(order + 8 * rr)) * I * isz, I * isz)
                         else:
                             _memzero(dst, I * isz)
-                nblk = (cnt + MRMAX - 1) // MRMAX
+                nblk = (cnt + rb - 1) // rb
                 for pp in range(g0, g1):
                     r0 = 0
                     for blk in range(nblk):
@@ -224,7 +227,7 @@ def _make_worker(mark):
             xrow = s * B
             if direct:
                 xrow = tt * B
-            nblk = (m + MRMAX - 1) // MRMAX
+            nblk = (m + rb - 1) // rb
             # phase A: the input product (or the bulk rows) + the h range the panel sums first
             if s > 0:
                 _wait_others(sync + 8 * W_DONE0, w, wa_a, wb_a, s)
@@ -280,8 +283,8 @@ def _make_worker(mark):
                 _store_rel(me_done + 64, s + 1)
                 _wait_others(sync + 8 * W_DONE0 + 64, w, 0, n, s + 1)
                 _carry_rows(hnxt, hcur, m, prev, LDH, hc0, hc1, isz)
-                _project_rows(proto, m, nblk, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y, ys0, ys1, tof, order,
-                              isz)
+                _project_rows(proto, m, (m + MRMAX - 1) // MRMAX, j0, j1, H, S, rbuf, LDC, whrp, zero, hnxt, LDH, y,
+                              ys0, ys1, tof, order, isz)
             _store_rel(me_done, s + 1)
             prev = m
         # ---- final state of this worker's units / columns
