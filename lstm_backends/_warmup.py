@@ -37,7 +37,7 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
         Also the training kernels (``forward_train`` and ``backward``).
     precision : {"bf16", "bf16x3"} or a sequence of them, optional
         Also the kernels of these precision modes (forward and cell on prepared weights; see
-        :doc:`precision`), on the backends that have them.
+        :doc:`/precision`), on the backends that have them.
     progress : callable, optional
         ``progress(index, total, label)`` before each step (``index`` from 1).
 
