@@ -175,7 +175,7 @@ def test_the_amx_kernel_assembles_to_tile_instructions(monkeypatch):
     bodies = _assemble(lambda m: [amx._define_mkamx(m, mr, real=True) for mr in (1, 6, 16)], "sapphirerapids")
     for mr in (1, 6, 16):
         body = bodies[f"lstmb_mkamx_r{mr}"]
-        assert body.count("ldtilecfg") == 1 and body.count("tilestored") == 4, mr
+        assert body.count("ldtilecfg") == 1 and body.count("tilestored") == 4 and body.count("tilerelease") == 1, mr
         dps = body.count("tdpbf16ps")
         assert dps and dps % 4 == 0 and body.count("tileloadd") == 4 + 5 * dps // 4, (mr, dps)
         assert "vdpbf16ps" not in body   # the tail: calls of mkbf, up to 6 rows each (16 = 6 + 6 + 4)
@@ -220,6 +220,17 @@ def test_the_amx_kernel_computes_the_rounded_product_at_every_k_and_row_count():
                 if mr <= 6:   # (the pair kernel takes up to 6 rows)
                     run(1, mr, a, pairs, k, cin, ldcin, dp)
                     np.testing.assert_allclose(got[:, :64], dp[:, :64], rtol=0, atol=2 * bound)
+
+
+def test_no_bf16_instruction_is_emitted_for_another_target_than_the_host():
+    """With ``NUMBA_CPU_NAME`` naming another CPU (a portable cache) the kernels are built with the
+    instructions emulated: emitting them for a target without them would abort LLVM."""
+    code = ("from lstm_backends.backends._numba import amx, bf16, ir\n"
+            "print(ir.HOST_TARGET, amx.HAS_AMX, bf16.HAS_DP)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "NUMBA_CPU_NAME": "generic"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["False", "False", "False"]
 
 
 def test_amx_is_asked_for_only_where_the_cpu_has_it():

@@ -697,6 +697,7 @@ def _pair_panels(panels: tuple) -> tuple:
 
 def bf16_path() -> str:
     """What computes the precision modes here, and which bfloat16 instructions this CPU has."""
+    from ._numba import amx
     from ._numba.amx import HAS_AMX, bf16_kernel, permission
     from ._numba.bf16 import HAS_DP
     from ._numba.ir import BF16_FEATURES
@@ -707,7 +708,7 @@ def bf16_path() -> str:
            "pairs": "vdpbf16ps over bfloat16 pair panels" + ("" if HAS_DP else ", emulated (forced)"),
            "fma": "float32 FMA chains of bfloat16-rounded operands"}[kernel]
     if HAS_AMX and kernel != "amx":
-        how += " (AMX " + ("switched off" if permission() else "refused by the OS") + ")"
+        how += " (AMX " + ("switched off" if permission() else f"refused by the OS: {amx.REFUSED}") + ")"
     return (f"bf16 on the float32 kernels (teams, bulk input product), its products as {how}; bf16x3 and "
             f"projections on the portable path (one thread); this CPU has: {has}")
 

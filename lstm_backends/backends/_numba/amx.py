@@ -16,8 +16,10 @@ w[j, 0:4V]``, float32 rows ``a`` rounded to bfloat16 on the fly, ``w`` a pair pa
   ``mkbf`` (``vdpbf16ps``, in groups of up to ``MRMAX`` rows) on ``cout``, so no tile ever
   reads past the k range of the call.
 
-The tiles stay configured after a call (every call configures them again: another user of AMX in
-the process, oneDNN say, cannot leave a configuration we rely on); ``tilerelease`` is not issued.
+Every call configures the tiles itself (another user of AMX in the process, oneDNN say, cannot
+leave a configuration we rely on) and releases them after its stores (``tilerelease``): a thread
+between calls carries no tile state through context switches and signals, and idle cores are
+not kept from deep sleep.
 
 Linux lets a process use the tile data only after it asked once (``arch_prctl(
 ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, :func:`permission`); the backend asks before the first
@@ -32,7 +34,9 @@ is fixed when the IR is built (``HAS_AMX``; emitting tile instructions for a CPU
 aborts LLVM), and Numba's cache keys the machine code on the host CPU's features.  The real
 instructions were compiled and assembled for ``sapphirerapids`` (``tests/test_prepare.py``),
 never run by their author: no CPU with AMX was at hand.  Real hardware may round the two
-products of a pair once instead of twice; results agree with the emulation up to summation order.
+products of a pair once instead of twice, and it reads and writes float32 denormals (below
+2**-126) as zero where the emulation's FMAs keep them; results agree with the emulation up to
+summation order.
 """
 
 from __future__ import annotations
@@ -46,13 +50,14 @@ import numpy as np
 from llvmlite import ir
 
 from .bf16 import _define_mkbf, define_mkbf_dispatch
-from .ir import _FEATURES, _I8P, _I32, _I64, _c, _decl, _define, _loop, _Vec
+from .ir import _FEATURES, _I8P, _I32, _I64, HOST_TARGET, _c, _decl, _define, _loop, _Vec
 from .microkernels import MRMAX
 
 __all__ = ["BF16_AMX", "HAS_AMX", "MARK", "bf16_amx", "bf16_kernel", "permission"]
 
 #: whether this CPU has AMX tiles with bfloat16 products (the OS's permission is asked separately)
-HAS_AMX = bool(_FEATURES.get("amx-tile")) and bool(_FEATURES.get("amx-bf16"))
+#: and Numba compiles for it (not for another CPU named by ``NUMBA_CPU_NAME``)
+HAS_AMX = bool(_FEATURES.get("amx-tile")) and bool(_FEATURES.get("amx-bf16")) and HOST_TARGET
 #: the ``bf16`` mode's products on AMX tiles: None = where the CPU has them and the OS allows them;
 #: True forces them (emulated without AMX: for tests); False never.  ``LSTM_BACKENDS_BF16_AMX=1`` /
 #: ``0`` sets it for a process.  (A run-time choice between two compiled workers: the cache stays
@@ -70,28 +75,44 @@ _XFEATURE_XTILEDATA = 18
 _SYS_ARCH_PRCTL = 158        # x86_64
 
 
+#: why the OS refused the tile data (``permission()``), for ``lstm-backends info``
+REFUSED = ""
+
+
 @functools.cache
 def permission() -> bool:
     """Ask Linux, once per process, for the AMX tile data (``arch_prctl(ARCH_REQ_XCOMP_PERM,
-    XFEATURE_XTILEDATA)``); True when granted.  False, without asking, on a CPU without AMX or
-    another OS or architecture.
+    XFEATURE_XTILEDATA)``); True when granted (:data:`REFUSED` says why not).  False, without
+    asking, on a CPU without AMX or another OS or architecture.
+
+    The grant is per process (threads started before it included).  After it, a thread's
+    ``sigaltstack`` must be large enough for the tile state (Linux refuses smaller ones).
 
     Returns
     -------
     bool
         Whether tile instructions may run in this process.
     """
+    global REFUSED
     if not HAS_AMX or platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        libc.syscall.restype = ctypes.c_long
+        arg = ctypes.c_long
+        if libc.syscall(arg(_SYS_ARCH_PRCTL), arg(_ARCH_REQ_XCOMP_PERM), arg(_XFEATURE_XTILEDATA)) != 0:
+            REFUSED = os.strerror(ctypes.get_errno())
             return False
         mask = ctypes.c_uint64(0)
-        if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_GET_XCOMP_PERM, ctypes.byref(mask)) != 0:
+        if libc.syscall(arg(_SYS_ARCH_PRCTL), arg(_ARCH_GET_XCOMP_PERM), ctypes.byref(mask)) != 0:
+            REFUSED = os.strerror(ctypes.get_errno())
             return False
-        return bool(mask.value & (1 << _XFEATURE_XTILEDATA))
-    except (OSError, AttributeError):   # pragma: no cover - no libc syscall
+        if not mask.value & (1 << _XFEATURE_XTILEDATA):
+            REFUSED = "granted, but the permission mask lacks the tile data"
+            return False
+        return True
+    except (OSError, AttributeError) as exc:   # pragma: no cover - no libc syscall
+        REFUSED = str(exc)
         return False
 
 
@@ -128,6 +149,7 @@ class _Real:
         self._load = _decl(mod, "llvm.x86.tileloadd64", ir.VoidType(), [i8, _I8P, _I64])
         self._store = _decl(mod, "llvm.x86.tilestored64", ir.VoidType(), [i8, _I8P, _I64])
         self._dp = _decl(mod, "llvm.x86.tdpbf16ps", ir.VoidType(), [i8, i8, i8])
+        self._release = _decl(mod, "llvm.x86.tilerelease", ir.VoidType(), [])
 
     @staticmethod
     def _t(t):
@@ -144,6 +166,9 @@ class _Real:
 
     def dp(self, c, a, w):
         self.b.call(self._dp, [self._t(c), self._t(a), self._t(w)])
+
+    def release(self):
+        self.b.call(self._release, [])
 
 
 class _Emulated:
@@ -173,6 +198,9 @@ class _Emulated:
 
     def configure(self, cfg, rows):
         self.rows = list(rows)
+
+    def release(self):
+        pass
 
     def load(self, t, ptr, stride):
         b = self.b
@@ -216,9 +244,9 @@ class _Emulated:
 # ---------------------------------------------------------------------------- the kernel (IR)
 
 def _tile_config(b, mr):
-    """The 64-byte ``ldtilecfg`` block on the stack (palette 1): tiles 0-4 mr rows, 5-6 16 rows,
+    """The 64-byte ``ldtilecfg`` block on the stack (palette 1): tiles 0-4 mr rows, 5-7 16 rows,
     64 bytes each.  Returns (pointer, rows per tile)."""
-    rows = [mr] * 5 + [KP] * 2 + [0]
+    rows = [mr] * 5 + [KP] * 3
     cfg = bytearray(64)
     cfg[0] = 1
     for t, r in enumerate(rows):
@@ -284,14 +312,15 @@ def _define_mkamx(module, mr, real=None):
                     b.store(word, b.bitcast(b.gep(pbuf, [_c(m * KP)]), vb.ivty.as_pointer()), align=64)
                 tiles.load(4, b.bitcast(pbuf, _I8P), _c(64))
                 wq = b.gep(pw, [b.mul(c, _c(KP * prow))])
-                for v in range(4):
-                    tiles.load(5 + (v & 1), b.gep(wq, [_c(64 * v)]), _c(prow))
-                    tiles.dp(v, 4, 5 + (v & 1))
+                for v in range(4):   # B tiles in turn 5, 6, 7, 5: a load need not wait for the last dp
+                    tiles.load(5 + v % 3, b.gep(wq, [_c(64 * v)]), _c(prow))
+                    tiles.dp(v, 4, 5 + v % 3)
                 return carried
 
             _loop(b, _c(0), lambda c: b.icmp_signed("<", c, nfull), _c(1), [], step)
             for v in range(4):
                 tiles.store(v, b.gep(pco, [_c(64 * v)]), b.mul(ldcout, _c(4)))
+            tiles.release()   # the tiles back to their init state: no 8 KiB of state on every switch
             done = b.mul(nfull, _c(2 * KP))
             with b.if_then(b.icmp_signed("<", done, k)):   # the last k (< 32) on vdpbf16ps
                 on_vdpbf16ps(b.add(a, b.mul(done, _c(4))), b.add(w, b.mul(nfull, _c(KP * prow))), b.sub(k, done),

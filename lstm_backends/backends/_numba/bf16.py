@@ -26,14 +26,15 @@ import os
 import numpy as np
 from llvmlite import ir
 
-from .ir import _FEATURES, _I32, _c, _decl, _define, _loop, _Vec
+from .ir import _FEATURES, _I32, HOST_TARGET, _c, _decl, _define, _loop, _Vec
 from .microkernels import MRMAX, load_rows, store_rows
 from .panels import aligned
 
 __all__ = ["BF16_PAIRS", "HAS_DP", "bf16_pairs", "pair_panels"]
 
-#: whether this host runs ``vdpbf16ps`` (else the kernel emulates it)
-HAS_DP = bool(_FEATURES.get("avx512bf16")) and bool(_FEATURES.get("avx512f"))
+#: whether this host runs ``vdpbf16ps`` (else the kernel emulates it; also where Numba compiles for
+#: another CPU than the host's, ``NUMBA_CPU_NAME``)
+HAS_DP = bool(_FEATURES.get("avx512bf16")) and bool(_FEATURES.get("avx512f")) and HOST_TARGET
 #: the bf16 mode's products on pair panels: None = where the CPU has AVX512-BF16 (``HAS_DP``); True
 #: forces them (emulated without it: for tests), False keeps the float32 FMAs on rounded operands.
 #: ``LSTM_BACKENDS_BF16_PAIRS=1`` / ``0`` sets it for a process.  (A choice of data and a run-time

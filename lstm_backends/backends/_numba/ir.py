@@ -25,6 +25,15 @@ except Exception:  # pragma: no cover - feature query unavailable
     _AVX512 = False
     BF16_FEATURES = []
 
+try:   # Numba compiles for the host unless NUMBA_CPU_NAME names another CPU (a portable cache, say)
+    from numba.core import config as _config
+
+    #: whether the kernels are compiled for this host's CPU: instructions that only some CPUs have
+    #: (``vdpbf16ps``, AMX tiles) are emitted only then (for another target LLVM would abort)
+    HOST_TARGET = getattr(_config, "CPU_NAME", None) in (None, "", "host")
+except ImportError:  # pragma: no cover
+    HOST_TARGET = True
+
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
 _I1 = ir.IntType(1)
