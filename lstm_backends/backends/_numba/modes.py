@@ -14,8 +14,8 @@ the rows of ``W`` become ``[W_hi | W_lo | W_hi]``, then the usual panels); ``x``
 One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  ``bf16``
 without a projection does not come here: it runs on the float32 forward paths (teams, bulk input
 product; ``NumbaBackend._bf16_forward``: these panels and ``x`` rounded once, h rounded by the gate
-update, ``gates.ROUNDH``; on AVX512-BF16 its products on ``vdpbf16ps``, ``bf16.py``).  This path
-serves ``bf16x3`` and projections.  No AMX (``tdpbf16ps``) kernel is written yet.
+update, ``gates.ROUNDH``; on AVX512-BF16 its products on ``vdpbf16ps``, ``bf16.py``, on AMX
+on tiles, ``amx.py``).  This path serves ``bf16x3`` and projections, on float32 FMAs only.
 """
 
 from __future__ import annotations
