@@ -66,7 +66,8 @@ import numpy as np
 
 from ._bench import Size, flops, parse_size
 
-__all__ = ["MAX_SPREAD", "PEERS", "Result", "available_peers", "compare", "peer_status", "run_contender"]
+__all__ = ["MAX_SPREAD", "PEERS", "Result", "available_peers", "bf16_peak_text", "compare", "peer_status",
+           "run_contender"]
 
 #: the libraries a user would pick instead, and the module each needs
 PEERS = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -662,10 +663,11 @@ def _what_ran(r: Result) -> str:
     return f" [ran {r.info['precision']}]" if r.info.get("precision") and not r.name.startswith("ours") else ""
 
 
-def _bf16_peak_text(results: Sequence[Result]) -> str:
-    """``; bf16 GEMM ...`` where the bf16 rows' % peak is of torch's bfloat16 matmul."""
-    peaks = {r.info["peak_gflops"] for r in results if "peak_gflops" in r.info}
-    return f"; bf16 GEMM 2048^3 (torch) {peaks.pop():.0f} GFLOP/s, the % peak of the bf16 rows" if peaks else ""
+def bf16_peak_text(results: Sequence[Result], column: str = "% peak") -> str:
+    """``; bf16 GEMM ...`` where the bf16 rows' ``column`` is of torch's bfloat16 matmul (the peak
+    :func:`compare` measured), else ``""``."""
+    peaks = [r.info["peak_gflops"] for r in results if "peak_gflops" in r.info]
+    return f"; bf16 GEMM 2048^3 (torch) {peaks[0]:.0f} GFLOP/s, the {column} of the bf16 rows" if peaks else ""
 
 
 def format_results(peak: float, results: Sequence[Result], threads: int, max_spread: float = MAX_SPREAD) -> str:
@@ -685,7 +687,7 @@ def format_results(peak: float, results: Sequence[Result], threads: int, max_spr
         ])
     widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
     out = [f"each contender in its own fresh process, {threads} threads; sgemm 2048^3 float32 peak measured in "
-           f"this run: {peak:.0f} GFLOP/s" + _bf16_peak_text(results)]
+           f"this run: {peak:.0f} GFLOP/s" + bf16_peak_text(results)]
     for n, row in enumerate(lines):
         out.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
         if n == 0:

@@ -53,6 +53,7 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
     >>> [label for label, seconds in steps]
     ['numpy float32 forward', 'numpy float32 cell']
     """
+    from ._prepared import validate_precision
     from ._registry import get_backend
     from .testing import random_problem
 
@@ -62,8 +63,7 @@ def warmup(backends: str | Sequence[str] | None = None, dtypes: Any = (np.float3
     dtypes = [np.dtype(d) for d in dtypes]
     modes = [] if precision is None else [precision] if isinstance(precision, str) else list(precision)
     for mode in modes:
-        if mode not in ("bf16", "bf16x3"):
-            raise ValueError(f"warmup: precision must be 'bf16' or 'bf16x3'; got {mode!r}")
+        validate_precision(mode)
     steps: list[tuple[str, Callable[[], Any]]] = []
     for name in names:
         be = get_backend(name)  # an unknown or unavailable backend raises its own helpful error

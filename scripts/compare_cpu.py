@@ -120,12 +120,6 @@ def _bf16_target(key) -> float | None:
     return BF16_TARGET_AVX512BF16 if "avx512bf16" in BF16_FEATURES else None
 
 
-def _bf16_peak_text(rows) -> str:
-    """The bf16 rows' peak (torch's bfloat16 matmul, measured in the same run), where there is one."""
-    peaks = [r.info["peak_gflops"] for r in rows if "peak_gflops" in r.info]
-    return f"; bf16 GEMM 2048^3 (torch) {peaks[0]:.0f} GFLOP/s, the '% sgemm' of the bf16 rows" if peaks else ""
-
-
 def _ran(r) -> str:
     """What a peer ran, where it chose: OpenVINO's effective precision."""
     return f"ran {r.info['precision']}" if r.info.get("precision") and not r.name.startswith("ours") else ""
@@ -172,7 +166,7 @@ def main() -> int:
 
     import lstm_backends as lb
     from lstm_backends._bench import Size, parse_size, print_progress
-    from lstm_backends._peers import available_peers, compare
+    from lstm_backends._peers import available_peers, bf16_peak_text, compare
     from lstm_backends.backends import _mkl
 
     sizes = [parse_size(s) for s in args.size] if args.size else [Size(*s) for s in SIZES]
@@ -205,8 +199,9 @@ def main() -> int:
                          cell=None if args.no_cell else Size(*CELL), progress=print_progress, envs=envs, idle=idle)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}, "
           f"numpy {np.__version__}, numba {lb.get_backend('numba').version()}, lstm_backends {lb.__version__}")
+    bf16_peak = bf16_peak_text(rows, "'% sgemm'")
     print(f"float32, {args.threads} threads; every contender in its own fresh process, {args.rounds} alternating "
-          f"rounds, medians; sgemm 2048^3 float32 (NumPy) in this run: {peak:.0f} GFLOP/s{_bf16_peak_text(rows)}\n")
+          f"rounds, medians; sgemm 2048^3 float32 (NumPy) in this run: {peak:.0f} GFLOP/s{bf16_peak}\n")
     header = ["T,B,I,H", "contender", "median", "GFLOP/s", "% sgemm", "/ best peer", "paired", "target", "path"]
     table = [header]
     by_size: dict = {}

@@ -153,5 +153,5 @@ def test_warmup_of_a_precision_mode_leaves_its_first_calls_nothing_to_compile(tm
     got = json.loads(first.stdout.strip().splitlines()[-1])
     assert got["misses"] == 0 and got["hits"] > 0, got
     assert NOTICE not in first.stderr
-    with pytest.raises(ValueError, match="'bf16' or 'bf16x3'"):
+    with pytest.raises(ValueError, match="one of 'bf16', 'bf16x3'; got 'fp8'"):
         lb.warmup(["numpy"], precision="fp8")

@@ -121,9 +121,7 @@ def bf16_amx() -> bool:
     OS's permission the first time it answers True on a CPU with AMX."""
     if BF16_AMX is False:
         return False
-    if BF16_AMX is None:
-        return permission()
-    return permission() if HAS_AMX else True
+    return permission() or (BF16_AMX is True and not HAS_AMX)   # (forced without AMX: emulated)
 
 
 def bf16_kernel() -> str:

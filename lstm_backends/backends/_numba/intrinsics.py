@@ -50,10 +50,13 @@ def _mkx(typingctx, proto, mark, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
     float32 workers carry no pair kernel: the pair worker is its own specialisation."""
     if not isinstance(proto, types.Float):
         return None
-    pairs = isinstance(mark, types.Integer) or (isinstance(mark, types.Array) and mark.dtype == types.uint32)
-    define = define_mkbf_dispatch if pairs and proto.bitwidth == 32 else _define_mk_dispatch
-    if isinstance(mark, types.Integer) and mark.bitwidth == 16 and proto.bitwidth == 32:
-        define = define_mkamx_dispatch   # an int16 mark (amx.MARK): the same pair panels on AMX tiles
+    # (float64 has no such mode: both pair dispatches give it mk's)
+    if isinstance(mark, types.Integer) and mark.bitwidth == 16:
+        define = define_mkamx_dispatch
+    elif isinstance(mark, types.Integer) or (isinstance(mark, types.Array) and mark.dtype == types.uint32):
+        define = define_mkbf_dispatch
+    else:
+        define = _define_mk_dispatch
 
     def codegen(context, builder, signature, args):
         builder.call(define(builder.module, proto.bitwidth), _i64_args(context, builder, signature, args, 2))
