@@ -335,6 +335,28 @@ def test_a_users_cached_function_recompiles_after_an_upgrade(tmp_path):
     assert run()["hits"] == 1, "and the recompiled function is cached in turn"
 
 
+@pytest.mark.parametrize("kernel", ["pairs", "amx"])
+def test_precision_modes_follow_the_backend_onto_its_pair_kernels(monkeypatch, kernel):
+    """Where the backend multiplies the modes on bfloat16 pairs (``vdpbf16ps``, or AMX tiles; each
+    emulated where the CPU lacks it, as forced here), ``lj.prepare`` holds the same pair panels
+    (uint32 words for ``vdpbf16ps``, int32 for tiles) and the user's loop is bitwise the backend."""
+    from lstm_backends.backends._numba import amx, bf16
+
+    monkeypatch.setattr(bf16, "BF16_PAIRS", kernel == "pairs")
+    monkeypatch.setattr(amx, "BF16_AMX", kernel == "amx")
+    if kernel == "amx" and amx.HAS_AMX and not amx.permission():
+        pytest.skip("this CPU has AMX but the OS refused this process the tile data")
+    assert amx.bf16_kernel() == kernel
+    for mode in ("bf16", "bf16x3"):
+        params, x, h0, c0, opts = _problem(7, 37, 21, 0, True, np.float32, seed=90, t=4)
+        y = BE.forward(x, BE.prepare(params, mode), h0, c0, **opts)[0]
+        w = lj.prepare(params, precision=mode, **opts)
+        assert w.w_ih.dtype == (np.uint32 if kernel == "pairs" else np.int32)
+        ys = np.empty_like(y)
+        user_steps(w, x, h0.copy(), c0.copy(), ys)
+        np.testing.assert_array_equal(ys, y, err_msg=mode)
+
+
 @pytest.mark.parametrize("mode", ["bf16", "bf16x3"])
 def test_precision_modes_are_bitwise_the_backend_in_the_mode(mode):
     for k, (b, i, h, p, feats) in enumerate(CASES):
@@ -356,5 +378,11 @@ def test_precision_modes_are_bitwise_the_backend_in_the_mode(mode):
         np.testing.assert_array_equal(c_in, c0)
     with pytest.raises(ValueError, match="takes float32 weights"):
         lj.prepare(random_params(3, 4, dtype=np.float64, rng=0), precision=mode)
+    if mode == "bf16x3":   # a wider layer, its last panel partly empty (H = 200)
+        params, x, h0, c0, opts = _problem(2, 30, 200, 0, True, np.float32, seed=77, t=3)
+        y = BE.forward(x, BE.prepare(params, mode), h0, c0, **opts)[0]
+        ys = np.empty_like(y)
+        user_steps(lj.prepare(params, precision=mode, **opts), x, h0.copy(), c0.copy(), ys)
+        np.testing.assert_array_equal(ys, y)
     with pytest.raises(ValueError, match="precision must be None or one of"):
         lj.prepare(random_params(3, 4, rng=0), precision="bf8")

@@ -36,8 +36,9 @@ def test_a_backend_without_the_mode_names_those_that_have_it():
 
 @pytest.mark.parametrize("mode", ["bf16", "bf16x3"])
 def test_numba_modes_equal_the_float32_oracle_up_to_summation_order(mode):
-    """The portable path (modes.py): the same rounded operands as the NumPy oracle run in float32,
-    every feature, lengths and reverse; cell equals forward with T=1."""
+    """The same rounded operands as the NumPy oracle run in float32 (the float32 paths; with a
+    projection the portable path, modes.py), every feature, lengths and reverse; cell equals
+    forward with T=1."""
     pytest.importorskip("numba")
     nb, ref = lb.get_backend("numba"), lb.get_backend("numpy")
     for k, feats in enumerate([{}, {"proj_size": 5}, {"peephole": True}]):
@@ -59,16 +60,20 @@ def test_numba_modes_equal_the_float32_oracle_up_to_summation_order(mode):
 _BF16_WORDS = {"fma": "rounded operands", "pairs": "vdpbf16ps on bfloat16 pairs", "amx": "AMX tiles on bfloat16 pairs"}
 
 
+@pytest.mark.parametrize("mode", ["bf16", "bf16x3"])
 @pytest.mark.parametrize("kernel", ["fma", "pairs", "amx"])
 @pytest.mark.parametrize("feats, opts", [({}, {}), ({"peephole": True}, {"clip": 0.6, "input_forget": True})])
-def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, feats, opts, kernel):
-    """bf16 without a projection runs on the float32 kernels (rounded panels and x, h rounded by the
-    gate update), its products as float32 FMAs or on bfloat16 pair panels (``vdpbf16ps`` or AMX
-    tiles, each emulated where the CPU lacks it): every kind gives the same bits, h_n is the last
-    step's unrounded h (h0 for rows of length 0, also with the state updated in place), within
-    summation order of the oracle; the cell is a one-step forward.  (I = 40, H = 70: the AMX kernel
-    runs whole 32-k tile steps and its vdpbf16ps tail.)"""
+def test_numba_modes_run_on_every_float32_path_with_the_same_bits(monkeypatch, feats, opts, kernel, mode):
+    """Both modes without a projection run on the float32 kernels (rounded or split panels and x;
+    h rounded, or split in three blocks per panel, by the gate update), their products as float32
+    FMAs or on bfloat16 pair panels (``vdpbf16ps`` or AMX tiles, each emulated where the CPU lacks
+    it): every kind gives the same bits, also on a workspace full of NaN (nothing unwritten is
+    read: bf16x3's h blocks hold zeros past H), h_n is the last step's unrounded h (h0 for rows of
+    length 0, also with the state updated in place), within summation order of the oracle; the
+    cell is a one-step forward.  (I = 40, H = 70: the AMX kernel runs whole 32-k tile steps and its
+    vdpbf16ps tail; the last panel is partly empty.)"""
     pytest.importorskip("numba")
+    from lstm_backends.backends import numba_backend
     from lstm_backends.backends._numba import amx, bf16
     from lstm_backends.backends.numba_backend import NumbaBackend
 
@@ -82,13 +87,16 @@ def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, f
     p = random_problem(11, 9, 40, 70, seed=71, lengths="random", **feats)
     lengths = p.lengths.copy()
     lengths[2] = 0
-    w_ref = ref.prepare(p.params, "bf16")
+    w_ref = ref.prepare(p.params, mode)
+    wsf = numba_backend._workspace(np.dtype(np.float32), 1 << 20, 1 << 14)[0]   # (no call grows it)
     for rev in (False, True):
         expected = ref.forward(p.x, w_ref, p.h0, p.c0, lengths=lengths, reverse=rev, **opts)
         first = None
         for kind in ("serial", "team", "serial+bulk", "team+bulk"):
             be = NumbaBackend(kind=kind)
-            got = be.forward(p.x, be.prepare(p.params, "bf16"), p.h0, p.c0, lengths=lengths, reverse=rev, **opts)
+            wsf[...] = np.nan
+            got = be.forward(p.x, be.prepare(p.params, mode), p.h0, p.c0, lengths=lengths, reverse=rev, **opts)
+            assert numba_backend._workspace(np.dtype(np.float32))[0] is wsf   # (it ran on the poisoned one)
             # summation order may flip an h's rounding now and then: the checks' one-step bound
             assert max(np.abs(u - v).max() for u, v in zip(got, expected)) < 5e-5, kind
             if first is None:
@@ -97,20 +105,38 @@ def test_numba_bf16_runs_on_every_float32_path_with_the_same_bits(monkeypatch, f
                 np.testing.assert_array_equal(u, v, err_msg=kind)
         np.testing.assert_array_equal(first[1][2], p.h0[2])   # length 0: h0, unrounded
         h, c = p.h0.copy(), p.c0.copy()   # the state updated in place
-        be.forward(p.x, be.prepare(p.params, "bf16"), h, c, lengths=lengths, reverse=rev, out=(first[0].copy(), h, c),
+        be.forward(p.x, be.prepare(p.params, mode), h, c, lengths=lengths, reverse=rev, out=(first[0].copy(), h, c),
                    **opts)
         np.testing.assert_array_equal(h, first[1])
         np.testing.assert_array_equal(c, first[2])
-    text = NumbaBackend(kind="team+bulk").describe_path(9, 70, precision="bf16")   # (a fresh one: never solo)
-    assert text.startswith("bf16: ") and _BF16_WORDS[kernel] in text
-    w = be.prepare(p.params, "bf16")
+    text = NumbaBackend(kind="team+bulk").describe_path(9, 70, precision=mode)   # (a fresh one: never solo)
+    assert text.startswith(f"{mode}: team+bulk x") and _BF16_WORDS[kernel] in text
+    assert ("h split in three" in text) == (mode == "bf16x3")
+    w = be.prepare(p.params, mode)
     _, h1, c1 = be.forward(p.x[:1], w, p.h0, p.c0, **opts)
     h2, c2 = be.cell(p.x[0], p.h0, p.c0, w, **opts)
-    if kernel != "fma":   # the same kernel: the same bits
+    if kernel != "fma" or mode == "bf16x3":   # the same kernel: the same bits
         np.testing.assert_array_equal(h2, h1)
         np.testing.assert_array_equal(c2, c1)
     else:       # the float32 cell (mkt), its chains in the same order
         np.testing.assert_allclose(h2, h1, rtol=0, atol=5e-5)
+
+
+def test_three_blocks_split_each_panel_of_units_into_hi_hi_lo():
+    """bf16x3's h operand on the float32 paths (``gates.SPLIT3``): per 16 units the blocks
+    ``[hi | hi | lo]`` (weights: ``[W_hi | W_lo | W_hi]``), zero past H."""
+    from lstm_backends.backends._numba.modes import three_blocks
+
+    a = np.random.default_rng(6).standard_normal((3, 37)).astype(np.float32)
+    hi = a.astype(ml_dtypes.bfloat16).astype(np.float32)
+    lo = (a - hi).astype(ml_dtypes.bfloat16).astype(np.float32)
+    for weights, parts in ((False, (hi, hi, lo)), (True, (hi, lo, hi))):
+        got = three_blocks(a, weights)
+        assert got.shape == (3, 3 * 48) and got.flags.c_contiguous
+        blocks = got.reshape(3, 3, 3, 16)   # (row, panel, block, unit)
+        for j, part in enumerate(parts):
+            np.testing.assert_array_equal(blocks[:, :, j].reshape(3, 48)[:, :37], part)
+        assert not blocks[:, 2, :, 5:].any()   # units 37..47 of the last panel
 
 
 def test_pair_panels_hold_two_rounded_rows_per_word():
@@ -517,9 +543,10 @@ def test_the_mode_path_shows_in_describe_path_and_info():
     pytest.importorskip("numba")
     from lstm_backends.backends.numba_backend import NumbaBackend, describe_threads
 
-    text = NumbaBackend().describe_path(16, 256, precision="bf16x3")
-    assert text.startswith("bf16x3: portable path") and "this CPU has" in text
+    text = NumbaBackend(kind="team").describe_path(16, 256, precision="bf16x3")
+    assert text.startswith("bf16x3: team x") and "h split in three" in text and "this CPU has" in text
     assert NumbaBackend(kind="team").describe_path(16, 256, precision="bf16").startswith("bf16: team x")
     assert NumbaBackend().describe_path(1, 256, cell=True, precision="bf16").startswith("bf16: cell x")
     lines = describe_threads()
-    assert any(line.startswith("precision modes bf16 / bf16x3: bf16 on the float32 kernels") for line in lines)
+    assert any(line.startswith("precision modes bf16 / bf16x3: bf16 and bf16x3 on the float32 kernels")
+               for line in lines)

@@ -385,17 +385,17 @@ class NumbaBackend(Backend):
             from ._numba.ir import BF16_FEATURES
 
             has = ", ".join(BF16_FEATURES) or "no bf16"
-            if precision == "bf16":
-                f32 = np.dtype(np.float32)
-                if cell:
-                    kind, workers = "cell", self._cell_workers(batch, input_size or hidden, hidden, f32, False)
-                else:
-                    kind, workers = self._plan(batch, hidden, f32)
-                from ._numba.amx import bf16_kernel
+            from ._numba.amx import bf16_kernel
 
-                how = _BF16_HOW[bf16_kernel()]
-                return f"bf16: {kind} x{workers}, {how} (with a projection: portable path x1; this CPU has: {has})"
-            return f"{precision}: portable path x1, own micro-kernel (this CPU has: {has})"
+            f32 = np.dtype(np.float32)
+            kernel = bf16_kernel()
+            if cell and precision == "bf16" and kernel == "fma":   # the float32 cell on rounded operands
+                kind, workers = "cell", self._cell_workers(batch, input_size or hidden, hidden, f32, False)
+            else:   # (a cell: a one-step forward)
+                kind, workers = self._plan(batch, hidden, f32)
+            how = _BF16_HOW[kernel] + (", h split in three" if precision == "bf16x3" else "")
+            return (f"{precision}: {kind} x{workers}, {how} (with a projection: portable path x1; "
+                    f"this CPU has: {has})")
         dtype = np.dtype(dtype)
         short = steps is not None and self._short(steps, batch)
         if cell or short:
@@ -412,18 +412,21 @@ class NumbaBackend(Backend):
 
         own = LSTMParams(*(None if a is None else np.array(a) for a in params))
         if precision is not None:   # the split weights' panels of the mode (modes.py)
-            from ._numba.modes import mode_panels, split_weights
+            from ._numba.amx import bf16_kernel
+            from ._numba.modes import mode_panels, split_weights, x3_panels
 
-            mp = mode_panels(own, precision == "bf16x3")
-            if precision == "bf16" and own.w_hr is None:   # the float32 paths' inputs (_bf16_forward)
+            if own.w_hr is not None:   # the portable path
+                return {"params": own, "mode_panels": mode_panels(own, precision == "bf16x3")}
+            if precision == "bf16x3":   # the float32 paths' panels (_bf16_forward)
+                data = {"params": own, "x3_panels": x3_panels(own)}
+                key = "x3_panels"
+            else:
                 rounded = own._replace(w_ih=split_weights(own.w_ih, False), w_hh=split_weights(own.w_hh, False))
-                data = {"params": own, "mode_panels": mp, "bf16_params": rounded}
-                from ._numba.amx import bf16_kernel
-
-                if bf16_kernel() != "fma":
-                    data["bf16_pairs"] = _pair_panels(mp)
-                return data
-            return {"params": own, "mode_panels": mp}
+                data = {"params": own, "mode_panels": mode_panels(own, False), "bf16_params": rounded}
+                key = "mode_panels"
+            if bf16_kernel() != "fma":
+                data["bf16_pairs"] = _pair_panels(data[key])
+            return data
         return {"params": own, "panels": panels(own.w_ih, own.w_hh, own.b_ih, own.b_hh, own.w_hr, own.w_ih.dtype)}
 
     def _mode_forward(self, args: ForwardArgs) -> None:
@@ -484,48 +487,62 @@ class NumbaBackend(Backend):
 
     @staticmethod
     def _bf16_on_float32_paths(args: Any) -> bool:
-        """Whether a precision-mode call runs on the float32 kernels (``_bf16_forward``): ``bf16``
-        without a projection; the rest (``bf16x3``, projections) on the portable path."""
-        return args.precision == "bf16" and args.w_hr is None
+        """Whether a precision-mode call runs on the float32 kernels (``_bf16_forward``): both modes
+        without a projection; with one, on the portable path."""
+        return args.w_hr is None
 
     def _bf16_forward(self, args: ForwardArgs) -> None:
-        """The ``bf16`` mode on the float32 forward paths (team, bulk; the own micro-kernel): the
-        weights' panels and x rounded to bfloat16 once, h0 too, and every new h rounded by the gate
-        update where it becomes the next step's operand (``ROUNDH``; y gets it unrounded).  Products
-        are float32 FMA chains of exact bfloat16 products: the mode's arithmetic.  h_n is then the
-        unrounded h of each row's last step, taken from y (h0 for rows of length 0)."""
-        from ._numba.modes import mode_panels, split_rows
-
-        data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
-        panels = data["mode_panels"] if data is not None else mode_panels(args.params, False)
+        """The precision modes on the float32 forward paths (team, bulk; the own micro-kernel or the
+        pair kernels).  ``bf16``: the weights' panels and x rounded to bfloat16 once, h0 too, and
+        every new h rounded by the gate update where it becomes the next step's operand (``ROUNDH``;
+        y gets it unrounded).  ``bf16x3``: x as ``[hi | hi | lo]``, the weights split once
+        (``modes.x3_panels``), h0 and every new h in three blocks per gate panel (``SPLIT3``,
+        ``modes.three_blocks``): each product a chain over the three.  Products are float32 FMA
+        chains of exact bfloat16 products (or the same products on ``vdpbf16ps`` / AMX tiles): the
+        mode's arithmetic.  h_n is then the unrounded h of each row's last step, taken from y (h0
+        for rows of length 0)."""
         from ._numba.amx import bf16_kernel
+        from ._numba.modes import mode_panels, split_rows, three_blocks, x3_panels
 
+        three = args.precision == "bf16x3"
+        key = "x3_panels" if three else "mode_panels"
+        data = args.prepared if args.prepared is not None and key in args.prepared else None
+        if data is not None:
+            panels = data[key]
+        else:   # params another backend prepared: the panels now
+            panels = x3_panels(args.params) if three else mode_panels(args.params, False)
         how = bf16_kernel()
         if how != "fma":   # the products on vdpbf16ps (bf16.py) or AMX tiles (amx.py): bfloat16 pairs
             panels = data["bf16_pairs"] if data is not None and "bf16_pairs" in data else _pair_panels(panels)
         h0 = np.array(args.h0)   # (h_n may be h0 itself)
         run = copy.copy(args)
-        run.x, run.h0 = split_rows(args.x, False), split_rows(h0, False)
-        self._run(run, (0, 0, 0), panels=panels, round_h=True, products=None if how == "fma" else how)
+        run.x = split_rows(args.x, three)
+        if three:   # h in three blocks; the worker's final h (split) goes to a scratch
+            run.h0 = three_blocks(h0, False)
+            run.h_n = np.empty_like(run.h0)
+        else:
+            run.h0 = split_rows(h0, False)
+        self._run(run, (0, 0, 0), panels=panels, round_h=True, products=None if how == "fma" else how,
+                  split3=three)
         lengths = np.asarray(args.lengths)
         last = np.zeros_like(lengths) if args.reverse else np.maximum(lengths - 1, 0)
         rows = np.arange(args.batch)
         args.h_n[...] = np.where((lengths > 0)[:, None], args.y[last, rows], h0)
 
     def _run(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None, round_h: bool = False,
-             products: str | None = None) -> None:
+             products: str | None = None, split3: bool = False) -> None:
         if panels is not None:   # a precision mode's rounded panels: on the own micro-kernel
-            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h, products)
+            _watched(("forward", args.dtype), self._run_kernels, args, tape, panels, round_h, products, split3)
             return
         _watched(("forward" if self.gemm != "mkl" else "MKL forward", args.dtype), self._run_kernels, args, tape)
 
     def _run_kernels(self, args: ForwardArgs, tape: tuple[int, int, int], panels: Any = None,
-                     round_h: bool = False, products: str | None = None) -> None:
+                     round_h: bool = False, products: str | None = None, split3: bool = False) -> None:
         k = _kernels()
         dtype = args.dtype
         kind, workers = self._plan(args.batch, args.hidden_size, dtype)
         flags, clip = _features(args)
-        flags |= k.ROUNDH if round_h else 0
+        flags |= (k.ROUNDH if round_h else 0) | (k.SPLIT3 if split3 else 0)
         dummy = _dummy(dtype)
         gemm = products or ("mkl" if self.gemm == "mkl" and panels is None else "own")
         fn = k.worker(dtype, gemm).address
@@ -632,7 +649,7 @@ class NumbaBackend(Backend):
             return
         from ._numba.amx import bf16_kernel
 
-        if self._bf16_on_float32_paths(args) and bf16_kernel() == "fma":
+        if args.precision == "bf16" and self._bf16_on_float32_paths(args) and bf16_kernel() == "fma":
             # the float32 cell on rounded operands; h_out unrounded
             from ._numba.modes import split_rows, split_weights
 
@@ -709,7 +726,7 @@ def bf16_path() -> str:
            "fma": "float32 FMA chains of bfloat16-rounded operands"}[kernel]
     if HAS_AMX and kernel != "amx":
         how += " (AMX " + ("switched off" if permission() else f"refused by the OS: {amx.REFUSED}") + ")"
-    return (f"bf16 on the float32 kernels (teams, bulk input product), its products as {how}; bf16x3 and "
+    return (f"bf16 and bf16x3 on the float32 kernels (teams, bulk input product), their products as {how}; "
             f"projections on the portable path (one thread); this CPU has: {has}")
 
 

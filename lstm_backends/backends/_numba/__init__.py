@@ -75,7 +75,7 @@ Rooms (imports run one way, top to bottom)::
     team.py          handshake, waits, barrier, run_team
     rows.py          row / panel helpers shared by the workers
     forward.py  backward.py  cell.py  mkl.py
-    modes.py         the precision modes' portable path (bf16x3, projections)
+    modes.py         the precision modes: splits for the float32 paths, the portable path (projections)
     embed.py         the step on prepared weights for the user's own @njit code (lstm_backends.jit)
     __init__.py      this page; loading the workers (worker(), bwd_worker())
 
@@ -103,12 +103,12 @@ from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
 from .forward import _worker, _worker_amx, _worker_pairs, forward_entry
-from .gates import CLIP, IFORGET, PEEP, ROUNDH
+from .gates import CLIP, IFORGET, PEEP, ROUNDH, SPLIT3
 from .intrinsics import math64_apply
 from .ir import _AVX512
 from .team import run_team
 
-__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
+__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SPLIT3", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
            "backward_entry", "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry",
            "has_avx512", "math64_apply", "run_team", "worker"]
 

@@ -31,12 +31,12 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from ._jit import _JIT, package_stamp
-from .bf16 import bf16_pairs, pair_panels
+from .bf16 import pair_panels
 from .gates import CLIP, IFORGET, PEEP
 from .intrinsics import _addr, _gate, _lanes_of, _mk, _mkx, _zero_of
 from .microkernels import MRMAX
 from .modes import _block as _mode_block
-from .modes import _split_row
+from .modes import _split_blocks, _split_row
 from .panels import aligned, panels
 from .rows import _peep_of
 
@@ -116,7 +116,7 @@ def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | Non
     NPP = -(-S // NB) if P else 0
     split = (NP + 1) // 2
     ks = min((NPP + 1) // 2 * NB, S) if NPP else min(split * V, H)
-    per_row = -(-S // NB) * NB + NP * V + m * (NP * V + I + S)   # (a mode: the split rows too)
+    per_row = -(-S // NB) * NB + NP * V + m * (NP * V + I + max(S, NP * V))   # (a mode: the split rows too)
     room = STACK_BYTES // dt.itemsize - MRMAX * NB
     # rows per block: up to MRMAX (the micro-kernel's accumulators fit the registers: AVX-512's
     # wide kernel, the narrow one elsewhere), fewer where the stack buffer has no room for them
@@ -128,12 +128,20 @@ def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | Non
 
     if m:
         from ..._params import LSTMParams
-        from .modes import mode_panels
+        from .amx import bf16_kernel
+        from .modes import mode_panels, x3_panels
 
-        w_ih, w_hh, bias, w_hr = mode_panels(LSTMParams(*(None if a is None else np.asarray(a, dt) for a in (
-            spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, None))), m == 3)
-        if m == 1 and not P and bf16_pairs():   # as the backend: the products on bfloat16 pairs (uint32
-            w_ih, w_hh = pair_panels(w_ih).view(np.uint32), pair_panels(w_hh).view(np.uint32)   # words: _mkx)
+        params = LSTMParams(*(None if a is None else np.asarray(a, dt) for a in (
+            spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, None)))
+        if P:   # the portable path's split panels
+            w_ih, w_hh, bias, w_hr = mode_panels(params, m == 3)
+        else:   # as the backend's float32 paths in the mode, and on its kernel: bfloat16 pairs on
+            # vdpbf16ps (uint32 words) or on AMX tiles (int32 words: _mkx selects on the type)
+            w_ih, w_hh, bias, w_hr = x3_panels(params) if m == 3 else mode_panels(params, False)
+            kernel = bf16_kernel()
+            if kernel != "fma":
+                words = np.uint32 if kernel == "pairs" else np.int32
+                w_ih, w_hh = pair_panels(w_ih).view(words), pair_panels(w_hh).view(words)
     else:
         w_ih, w_hh, bias, w_hr = panels(spec.w_ih, spec.w_hh, spec.b_ih, spec.b_hh, spec.w_hr, dt)
     w_peep = np.asarray(spec.w_peep, dt) if spec.w_peep is not None else np.zeros((0, H), dt)
@@ -163,19 +171,18 @@ def _stack(typingctx, proto):
 
 
 @njit(inline="always", **_JIT)
-def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
+def _block(proto, mr, xa, ldx, ha, ldh, ho, ldo, ca, co, ldc, ya, ldy, w, st, KI, KS, ks):
     """One step of ``mr`` rows (all addresses, element strides): x rows at ``xa``, h at ``ha`` (read)
-    and ``ho`` (written after every product, so it may be ``ha``), c at ``ca`` (read) and ``co``
-    (written panel by panel: it may be ``ca``), and a copy of the new h at ``ya`` (0: none).
-    ``st``: the stack scratch."""
+    and ``ho`` (written after every product, so it may be ``ha``; rows ``ldo`` apart), c at ``ca``
+    (read) and ``co`` (written panel by panel: it may be ``ca``), and a copy of the new h at ``ya`` (0: none).
+    ``st``: the stack scratch.  ``KI``, ``KS``: the products' k of x and of h (``I`` and ``S``, or
+    bf16x3's split rows), ``ks`` where the second half of the recurrent k begins."""
     m = w.meta[0]
-    I = m.I  # noqa: E741
     H = m.H
     S = m.S
     NP = m.NP
     NPP = m.NPP
     split = m.split
-    ks = m.ks
     flags = m.flags
     clip = m.clip
     V = _lanes_of(proto)
@@ -191,11 +198,11 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     hbuf = st + MRMAX * NB * isz
     rbuf = hbuf + mr * LDH * isz
     for pp in range(NP):
-        _mkx(proto, w.w_ih, mr, xa, ldx, wip + pp * I * NB * isz, I, bp + pp * NB * isz, 0, tile, NB)
-        ka0, ka1, kb0, kb1 = 0, ks, ks, S
+        _mkx(proto, w.w_ih, mr, xa, ldx, wip + pp * KI * NB * isz, KI, bp + pp * NB * isz, 0, tile, NB)
+        ka0, ka1, kb0, kb1 = 0, ks, ks, KS
         if pp >= split:
-            ka0, ka1, kb0, kb1 = ks, S, 0, ks
-        wp = whp + pp * S * NB * isz
+            ka0, ka1, kb0, kb1 = ks, KS, 0, ks
+        wp = whp + pp * KS * NB * isz
         _mkx(proto, w.w_ih, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
         _mkx(proto, w.w_ih, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
         nval = min(V, H - pp * V)
@@ -209,7 +216,7 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     for jp in range(NPP):
         _mk(proto, mr, rbuf, LDC, whrp + jp * H * NB * isz, H, _addr(w.zero), 0, hbuf + jp * NB * isz, LDH)
     for r in range(mr):
-        _copy(proto, ho + r * ldh * isz, hbuf + r * LDH * isz, S)
+        _copy(proto, ho + r * ldo * isz, hbuf + r * LDH * isz, S)
         if ya != 0:
             _copy(proto, ya + r * ldy * isz, hbuf + r * LDH * isz, S)
 
@@ -217,12 +224,14 @@ def _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
 @njit(inline="always", **_JIT)
 def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     """``_block``, or in a precision mode (meta ``m`` > 0, float32): x and h rows rounded / split into
-    the stack after that step's own room, then ``bf16`` without a projection ``_block`` on them (the
-    backend's float32 paths in that mode, the same bits), else the split-operand step
+    the stack after that step's own room, then without a projection ``_block`` on them (the
+    backend's float32 paths in that mode, the same bits: ``bf16`` rounded rows, ``bf16x3`` x as
+    ``[hi | hi | lo]`` and h in three blocks per panel), else the split-operand step
     (``modes._block``; c copied to ``co`` first: that step updates c in place)."""
     mm = w.meta[0].m
     if mm == 0:
-        _block(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st)
+        md = w.meta[0]
+        _block(proto, mr, xa, ldx, ha, ldh, ho, ldh, ca, co, ldc, ya, ldy, w, st, md.I, md.S, md.ks)
         return
     md = w.meta[0]
     I = md.I  # noqa: E741
@@ -237,7 +246,14 @@ def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
         for r in range(mr):
             _split_row(xa + 4 * r * ldx, xsp + 4 * r * I, I, False)
             _split_row(ha + 4 * r * ldh, hsp + 4 * r * S, S, False)
-        _block(proto, mr, xsp, I, hsp, S, ho, ca, co, ldc, ya, ldy, w, st)
+        _block(proto, mr, xsp, I, hsp, S, ho, ldh, ca, co, ldc, ya, ldy, w, st, I, S, md.ks)
+        return
+    if md.NPP == 0:   # bf16x3, no projection: as the backend's float32 paths (gates.SPLIT3)
+        for r in range(mr):
+            _split_row(xa + 4 * r * ldx, xsp + 4 * r * 3 * I, I, True)
+            _split_blocks(ha + 4 * r * ldh, hsp + 4 * r * 3 * LDC, S)
+        _block(proto, mr, xsp, 3 * I, hsp, 3 * LDC, ho, ldh, ca, co, ldc, ya, ldy, w, st, 3 * I, 3 * LDC,
+               3 * 16 * md.split)
         return
     for r in range(mr):
         _split_row(xa + 4 * r * ldx, xsp + 4 * r * mm * I, I, mm == 3)

@@ -14,6 +14,7 @@ from ._jit import _JIT
 from .amx import MARK as AMX_MARK
 from .amx import MR as AMX_ROWS
 from .blocks import *  # noqa: F403 -- the A_* word offsets and W_* sync words of the argument block
+from .gates import SPLIT3
 from .intrinsics import (
     _addr,
     _call_worker,
@@ -147,6 +148,12 @@ def _make_worker(mark):
         hc1 = u1
         total = NP
         width = V
+        m3 = 1
+        if flags & SPLIT3:  # bf16x3: h as three V-blocks per panel, [hi | hi | lo] (see forward_entry)
+            m3 = 3
+            hc0 = g0 * 3 * V
+            hc1 = g1 * 3 * V
+            width = 3 * V
         if proj:  # own columns of h, and who produces h
             hc0 = min(j0 * NB, S)
             hc1 = min(j1 * NB, S)
@@ -253,7 +260,7 @@ def _make_worker(mark):
             if s > 0:
                 _wait_others(sync + 8 * W_DONE0, w, 0, wb_all, s)
             if not proj:  # rows that just finished keep their state in both h buffers
-                _carry_rows(hnxt, hcur, m, prev, LDH, u0, u1, isz)
+                _carry_rows(hnxt, hcur, m, prev, LDH, hc0, hc1, isz)
             for pp in range(g0, g1):
                 t6 = lay + pp * 48
                 kb0 = _ld(t6 + 32)
@@ -272,7 +279,7 @@ def _make_worker(mark):
                         hh = rbuf + (rr * LDC + pp * V) * isz
                         yy = 0
                     else:
-                        hh = hnxt + (rr * LDH + pp * V) * isz
+                        hh = hnxt + (rr * LDH + pp * V * m3) * isz
                         yy = y + (_ld(tof + 8 * rr) * ys0 + _ld(order + 8 * rr) * ys1 + pp * V) * isz
                     tg, tc, tk = _record(tape_g, tape_c, tape_k, _ld(tof + 8 * rr) * B + _ld(order + 8 * rr), H, pp * V,
                                          isz)
@@ -313,7 +320,13 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
     h_n : (B, S), c_n : (B, H) -- written (each worker its own units)
     y : int, address of y (T, B, S) with element strides ys0, ys1 along T and B (last axis
         contiguous; may be a view inside a wider array); written at valid steps only
-    flags : gate feature bits (PEEP | CLIP | IFORGET); clip : float, the bound when CLIP
+    flags : gate feature bits (PEEP | CLIP | IFORGET, ROUNDH, SPLIT3); clip : float, the bound when CLIP
+        SPLIT3 (``bf16x3``, no projection, prepared panels): h is the next step's operand in three
+        blocks per gate panel, ``[bf16(h) | bf16(h) | bf16(h - bf16(h))]`` of V units each, so S is
+        3 NP V: h0 (B, 3 NP V) in that layout (units past H zero), h_n (B, 3 NP V) gets the split
+        final h (the caller takes the unrounded one from y), w_hh's panels have K = 3 NP V (rows
+        ``3 p V + j V + u`` of W_hi, W_lo, W_hi for unit ``p V + u``); every k range of the team
+        split stays whole panels' blocks
     bulk : bool, the input product of every step first; nlaunch : workers launched (1: serial)
     wait_ticks : how long the first worker waits for the team
     wsf : float scratch (64-byte aligned), wsi : int64 scratch -- reused across calls, holding
@@ -345,6 +358,8 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
     ks = min(split * V, H)
     if NPP > 0:
         ks = min((NPP + 1) // 2 * NB, S)
+    elif flags & SPLIT3:   # h0 (B, 3 NP V), w_hh's panels (NP, 3 NP V, 4V): three k per unit
+        ks = 3 * split * V
     nsteps = 0
     direct = True
     for r in range(B):  # (lengths.max() would compile numpy's max: slow to compile)
@@ -435,6 +450,8 @@ def forward_entry(x, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, h0, c0, lengths, h_n,
         o = _ld(order + 8 * r)
         _memcpy(hb + r * LDH * isz, _addr(h0) + o * S * isz, S * isz)
         _memcpy(cb + r * LDC * isz, _addr(c0) + o * H * isz, H * isz)
+        if flags & SPLIT3:   # the second h buffer too: the products read its zeros past H (never written)
+            _memcpy(hb + (B + r) * LDH * isz, hb + r * LDH * isz, S * isz)
     _memzero(ib + 8 * i_sync, 8 * SYNC_LEN)
     a = ib
     _stw(a, A_T, T)

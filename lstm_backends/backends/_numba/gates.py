@@ -15,6 +15,10 @@ PEEP, CLIP, IFORGET = 1, 2, 4   # gate feature bits (compile-time variants)
 #: float32 gate bit: the h written to ``h`` (the next step's product operand) rounded to bfloat16,
 #: ``y`` unrounded (the ``bf16`` precision mode on the float32 forward paths)
 ROUNDH = 8
+#: float32 gate bit, with ``ROUNDH``: ``h`` gets the split ``[hi | hi | lo]`` of the new hidden values
+#: (V lanes each: ``hi = bf16(h)`` at ``h``, again ``V`` elements on, ``lo = bf16(h - hi)`` ``2V`` on),
+#: the ``bf16x3`` mode's operand of the next step (``forward.py``'s three-block h layout)
+SPLIT3 = 16
 
 
 def _define_gate(module, bits):
@@ -26,9 +30,10 @@ def _define_gate(module, bits):
     copy of them (0: none); ``peep`` the peephole rows i, f, o (``ldpeep`` apart; a zero buffer
     when unused).  ``flags`` chooses one of 8 compile-time variants (PEEP | CLIP | IFORGET);
     the plain one (0) does nothing else.  ``ROUNDH`` (float32): ``h`` gets the new hidden values
-    rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), ``y`` them unrounded.
-    ONNX semantics: clip bounds every pre-activation,
-    bias and peephole included (NaN stays NaN); o's peephole sees the new c; IFORGET: f = 1 - i.
+    rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), ``y`` them unrounded; with
+    ``SPLIT3`` too, ``h`` is three V-lane blocks: that, again, and the rounded remainder.  ONNX
+    semantics: clip bounds every pre-activation, bias and peephole included (NaN stays NaN); o's
+    peephole sees the new c; IFORGET: f = 1 - i.
 
     The training record (``forward_train``'s tape), each 0 for none: ``tg`` the activations
     ``i, f, g, o`` (``ldg`` elements apart), ``tc`` a third copy of the new cell state, ``tk`` the
@@ -102,6 +107,10 @@ def _define_gate(module, bits):
     if bits == 32:
         hop = b.select(b.icmp_signed("!=", b.and_(flags, _c(ROUNDH)), _c(0)), _round_bf16_vec(b, vb, hphi), hphi)
     vb.mstore(hop, vb.fptr(hp), _c(0), mask)
+    if bits == 32:
+        with b.if_then(b.icmp_signed("!=", b.and_(flags, _c(SPLIT3)), _c(0))):
+            vb.mstore(hop, vb.fptr(hp), _c(V), mask)
+            vb.mstore(_round_bf16_vec(b, vb, b.fsub(hphi, hop)), vb.fptr(hp), _c(2 * V), mask)
     has_y = b.icmp_signed("!=", yp, _c(0))
     with b.if_then(has_y):
         vb.mstore(hphi, vb.fptr(yp), _c(0), mask)

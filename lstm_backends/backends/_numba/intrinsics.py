@@ -46,12 +46,14 @@ def _mkx(typingctx, proto, mark, mr, a, lda, w, k, cin, ldcin, cout, ldcout):
     """``_mk``, or chosen at compile time by the *type* of ``mark``, the bf16 mode's kernel over
     bfloat16 pair panels (``bf16.py``): an int64 ``mark``, or an array of uint32 (pair panels as
     ``lstm_backends.jit`` holds them) selects the pairs on ``vdpbf16ps``, an int16 mark
-    (``amx.MARK``) the same pairs on AMX tiles (``amx.py``); None or a float array ``_mk``.  So the
-    float32 workers carry no pair kernel: the pair worker is its own specialisation."""
+    (``amx.MARK``) or an array of int32 (``lstm_backends.jit``'s pair panels for tiles) the same
+    pairs on AMX tiles (``amx.py``); None or a float array ``_mk``.  So the float32 workers carry no
+    pair kernel: the pair worker is its own specialisation."""
     if not isinstance(proto, types.Float):
         return None
     # (float64 has no such mode: both pair dispatches give it mk's)
-    if isinstance(mark, types.Integer) and mark.bitwidth == 16:
+    if (isinstance(mark, types.Integer) and mark.bitwidth == 16) or (isinstance(mark, types.Array)
+                                                                      and mark.dtype == types.int32):
         define = define_mkamx_dispatch
     elif isinstance(mark, types.Integer) or (isinstance(mark, types.Array) and mark.dtype == types.uint32):
         define = define_mkbf_dispatch

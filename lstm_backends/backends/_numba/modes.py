@@ -11,11 +11,14 @@ chain of ``3K`` products.  The weights are rounded / split once, by ``prepare`` 
 the rows of ``W`` become ``[W_hi | W_lo | W_hi]``, then the usual panels); ``x`` once per call
 (``split_rows``), ``h`` (and the projection's input) at every step, here.
 
-One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  ``bf16``
-without a projection does not come here: it runs on the float32 forward paths (teams, bulk input
-product; ``NumbaBackend._bf16_forward``: these panels and ``x`` rounded once, h rounded by the gate
-update, ``gates.ROUNDH``; on AVX512-BF16 its products on ``vdpbf16ps``, ``bf16.py``, on AMX
-on tiles, ``amx.py``).  This path serves ``bf16x3`` and projections, on float32 FMAs only.
+One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  Without a
+projection neither mode comes here: both run on the float32 forward paths (teams, bulk input
+product; ``NumbaBackend._bf16_forward``; on AVX512-BF16 their products on ``vdpbf16ps``,
+``bf16.py``, on AMX on tiles, ``amx.py``).  ``bf16``: these panels and ``x`` rounded once, h
+rounded by the gate update (``gates.ROUNDH``).  ``bf16x3``: ``x`` as above, but h split *per gate
+panel* (:func:`three_blocks`, ``x3_panels``; the gate update writes the three blocks,
+``gates.SPLIT3``), so that every k range of the team split — whole panels' units — stays
+contiguous in the split operand.  This path serves projections, on float32 FMAs only.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .microkernels import MRMAX
 from .panels import panels
 from .rows import _peep_of
 
-__all__ = ["mode_forward_entry", "scratch_size", "split_rows", "split_weights"]
+__all__ = ["mode_forward_entry", "scratch_size", "split_rows", "split_weights", "three_blocks", "x3_panels"]
 
 V = 16           # float32 lanes of a 64-byte vector
 NB = 4 * V
@@ -63,6 +66,33 @@ def split_weights(w: np.ndarray, three: bool) -> np.ndarray:
     if not three:
         return hi
     return np.ascontiguousarray(np.concatenate([hi, _bf16(w - hi), hi], axis=1))
+
+
+def three_blocks(a: np.ndarray, weights: bool) -> np.ndarray:
+    """``bf16x3`` on the float32 forward paths (``gates.SPLIT3``): rows ``(..., H)`` split per gate
+    panel of ``V`` units into three blocks, ``[hi | hi | lo]`` for h (the operand the gate update
+    writes), ``[W_hi | W_lo | W_hi]`` for the columns of ``w_hh`` with ``weights``; zero past H.
+    Shape ``(..., 3 NP V)``, ``NP = ceil(H / V)``: the products of a panel's blocks sum to
+    ``hi·hi + hi·lo + lo·hi`` and every team split of k stays whole panels' blocks."""
+    a = np.asarray(a, np.float32)
+    lead, H = a.shape[:-1], a.shape[-1]
+    NP = -(-H // V)
+    hi = _bf16(a)
+    lo = _bf16(a - hi)
+    out = np.zeros((*lead, NP, 3, V), np.float32)
+    part = np.zeros((*lead, NP * V), np.float32)   # (zero past H)
+    for j, p in enumerate((hi, lo, hi) if weights else (hi, hi, lo)):
+        part[..., :H] = p
+        out[..., j, :] = part.reshape(*lead, NP, V)
+    return out.reshape(*lead, 3 * NP * V)
+
+
+def x3_panels(params: Any) -> tuple[np.ndarray, ...]:
+    """The panels of ``bf16x3`` on the float32 forward paths, for float32 ``params`` without a
+    projection: ``w_ih`` split as ``[W_hi | W_lo | W_hi]`` (x is ``split_rows(x, True)``), ``w_hh``
+    in :func:`three_blocks`' layout, the bias unrounded."""
+    return panels(split_weights(params.w_ih, True), three_blocks(params.w_hh, True), params.b_ih, params.b_hh,
+                  None, np.float32)
 
 
 # ---------------------------------------------------------------------------- rounding (compiled)
@@ -95,6 +125,27 @@ def _split_row(src, dst, n, three):
         if three:
             _stf(proto, dst + 4 * (n + k), hi)
             _stf(proto, dst + 4 * (2 * n + k), _round_bf16(v - hi))
+
+
+@njit(inline="always", **_JIT)
+def _split_blocks(src, dst, n):
+    """``n`` float32 at address ``src`` as bf16x3's h operand on the float32 paths at ``dst``
+    (:func:`three_blocks`: ``3 ceil(n / V) V`` long, zero past n)."""
+    proto = np.float32(0)
+    for p in range((n + V - 1) // V):
+        for u in range(V):
+            k = p * V + u
+            at = dst + 4 * (3 * p * V + u)
+            if k < n:
+                v = _ldf(proto, src + 4 * k)
+                hi = _round_bf16(v)
+                _stf(proto, at, hi)
+                _stf(proto, at + 4 * V, hi)
+                _stf(proto, at + 8 * V, _round_bf16(v - hi))
+            else:
+                _stf(proto, at, proto)
+                _stf(proto, at + 4 * V, proto)
+                _stf(proto, at + 8 * V, proto)
 
 
 # ---------------------------------------------------------------------------- the step and the sequence
