@@ -368,7 +368,9 @@ def test_numba_prepared_weights_are_bitwise_its_per_call_packing(kind, dtype):
 @pytest.mark.parametrize("workers", ["serial", "team"])
 def test_a_streaming_cell_on_prepared_weights_takes_the_fast_path(monkeypatch, workers):
     """cell(x, h, c, prepared, out=(h, c)) is checked like plain params (a few microseconds, not
-    the full validation) and runs the backend's private copies: the same bits as plain params."""
+    the full validation) and runs the backend's private copies: the same bits as plain params; in a
+    precision mode too (the same bits as the full path), unless the backend lacks the mode (then
+    the full path refuses it)."""
     pytest.importorskip("numba")
     from lstm_backends.backends import _base
     from lstm_backends.backends.numba_backend import NumbaBackend
@@ -377,6 +379,12 @@ def test_a_streaming_cell_on_prepared_weights_takes_the_fast_path(monkeypatch, w
     p = random_problem(1, 3, 24, 64, seed=8)
     w = be.prepare(p.params)
     expected = be.cell(p.x[0], p.h0, p.c0, p.params)
+    modes = {m: be.prepare(p.params, precision=m) for m in ("bf16", "bf16x3")}
+    full = {m: be.cell(p.x[0], p.h0, p.c0, wm, clip=1e9) for m, wm in modes.items()}   # (clip: the full path)
+
+    class NoModes(NumbaBackend):
+        name = "numba-no-modes"
+        capabilities = NumbaBackend.capabilities - {"bf16", "bf16x3"}
 
     def full_path(*args, **kwargs):
         raise AssertionError("the full validation ran")
@@ -387,8 +395,13 @@ def test_a_streaming_cell_on_prepared_weights_takes_the_fast_path(monkeypatch, w
     assert got[0] is h and got[1] is c
     for u, v in zip(got, expected):
         np.testing.assert_array_equal(u, v)
-    with pytest.raises(AssertionError, match="full validation"):   # a mode still takes the full path
-        be.cell(p.x[0], p.h0, p.c0, be.prepare(p.params, precision="bf16"))
+    for m, wm in modes.items():
+        h, c = p.h0.copy(), p.c0.copy()
+        be.cell(p.x[0], h, c, wm, out=(h, c))
+        np.testing.assert_array_equal(h, full[m][0], err_msg=m)
+        np.testing.assert_array_equal(c, full[m][1], err_msg=m)
+    with pytest.raises(AssertionError, match="full validation"):   # a mode it lacks: the full path
+        NoModes(kind=workers).cell(p.x[0], p.h0, p.c0, modes["bf16"])
 
 
 def test_prepared_params_of_one_backend_run_on_another():

@@ -438,7 +438,8 @@ class Backend:
         plain = clip is None and input_forget is False and activations is None
         if plain and not options and "device-arrays" not in self.capabilities:
             prepared = type(params) is PreparedParams
-            fast = None if prepared and params.precision is not None else \
+            mode = params.precision if prepared else None   # (a mode this backend lacks: refused below)
+            fast = None if mode is not None and mode not in self.capabilities else \
                 fast_cell(x, h, c, params.params if prepared else params, out, self.dtypes)
             if fast is not None:  # contiguous NumPy arrays: checked in a few microseconds
                 x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out = fast
@@ -447,7 +448,7 @@ class Backend:
                     h_out, c_out = np.empty((batch, hidden), x.dtype), np.empty((batch, hidden), x.dtype)
                 if batch:
                     self._cell(CellArgs(x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, batch, x.shape[1], hidden,
-                                        x.dtype, prepared=params.data_for(self) if prepared else None))
+                                        x.dtype, precision=mode, prepared=params.data_for(self) if prepared else None))
                 return h_out, c_out
         opts = validate_options(clip, input_forget, activations)
         ctx = self._call_context("cell", x, options)
