@@ -207,7 +207,8 @@ def _runner(name: str, p: Any, threads: int, prepared: bool = False,
             info["precision"] = precision
             if callable(describe):
                 try:
-                    info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype, precision=precision)
+                    info["path"] = describe(p.x.shape[1], p.params.w_hh.shape[1], p.x.dtype, precision=precision,
+                                            input_size=p.x.shape[2], cell=kind == "ours-cell")
                 except TypeError:
                     pass
         params = be.prepare(p.params, precision=precision) if prepared or precision else p.params

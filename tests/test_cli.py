@@ -346,6 +346,20 @@ def test_the_cell_row_of_a_bf16_comparison_has_torchs_bf16_cell():
     assert not np.isnan(cells["ours-cell:numpy@bf16"].ratio_best_peer)
 
 
+def test_a_mode_contenders_path_names_the_cell_for_the_cell_row():
+    """The path column of ``ours-cell:numba@bf16`` is the cell's (describe_path(..., cell=True)),
+    not the forward's."""
+    pytest.importorskip("numba")
+    from lstm_backends._peers import _runner
+    from lstm_backends.testing import random_problem
+
+    p = random_problem(1, 2, 6, 10, seed=3)
+    for kind, cell in (("ours-cell", True), ("ours", False)):
+        info = _runner(f"{kind}:numba", p, 2, precision="bf16")[2]
+        be = lb.get_backend("numba")
+        assert info["path"] == type(be)(num_threads=2).describe_path(2, 10, precision="bf16", input_size=6, cell=cell)
+
+
 @pytest.mark.parametrize("name", ["openvino", "openvino@bf16", "torch@bf16"])
 def test_peer_contenders_run_and_agree_in_their_precision(tmp_path, name):
     """OpenVINO (f32; bf16 where the CPU has bfloat16 instructions, else it runs f32 and says so)
