@@ -55,6 +55,8 @@ def test_numba_modes_equal_the_float32_oracle_up_to_summation_order(mode):
         w = ref.prepare(p.params, mode)   # prepared by another backend: split on the fly, same bits
         np.testing.assert_array_equal(nb.forward(p.x, w, p.h0, p.c0, **opts)[0],
                                       nb.forward(p.x, nb.prepare(p.params, mode), p.h0, p.c0, **opts)[0])
+        for u, v in zip(nb.cell(p.x[0], p.h0, p.c0, w, **opts), (h1, c1)):
+            np.testing.assert_array_equal(u, v)
 
 
 _BF16_WORDS = {"fma": "rounded operands", "pairs": "vdpbf16ps on bfloat16 pairs", "amx": "AMX tiles on bfloat16 pairs"}

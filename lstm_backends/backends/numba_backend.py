@@ -417,7 +417,7 @@ class NumbaBackend(Backend):
 
             if own.w_hr is not None:   # the portable path
                 return {"params": own, "mode_panels": mode_panels(own, precision == "bf16x3")}
-            if precision == "bf16x3":   # the float32 paths' panels (_bf16_forward)
+            if precision == "bf16x3":   # the float32 paths' panels (_mode_forward_float32)
                 data = {"params": own, "x3_panels": x3_panels(own)}
                 key = "x3_panels"
             else:
@@ -429,17 +429,19 @@ class NumbaBackend(Backend):
             return data
         return {"params": own, "panels": panels(own.w_ih, own.w_hh, own.b_ih, own.b_hh, own.w_hr, own.w_ih.dtype)}
 
-    def _mode_forward(self, args: ForwardArgs) -> None:
+    def _mode_data(self, args: Any) -> dict:
+        """The data of a precision-mode call's weights: what this backend's ``prepare`` made, or the
+        same made now for params another backend prepared (``_prepare``)."""
+        return args.prepared if args.prepared is not None else self._prepare(args.params, args.precision, None)
+
+    def _mode_forward_portable(self, args: ForwardArgs) -> None:
         """A precision mode on the portable path (``_numba/modes.py``, one thread): x split once, the
-        weights' split panels from ``prepare`` (or made now for params another backend prepared)."""
+        weights' split panels from ``prepare``."""
         from ._numba.microkernels import MRMAX
-        from ._numba.modes import mode_forward_entry, mode_panels, scratch_size, split_rows
+        from ._numba.modes import mode_forward_entry, scratch_size, split_rows
 
         three = args.precision == "bf16x3"
-        if args.prepared is not None and "mode_panels" in args.prepared:
-            w_ih, w_hh, bias, w_hr = args.prepared["mode_panels"]
-        else:
-            w_ih, w_hh, bias, w_hr = mode_panels(args.params, three)
+        w_ih, w_hh, bias, w_hr = self._mode_data(args)["mode_panels"]
         H, S = args.hidden_size, args.state_size
         if args.h_n is not args.h0:
             args.h_n[...] = args.h0
@@ -467,10 +469,10 @@ class NumbaBackend(Backend):
     def _forward(self, args: ForwardArgs) -> None:
         self._use_prepared(args)
         if args.precision is not None:
-            if self._bf16_on_float32_paths(args):
-                self._bf16_forward(args)
+            if args.w_hr is None:   # both modes without a projection: the float32 kernels
+                self._mode_forward_float32(args)
             else:
-                self._mode_forward(args)
+                self._mode_forward_portable(args)
             return
         if args.full and self._short(args.steps, args.batch):
             self._forward_by_cells(args)
@@ -485,13 +487,7 @@ class NumbaBackend(Backend):
         clipped = 0 if args.clipped is None else args.clipped.ctypes.data
         self._run(args, (args.gates.ctypes.data, args.cells.ctypes.data, clipped))
 
-    @staticmethod
-    def _bf16_on_float32_paths(args: Any) -> bool:
-        """Whether a precision-mode call runs on the float32 kernels (``_bf16_forward``): both modes
-        without a projection; with one, on the portable path."""
-        return args.w_hr is None
-
-    def _bf16_forward(self, args: ForwardArgs) -> None:
+    def _mode_forward_float32(self, args: ForwardArgs) -> None:
         """The precision modes on the float32 forward paths (team, bulk; the own micro-kernel or the
         pair kernels).  ``bf16``: the weights' panels and x rounded to bfloat16 once, h0 too, and
         every new h rounded by the gate update where it becomes the next step's operand (``ROUNDH``;
@@ -502,18 +498,14 @@ class NumbaBackend(Backend):
         mode's arithmetic.  h_n is then the unrounded h of each row's last step, taken from y (h0
         for rows of length 0)."""
         from ._numba.amx import bf16_kernel
-        from ._numba.modes import mode_panels, split_rows, three_blocks, x3_panels
+        from ._numba.modes import split_rows, three_blocks
 
         three = args.precision == "bf16x3"
-        key = "x3_panels" if three else "mode_panels"
-        data = args.prepared if args.prepared is not None and key in args.prepared else None
-        if data is not None:
-            panels = data[key]
-        else:   # params another backend prepared: the panels now
-            panels = x3_panels(args.params) if three else mode_panels(args.params, False)
+        data = self._mode_data(args)
+        panels = data["x3_panels" if three else "mode_panels"]
         how = bf16_kernel()
         if how != "fma":   # the products on vdpbf16ps (bf16.py) or AMX tiles (amx.py): bfloat16 pairs
-            panels = data["bf16_pairs"] if data is not None and "bf16_pairs" in data else _pair_panels(panels)
+            panels = data["bf16_pairs"] if "bf16_pairs" in data else _pair_panels(panels)   # (kernel forced later)
         h0 = np.array(args.h0)   # (h_n may be h0 itself)
         run = copy.copy(args)
         run.x = split_rows(args.x, three)
@@ -649,13 +641,12 @@ class NumbaBackend(Backend):
             return
         from ._numba.amx import bf16_kernel
 
-        if args.precision == "bf16" and self._bf16_on_float32_paths(args) and bf16_kernel() == "fma":
+        if args.precision == "bf16" and args.w_hr is None and bf16_kernel() == "fma":
             # the float32 cell on rounded operands; h_out unrounded
-            from ._numba.modes import split_rows, split_weights
+            from ._numba.modes import split_rows
 
-            data = args.prepared if args.prepared is not None and "bf16_params" in args.prepared else None
-            w_ih, w_hh = (data["bf16_params"].w_ih, data["bf16_params"].w_hh) if data is not None else \
-                (split_weights(args.w_ih, False), split_weights(args.w_hh, False))
+            rounded = self._mode_data(args)["bf16_params"]
+            w_ih, w_hh = rounded.w_ih, rounded.w_hh
             run = copy.copy(args)
             run.x, run.h, run.w_ih, run.w_hh = split_rows(args.x, False), split_rows(args.h, False), w_ih, w_hh
             run.precision = run.prepared = None

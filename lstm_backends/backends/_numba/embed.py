@@ -174,8 +174,8 @@ def _stack(typingctx, proto):
 def _block(proto, mr, xa, ldx, ha, ldh, ho, ldo, ca, co, ldc, ya, ldy, w, st, KI, KS, ks):
     """One step of ``mr`` rows (all addresses, element strides): x rows at ``xa``, h at ``ha`` (read)
     and ``ho`` (written after every product, so it may be ``ha``; rows ``ldo`` apart), c at ``ca``
-    (read) and ``co`` (written panel by panel: it may be ``ca``), and a copy of the new h at ``ya`` (0: none).
-    ``st``: the stack scratch.  ``KI``, ``KS``: the products' k of x and of h (``I`` and ``S``, or
+    (read) and ``co`` (written panel by panel: it may be ``ca``), and a copy of the new h at ``ya``
+    (0: none).  ``st``: the stack scratch.  ``KI``, ``KS``: the products' k of x and of h (``I`` and ``S``, or
     bf16x3's split rows), ``ks`` where the second half of the recurrent k begins."""
     m = w.meta[0]
     H = m.H
@@ -228,12 +228,11 @@ def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
     backend's float32 paths in that mode, the same bits: ``bf16`` rounded rows, ``bf16x3`` x as
     ``[hi | hi | lo]`` and h in three blocks per panel), else the split-operand step
     (``modes._block``; c copied to ``co`` first: that step updates c in place)."""
-    mm = w.meta[0].m
+    md = w.meta[0]
+    mm = md.m
     if mm == 0:
-        md = w.meta[0]
         _block(proto, mr, xa, ldx, ha, ldh, ho, ldh, ca, co, ldc, ya, ldy, w, st, md.I, md.S, md.ks)
         return
-    md = w.meta[0]
     I = md.I  # noqa: E741
     H = md.H
     S = md.S

@@ -106,11 +106,10 @@ def _define_gate(module, bits):
     hop = hphi
     if bits == 32:
         hop = b.select(b.icmp_signed("!=", b.and_(flags, _c(ROUNDH)), _c(0)), _round_bf16_vec(b, vb, hphi), hphi)
-    vb.mstore(hop, vb.fptr(hp), _c(0), mask)
-    if bits == 32:
         with b.if_then(b.icmp_signed("!=", b.and_(flags, _c(SPLIT3)), _c(0))):
             vb.mstore(hop, vb.fptr(hp), _c(V), mask)
             vb.mstore(_round_bf16_vec(b, vb, b.fsub(hphi, hop)), vb.fptr(hp), _c(2 * V), mask)
+    vb.mstore(hop, vb.fptr(hp), _c(0), mask)
     has_y = b.icmp_signed("!=", yp, _c(0))
     with b.if_then(has_y):
         vb.mstore(hphi, vb.fptr(yp), _c(0), mask)

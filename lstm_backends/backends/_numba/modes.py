@@ -13,7 +13,7 @@ the rows of ``W`` become ``[W_hi | W_lo | W_hi]``, then the usual panels); ``x``
 
 One thread, row blocks of ``mr`` as in ``embed``; the scratch comes from the caller.  Without a
 projection neither mode comes here: both run on the float32 forward paths (teams, bulk input
-product; ``NumbaBackend._bf16_forward``; on AVX512-BF16 their products on ``vdpbf16ps``,
+product; ``NumbaBackend._mode_forward_float32``; on AVX512-BF16 their products on ``vdpbf16ps``,
 ``bf16.py``, on AMX on tiles, ``amx.py``).  ``bf16``: these panels and ``x`` rounded once, h
 rounded by the gate update (``gates.ROUNDH``).  ``bf16x3``: ``x`` as above, but h split *per gate
 panel* (:func:`three_blocks`, ``x3_panels``; the gate update writes the three blocks,
