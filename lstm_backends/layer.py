@@ -12,7 +12,7 @@ from ._params import LSTMParams
 from ._prepared import validate_precision
 from ._registry import get_backend
 from ._validation import describe, is_device_array
-from .backends._base import _check_tape
+from .backends._checks import _check_tape
 
 __all__ = ["LSTM"]
 

@@ -257,6 +257,22 @@ def test_the_registry_depends_on_the_base_class_never_the_reverse() -> None:
     assert f"{PACKAGE}.backends._base" in {e.target for e in edges if e.source == f"{PACKAGE}._registry"}
 
 
+#: the rooms' sizes (issue 16): a kernel module of the numba backend stays readable on its own,
+#: and no module of the package grows into a second one-file backend
+MAX_LINES_NUMBA, MAX_LINES = 600, 1000
+
+
+def test_every_module_stays_a_room_of_its_own() -> None:
+    numba_pkg = f"{PACKAGE}.backends._numba."
+    over = []
+    for name, path in sorted(module_files().items()):
+        limit = MAX_LINES_NUMBA if name.startswith(numba_pkg) else MAX_LINES
+        n = len(path.read_text(encoding="utf-8").splitlines())
+        if n > limit:
+            over.append(f"{name}: {n} lines (at most {limit})")
+    assert not over, "split these modules by concern: " + "; ".join(over)
+
+
 def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
     """The parser itself: relative and absolute, module level and deferred, submodule or name."""
     pkg = tmp_path / "pkg"
