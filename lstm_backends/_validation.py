@@ -108,13 +108,27 @@ def _check_same_dtype(named: dict[str, np.dtype]) -> np.dtype:
     first_name, first = items[0]
     for name, dtype in items[1:]:
         if dtype != first:
-            raise TypeError(
-                f"mixed dtypes: {first_name} is {first.name} but {name} is {dtype.name}; "
-                "all arrays of one call must share one dtype (nothing is up-cast "
-                f"silently): cast with .astype(np.{first.name}) or convert the params "
-                f"with LSTMParams(*(None if p is None else np.asarray(p, dtype=np.{first.name}) for p in params))"
-            )
+            raise TypeError(f"mixed dtypes: {first_name} is {first.name} but {name} is {dtype.name}; all arrays "
+                            f"of one call must share one dtype (nothing is cast silently): {_cast_hint(named)}")
     return first
+
+
+def _convert_params(dtype: np.dtype) -> str:
+    return f"LSTMParams(*(None if p is None else np.asarray(p, dtype=np.{dtype.name}) for p in params))"
+
+
+def _cast_hint(named: dict[str, np.dtype]) -> str:
+    """How to make the arrays of a call agree: cast the others to the params' dtype, or convert the params."""
+    wanted = named.get("params")
+    if wanted is None:   # the params among themselves (params.w_ih first)
+        return f"convert them all with {_convert_params(next(iter(named.values())))}"
+    odd = [n for n, d in named.items() if d != wanted]
+    casts = ", ".join(f"{n}.astype(np.{wanted.name})" for n in odd)
+    others = {d for n, d in named.items() if n != "params"}
+    if len(others) > 1:   # the params' dtype is the one to keep: some arrays already have it
+        return f"cast with {casts}"
+    other = others.pop()
+    return f"cast with {casts}, or convert the params to {other.name} with {_convert_params(other)}"
 
 
 def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], meaning: str) -> None:

@@ -303,7 +303,7 @@ def _align_state(name: str, state: Any, shape: tuple[int, int, int], batch_chunk
         raise ValueError(f"{name} must have shape (L * D, B, H) = {shape}; got shape {state.shape}")
     if state.dtype != dtype:
         raise TypeError(f"mixed dtypes: {name} is {state.dtype.name} but x and the LSTM are {dtype.name}; "
-                        f"cast with .astype(np.{dtype.name})")
+                        f"cast with {name}.astype(np.{dtype.name})")
     chunks = ((shape[0],), batch_chunks, (shape[2],))
     if isinstance(state, np.ndarray):
         return da.from_array(state, chunks=chunks)

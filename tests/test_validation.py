@@ -34,6 +34,20 @@ def test_dtype_messages_say_how_to_fix(be, p):
         be.forward(p.x > 0, p.params)
 
 
+
+def test_mixed_dtype_messages_name_the_array_to_cast_and_its_target(be, p):
+    """The hint casts the odd arrays to the params' dtype; converting the params is offered only
+    where it alone would make the call agree."""
+    with pytest.raises(TypeError) as info:
+        be.forward(p.x.astype(np.float64), p.params)
+    assert "cast with x.astype(np.float32), or convert the params to float64 with LSTMParams(" in str(info.value)
+    with pytest.raises(TypeError) as info:
+        be.forward(p.x, p.params, h0=np.zeros((2, 5)))
+    assert str(info.value).endswith("cast with h0.astype(np.float32)")
+    with pytest.raises(TypeError) as info:
+        be.forward(p.x, [p.params[0], p.params[1].astype(np.float64), *p.params[2:4]])
+    assert "convert them all with LSTMParams(" in str(info.value) and "dtype=np.float32" in str(info.value)
+
 def test_lists_are_accepted_but_dtype_rules_hold(be, p):
     y, _, _ = be.forward(p.x.astype(np.float64).tolist(), [a.astype(np.float64).tolist() for a in p.params[:4]])
     assert y.dtype == np.float64

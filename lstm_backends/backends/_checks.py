@@ -93,4 +93,4 @@ def _split_activations(activations: Any, num_dirs: int) -> list[Any]:
 def _check_state_dtype(name: str, dtype: np.dtype, expected: np.dtype) -> None:
     if dtype != expected:
         raise TypeError(f"mixed dtypes: {name} is {dtype.name} but x and params are {expected.name}; "
-                        f"cast with .astype(np.{expected.name})")
+                        f"cast with {name}.astype(np.{expected.name})")
