@@ -82,14 +82,19 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {mkl_advice()}")
     except ImportError as exc:
         print(f"  not importable: {exc}")
-    print("\nBLAS (threadpoolctl):")
+    print("\nThread pools (threadpoolctl: BLAS libraries, OpenMP runtimes):")
     try:
         import scipy.linalg  # noqa: F401 - loads scipy's BLAS, which numba uses
         from threadpoolctl import threadpool_info
 
         for pool in threadpool_info():
-            print(f"  {pool.get('internal_api')} {pool.get('version')} ({pool.get('architecture', '?')}), "
-                  f"{pool.get('num_threads')} threads: {pool.get('filepath')}")
+            api, lib = pool.get("user_api"), pool.get("internal_api")
+            if lib == api:   # an OpenMP runtime: its library's name (libgomp, libomp, libiomp5)
+                lib = pool.get("prefix")
+            name = " ".join(str(v) for v in (lib, pool.get("version")) if v)
+            arch = f" ({pool['architecture']} kernels)" if pool.get("architecture") else ""
+            n = pool.get("num_threads")
+            print(f"  {api}: {name}{arch}, {n} thread{'' if n == 1 else 's'}: {pool.get('filepath')}")
     except ImportError as exc:
         print(f"  threadpoolctl not importable: {exc}")
     print("\nCUDA:")

@@ -83,7 +83,8 @@ def save_last_bench(rows: Sequence[Any], *, threads: int, dtype: str) -> Path | 
     if where is None:
         return None
     record = {
-        "cpu": cpu_name(), "time": time.strftime("%Y-%m-%d %H:%M"), "threads": threads, "dtype": dtype,
+        "cpu": cpu_name(), "kernels": kernels_stamp(), "time": time.strftime("%Y-%m-%d %H:%M"), "threads": threads,
+        "dtype": dtype,
         "rows": [{"size": str(r.size), "name": r.name, "median_s": r.median_s, "agrees": bool(r.agrees),
                   "noisy": bool(getattr(r, "noisy", False))} for r in rows],
     }
@@ -96,6 +97,17 @@ def save_last_bench(rows: Sequence[Any], *, threads: int, dtype: str) -> Path | 
     except OSError:
         return None
     return path
+
+
+def kernels_stamp() -> str:
+    """Which numba kernels a bench timed: the start of their package stamp (every kernel file's hash;
+    another version or checkout of the library has another), or ``"?"`` when it cannot be read."""
+    try:
+        from .backends._numba._jit import package_stamp
+
+        return package_stamp()[:16]
+    except (ImportError, OSError):
+        return "?"
 
 
 def load_last_bench() -> dict | None:
@@ -181,14 +193,19 @@ def mkl_advice(probe: bool = True) -> str:
     """
     cpu = cpu_name()
     record = load_last_bench()
-    pairs = _mkl_pairs(record) if record and record.get("cpu") == cpu else []
+    mine = record and record.get("cpu") == cpu and record.get("kernels") == kernels_stamp()  # this CPU, these kernels
+    pairs = _mkl_pairs(record) if mine else []
     if pairs:
-        faster = sum(mkl < own for _, own, mkl in pairs)
-        each = "; ".join(f"{s}: own {own * 1e3:.3g} ms, mkl {mkl * 1e3:.3g} ms ({_verdict(own, mkl)})"
-                         for s, own, mkl in pairs)
+        verdicts = [_verdict(own, mkl) for _, own, mkl in pairs]
+        each = "; ".join(f"{s}: own {own * 1e3:.3g} ms, mkl {mkl * 1e3:.3g} ms ({v})"
+                         for (s, own, mkl), v in zip(pairs, verdicts))
+        tally = ", ".join(f"{word} at {n}" for word, n in (
+            ("faster", sum(v.endswith("faster") for v in verdicts)),
+            ("on par", sum(v.endswith("on par") for v in verdicts)),
+            ("slower", sum(v.endswith("slower") for v in verdicts))) if n)
         return (f"MKL vs own kernel on {cpu}, from the last `lstm-backends bench` ({record.get('time')}, "
-                f"{record.get('threads')} threads, {record.get('dtype')}, medians): {each} -- MKL faster at "
-                f"{faster} of {len(pairs)} sizes")
+                f"{record.get('threads')} threads, {record.get('dtype')}, medians): {each} -- MKL {tally} "
+                f"of {len(pairs)} sizes")
     if not probe:
         return f"MKL vs own kernel on {cpu}: not measured (run `lstm-backends bench`)"
     try:

@@ -33,6 +33,8 @@ def test_info_lists_backends_blas_and_cuda():
     assert out.returncode == 0, out.stderr
     for word in ("numpy", "numba", "cuda", "threading layer", "BLAS", "CUDA:"):
         assert word in out.stdout
+    pools = out.stdout.split("Thread pools (threadpoolctl")[1].split("\nCUDA:")[0]
+    assert "  blas: openblas" in pools and "None" not in pools and "?" not in pools, pools   # (SciPy's OpenBLAS)
 
 
 def test_bench_checks_times_and_writes(tmp_path):
@@ -220,6 +222,14 @@ def test_onnx_run_runs_the_whole_model_and_compares_with_onnxruntime(tmp_path, c
     assert code == 1 and "--input: the model has no input 'nope'; its inputs: 'x', 'lengths'" in err
     code, out, err = cli(str(path), "--dim", "batch")
     assert code == 1 and "--dim must look like NAME=VALUE" in err
+    model.graph.input[1].type.tensor_type.ClearField("shape")   # 'lengths' of no declared shape: the user gives it
+    loose, lens = tmp_path / "loose.onnx", tmp_path / "lens.npy"
+    onnx.save(model, str(loose))
+    code, out, err = cli(str(loose), "--run", "--no-check")
+    assert code == 1 and "give its value: --input lengths=FILE.npy on the command line" in err, err
+    np.save(lens, np.array([2, 1, 3], np.int32))
+    code, out, err = cli(str(loose), "--input", f"lengths={lens}", "--dim", "batch=3", "--no-check")
+    assert code == 0 and f"input  lengths: int32 (3,) ({lens})" in out, out + err
     plain = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(helper.make_graph(
         [helper.make_node("Relu", ["a"], ["b"])], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])],
@@ -445,7 +455,26 @@ def test_info_mkl_advice_comes_from_the_last_bench_on_this_cpu(_private_cache, m
                                   threads=2, dtype="float32") == _private_cache / "last_bench.json"
     advice = _probe.mkl_advice()
     assert _probe.cpu_name() in advice and "last `lstm-backends bench`" in advice
-    assert "T=100,B=16,I=128,H=256: own 30 ms, mkl 10 ms (MKL 3x faster)" in advice and "1 of 1 sizes" in advice
+    assert "T=100,B=16,I=128,H=256: own 30 ms, mkl 10 ms (MKL 3x faster)" in advice
+    assert advice.endswith("-- MKL faster at 1 of 1 sizes")
+
+
+def test_info_mkl_advice_counts_a_pair_on_par_as_on_par(_private_cache):
+    """The tally uses each pair's verdict: 300 against 292 ms is on par, not one more size MKL wins."""
+    from lstm_backends import _probe
+    from lstm_backends._bench import Size
+    from lstm_backends._peers import Result
+
+    def row(size, name, ms):
+        return Result(size, name, ms / 1e3, [ms / 1e3], 1.0, 1.0, 0.1, True)
+
+    big, mid = Size(100, 64, 256, 512), Size(100, 16, 128, 256)
+    _probe.save_last_bench([row(big, "ours:numba", 300.0), row(big, "ours:numba@mkl", 292.0),
+                            row(mid, "ours:numba", 20.0), row(mid, "ours:numba@mkl", 30.0)], threads=2,
+                           dtype="float32")
+    advice = _probe.mkl_advice(probe=False)
+    assert "own 300 ms, mkl 292 ms (MKL on par)" in advice and "(MKL 1.5x slower)" in advice
+    assert advice.endswith("-- MKL on par at 1, slower at 1 of 2 sizes")
 
 
 def test_info_mkl_advice_ignores_a_toy_bench(_private_cache, monkeypatch):
@@ -482,6 +511,9 @@ def test_info_mkl_advice_probes_without_a_stored_bench(monkeypatch):
     assert "probed now" in _probe.mkl_advice()
     monkeypatch.setattr(_probe, "cpu_name", lambda: "Other CPU 1")   # (and on that CPU it does)
     assert "from the last `lstm-backends bench`" in _probe.mkl_advice()
+    # nor does one of other kernels (another version or checkout of the library, same CPU)
+    monkeypatch.setattr(_probe, "kernels_stamp", lambda: "0123456789abcdef")
+    assert "probed now" in _probe.mkl_advice()
 
 
 def test_mkl_probe_measures_both():

@@ -373,3 +373,14 @@ def test_random_feeds_follow_the_declared_shapes():
     assert feeds["x"].shape == (2, 7, I) and feeds["x"].dtype == np.float32
     assert feeds["lengths"].shape == (2,) and feeds["lengths"].dtype == np.int32 and feeds["lengths"].max() <= 1
     assert session.run(None, feeds)[0].shape == (2, 7, 2)
+
+
+def test_random_feeds_name_the_flag_for_an_undeclared_input_and_leave_given_ones_out():
+    model, _ = keras_style_model(0)
+    model.graph.input[1].type.tensor_type.ClearField("shape")   # 'lengths': a tensor of no declared shape
+    session = lbo.load_model(model, backend="numpy")
+    with pytest.raises(ValueError, match=r"input 'lengths' has no declared tensor type and shape: give its value: "
+                                         r"--input lengths=FILE.npy on the command line"):
+        lbo.random_feeds(session)
+    feeds = lbo.random_feeds(session, {"time": 7}, default_dim=2, given={"lengths"})
+    assert set(feeds) == {"x"} and feeds["x"].shape == (2, 7, I)

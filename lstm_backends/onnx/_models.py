@@ -3,7 +3,7 @@ other node in :class:`onnx.reference.ReferenceEvaluator`; random inputs and the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -260,7 +260,7 @@ DEFAULT_DIM = 3  #: the size given to a dynamic axis of a random input (``lstm-b
 
 
 def random_feeds(model: OnnxModel, dims: Mapping[str, int] | None = None, *, default_dim: int = DEFAULT_DIM,
-                 seed: int = 0) -> dict[str, np.ndarray]:
+                 seed: int = 0, given: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Random values for every input of a model, shaped as the graph declares.
 
     Parameters
@@ -271,11 +271,13 @@ def random_feeds(model: OnnxModel, dims: Mapping[str, int] | None = None, *, def
     default_dim : int
         Size of every other dynamic axis.
     seed : int
+    given : collection of str
+        Inputs the caller gives itself: left out (they need no declared type or shape).
 
     Returns
     -------
     dict of str to ndarray
-        Floating inputs standard normal; integer inputs in ``{0, 1}`` (valid token ids and
+        Every other input: floating inputs standard normal; integer inputs in ``{0, 1}`` (valid token ids and
         sequence lengths for any model that takes them); booleans random.
 
     Raises
@@ -287,8 +289,12 @@ def random_feeds(model: OnnxModel, dims: Mapping[str, int] | None = None, *, def
     dims = dict(dims or {})
     feeds = {}
     for inp in model.inputs:
+        if inp.name in given:
+            continue
+        how = (f"give its value: --input {inp.name}=FILE.npy on the command line, feeds[{inp.name!r}] to "
+               "OnnxModel.run")
         if inp.dtype is None or inp.shape is None:
-            raise ValueError(f"input {inp.name!r} has no declared tensor type and shape: give it as a .npy file")
+            raise ValueError(f"input {inp.name!r} has no declared tensor type and shape: {how}")
         shape = tuple(d if isinstance(d, int) and d > 0 else dims.get(d, default_dim) if isinstance(d, str)
                       else default_dim for d in inp.shape)
         if np.issubdtype(inp.dtype, np.floating):
@@ -298,7 +304,7 @@ def random_feeds(model: OnnxModel, dims: Mapping[str, int] | None = None, *, def
         elif inp.dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            raise ValueError(f"input {inp.name!r} has dtype {inp.dtype}: give it as a .npy file")
+            raise ValueError(f"input {inp.name!r} has dtype {inp.dtype}, which has no random values here: {how}")
     return feeds
 
 
@@ -340,8 +346,7 @@ def _cli_run(path: str, *, backend: Any = "auto", inputs: Sequence[str] = (), di
     if unknown:
         raise ValueError(f"--input: the model has no input {', '.join(map(repr, unknown))}; its inputs: "
                          f"{', '.join(map(repr, session.input_names))}")
-    feeds = random_feeds(session, named, default_dim=default_dim, seed=seed) if \
-        set(session.input_names) - set(files) else {}
+    feeds = random_feeds(session, named, default_dim=default_dim, seed=seed, given=files)
     for name, file in files.items():
         feeds[name] = np.load(file, allow_pickle=False)
     lstm = ", ".join(f"{n} on {m.backend.name}" for n, m in session.lstm_nodes.items()) or "none"
