@@ -175,6 +175,11 @@ def test_describe_path_follows_the_dispatch_rule():
     assert be.describe_path(1, 256, steps=3, input_size=128).startswith("team+bulk x" if two else "serial+bulk x")
     assert be.describe_path(1, 256, input_size=128, cell=True) == f"cell x{2 if two else 1}, own micro-kernel"
     assert be.describe_path(1, 64, input_size=16, cell=True) == "cell x1, own micro-kernel"
+    on_mkl = NumbaBackend()
+    on_mkl.gemm = "mkl"   # (whether MKL is installed or not: only the path's name is asked)
+    assert on_mkl.describe_path(1, 64, input_size=16, cell=True) == \
+        "cell x1, own micro-kernel (gemm='mkl' has no cell kernel)"
+    assert on_mkl.describe_path(16, 256, steps=2).endswith("MKL packed GEMM")   # no cell steps on MKL
 
 
 # ---------------------------------------------------------------------------------------- every path

@@ -400,7 +400,8 @@ class NumbaBackend(Backend):
         short = steps is not None and self._short(steps, batch)
         if cell or short:
             workers = self._cell_workers(batch, hidden if input_size is None else input_size, hidden, dtype, False)
-            return f"{'cell' if cell else 'cell steps'} x{workers}, own micro-kernel"
+            mkl = " (gemm='mkl' has no cell kernel)" if self.gemm == "mkl" else ""
+            return f"{'cell' if cell else 'cell steps'} x{workers}, own micro-kernel{mkl}"
         kind, workers = self._plan(batch, hidden, dtype)
         return f"{kind} x{workers}, {'MKL packed GEMM' if self.gemm == 'mkl' else 'own micro-kernel'}"
 
