@@ -70,3 +70,5 @@ def test_readme_example_runs_as_written(tmp_path):
     assert got["Y"] == [100, 2, 16, 128] and got["dx"] == [100, 16, 64]
     assert "weight_ih_l0" in got["grads"] and got["lstmp"] == [256, 512]
     assert got["onnx_vs_layer"] < 1e-4  # the exported node runs the same weights as the loaded layer
+    said = [line for line in out.stdout.splitlines() if line.startswith("max |ours - torch| = ")]
+    assert len(said) == 1 and float(said[0].rsplit("=", 1)[1]) < 1e-5, out.stdout  # what the user reads
