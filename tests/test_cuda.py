@@ -22,8 +22,9 @@ pytest.importorskip("numba_cuda", reason='needs the cuda extra: pip install "lst
 
 
 
-# (A short sys.setswitchinterval makes the simulator ~3x faster but also makes its
-# syncthreads bookkeeping race: results then differ from run to run.  Not used.)
+# Simulator subprocesses start with SIMULATOR_PRELUDE: the shared-array patch, then a 0.1 ms
+# thread-switch interval (~4x faster; before the patch a short interval made the simulator's
+# shared-array race show, lstm_backends/testing/_cudasim_patch.py).
 
 
 def _env(sim):

@@ -91,19 +91,20 @@ try:
 finally:
     sys.setswitchinterval(old_interval)
 print("PATCHED", patch.is_installed())
+print("INTERVAL", old_interval)   # what the prelude left: the short one only where the patch is in
 print("WRONG", natural, NATURAL, widened, WIDENED)
 """
 
 
-def _run_race(natural: int, widened: int) -> tuple[bool, int, int]:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+def _run_race(natural: int, widened: int, **env_extra: str) -> tuple[bool, int, int, float]:
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", **env_extra)
     code = _cudasim_patch.SIMULATOR_PRELUDE + textwrap.dedent(RACE_CODE)
     res = subprocess.run([sys.executable, "-c", code, str(natural), str(widened)], capture_output=True, text=True,
                          env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in res.stdout.strip().splitlines())
     wrong = [int(n) for n in lines["WRONG"].split()]
-    return lines["PATCHED"] == "True", wrong[0], wrong[2]
+    return lines["PATCHED"] == "True", wrong[0], wrong[2], float(lines["INTERVAL"])
 
 
 @pytest.mark.cudasim
@@ -111,11 +112,19 @@ def test_simulator_shared_array_is_shared_by_the_whole_block():
     """Every thread of a block sees one array per ``cuda.shared.array`` call site, at the
     shortest switch interval: with the patch, no launch is wrong; without it, every launch of
     the widened-window phase is (and now and then one of the plain phase)."""
-    patched, natural, widened = _run_race(natural=20, widened=5)
+    patched, natural, widened, interval = _run_race(natural=20, widened=5)
     assert (natural, widened) == (0, 0), (
         f"{natural} of 20 plain launches and {widened} of 5 widened-window launches gave a thread "
         f"its own copy of a shared array (patch installed: {patched})")
     assert patched, "the simulator subprocess did not install the shared-array patch"
+    assert interval == pytest.approx(_cudasim_patch.SWITCH_INTERVAL)   # the prelude: short, with the patch
+
+
+@pytest.mark.cudasim
+def test_the_short_switch_interval_needs_the_patch():
+    """Unpatched (``LSTM_BACKENDS_CUDASIM_UNPATCHED=1``), the prelude keeps CPython's interval."""
+    patched, _, _, interval = _run_race(natural=0, widened=0, **{_cudasim_patch.DISABLE_ENV: "1"})
+    assert not patched and interval == pytest.approx(0.005)
 
 
 def test_install_does_nothing_without_the_simulator(monkeypatch):

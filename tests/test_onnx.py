@@ -594,6 +594,8 @@ def test_cuda_backend_runs_onnx_nodes_under_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CUDA_CODE)], capture_output=True, text=True,
-                         env=env, cwd=root, timeout=900)
+    from lstm_backends.testing._cudasim_patch import SIMULATOR_PRELUDE
+
+    out = subprocess.run([sys.executable, "-c", SIMULATOR_PRELUDE + textwrap.dedent(CUDA_CODE)], capture_output=True,
+                         text=True, env=env, cwd=root, timeout=900)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

@@ -18,7 +18,15 @@ the same array.  See ``docs/upstream/numba-cuda-shared-array-race.md`` for the u
 report.
 
 The test suite installs it in every simulator run (``tests/conftest.py`` for the pytest
-process, the ``SIMULATOR_PRELUDE`` line for the subprocesses of ``tests/test_cuda.py``).
+process, the ``SIMULATOR_PRELUDE`` line for the simulator subprocesses of the tests).
+
+With the race closed, the same runs also switch threads every 0.1 ms instead of CPython's
+5 ms (:func:`switch_fast`): the simulated threads of a block meet at every
+``syncthreads``, and each hand-over of the GIL there waited out the interval.  A tiny forward
+(T 7, B 3, I 5, H 19) took 18.4 s, and 4.4 s with the short interval, with the same bits.
+Before the patch a short interval was what made the race show (it still does without the
+patch: ``tests/test_cudasim_race.py``), so the interval is shortened only where the patch
+is in place.
 It touches nothing unless ``NUMBA_ENABLE_CUDASIM`` is set, and patches nothing (with a
 warning) when the simulator's code is not the version it was written for.  Setting
 ``LSTM_BACKENDS_CUDASIM_UNPATCHED=1`` leaves the simulator as it is (to show the race).
@@ -34,13 +42,19 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-__all__ = ["DISABLE_ENV", "SIMULATOR_PRELUDE", "install", "is_installed", "simulator_enabled"]
+__all__ = ["DISABLE_ENV", "SIMULATOR_PRELUDE", "SWITCH_INTERVAL", "install", "is_installed", "simulator_enabled",
+           "switch_fast"]
 
 #: set to ``1`` to leave the simulator unpatched (e.g. to reproduce the race)
 DISABLE_ENV = "LSTM_BACKENDS_CUDASIM_UNPATCHED"
 
-#: one line of Python that installs the patch; prepended to code run in a simulator subprocess
-SIMULATOR_PRELUDE = "import lstm_backends.testing._cudasim_patch as _cudasim_patch; _cudasim_patch.install()\n"
+#: one line of Python that installs the patch and, where it is in place, the short switch interval;
+#: prepended to code run in a simulator subprocess
+SIMULATOR_PRELUDE = ("import lstm_backends.testing._cudasim_patch as _cudasim_patch; "
+                     "_cudasim_patch.install() and _cudasim_patch.switch_fast()\n")
+
+#: seconds between GIL hand-overs in a patched simulator run (CPython's default: 0.005)
+SWITCH_INTERVAL = 1e-4
 
 #: fragments of the original ``FakeCUDAShared.array`` this patch was written against
 _EXPECTED_SOURCE = (
@@ -93,6 +107,22 @@ def install(*, force: bool = False) -> bool:
         warnings.warn(f"CUDA simulator shared-array patch not installed: {exc}", UserWarning, stacklevel=2)
         return False
     return patch_shared_class(kernelapi.FakeCUDAShared, kernelapi)
+
+
+def switch_fast() -> bool:
+    """Shorten the interpreter's thread-switch interval to :data:`SWITCH_INTERVAL` (the simulated
+    threads of a block then meet at ``syncthreads`` without waiting out CPython's 5 ms), but only
+    where the shared-array patch is installed: without it a short interval makes its race likely.
+
+    Returns
+    -------
+    bool
+        True when the interval was shortened.
+    """
+    if not is_installed():
+        return False
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    return True
 
 
 def patch_shared_class(shared_cls: type, kernelapi: ModuleType) -> bool:
