@@ -41,7 +41,8 @@ One command on a machine with an NVIDIA GPU (finishes in a few minutes on an H20
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``; exits non-zero when any
 correctness check fails.  ``--smoke`` runs tiny sizes (CUDA simulator friendly, torch
-optional) to prove the script itself works without a GPU.
+optional) and two of the conformance checks (the test suite runs every one of them under the
+simulator) to prove the script itself works without a GPU.
 """
 
 from __future__ import annotations
@@ -818,8 +819,7 @@ def main() -> int:
     try:
         log("conformance suite:")
         for r in run_conformance(be, raise_on_failure=False) if not args.smoke else \
-                run_conformance(be, ["forward", "cell", "refuses_missing_features", "backward_errors", "prepared"],
-                            raise_on_failure=False):
+                run_conformance(be, ["cell", "backward_errors"], raise_on_failure=False):   # (the suite runs them all)
             results["conformance"].append(r._asdict())
             ok &= r.passed or r.skipped
             log(f"  {_verdict(r.passed)} {r.name} {r.message[:300]}")
