@@ -173,10 +173,18 @@ def probe_mkl_vs_own(size: Size = PROBE_SIZE, repeats: int = PROBE_REPEATS) -> t
     return best["own"], best["mkl"], backends["own"].budget
 
 
-def _verdict(own_s: float, mkl_s: float) -> str:
+def _outcome(own_s: float, mkl_s: float) -> str:
+    """MKL against the own kernel in one word: ``"faster"``, ``"on par"`` (within ``PAR``) or ``"slower"``."""
     if max(own_s, mkl_s) <= PAR * min(own_s, mkl_s):
+        return "on par"
+    return "faster" if mkl_s < own_s else "slower"
+
+
+def _verdict(own_s: float, mkl_s: float) -> str:
+    outcome = _outcome(own_s, mkl_s)
+    if outcome == "on par":
         return "MKL on par"
-    return f"MKL {own_s / mkl_s:.2g}x faster" if mkl_s < own_s else f"MKL {mkl_s / own_s:.2g}x slower"
+    return f"MKL {max(own_s, mkl_s) / min(own_s, mkl_s):.2g}x {outcome}"
 
 
 def mkl_advice(probe: bool = True) -> str:
@@ -196,13 +204,11 @@ def mkl_advice(probe: bool = True) -> str:
     mine = record and record.get("cpu") == cpu and record.get("kernels") == kernels_stamp()  # this CPU, these kernels
     pairs = _mkl_pairs(record) if mine else []
     if pairs:
-        verdicts = [_verdict(own, mkl) for _, own, mkl in pairs]
-        each = "; ".join(f"{s}: own {own * 1e3:.3g} ms, mkl {mkl * 1e3:.3g} ms ({v})"
-                         for (s, own, mkl), v in zip(pairs, verdicts))
-        tally = ", ".join(f"{word} at {n}" for word, n in (
-            ("faster", sum(v.endswith("faster") for v in verdicts)),
-            ("on par", sum(v.endswith("on par") for v in verdicts)),
-            ("slower", sum(v.endswith("slower") for v in verdicts))) if n)
+        each = "; ".join(f"{s}: own {own * 1e3:.3g} ms, mkl {mkl * 1e3:.3g} ms ({_verdict(own, mkl)})"
+                         for s, own, mkl in pairs)
+        outcomes = [_outcome(own, mkl) for _, own, mkl in pairs]
+        tally = ", ".join(f"{word} at {outcomes.count(word)}" for word in ("faster", "on par", "slower")
+                          if word in outcomes)
         return (f"MKL vs own kernel on {cpu}, from the last `lstm-backends bench` ({record.get('time')}, "
                 f"{record.get('threads')} threads, {record.get('dtype')}, medians): {each} -- MKL {tally} "
                 f"of {len(pairs)} sizes")

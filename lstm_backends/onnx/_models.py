@@ -291,10 +291,8 @@ def random_feeds(model: OnnxModel, dims: Mapping[str, int] | None = None, *, def
     for inp in model.inputs:
         if inp.name in given:
             continue
-        how = (f"give its value: --input {inp.name}=FILE.npy on the command line, feeds[{inp.name!r}] to "
-               "OnnxModel.run")
         if inp.dtype is None or inp.shape is None:
-            raise ValueError(f"input {inp.name!r} has no declared tensor type and shape: {how}")
+            raise ValueError(f"input {inp.name!r} has no declared tensor type and shape: {_give(inp.name)}")
         shape = tuple(d if isinstance(d, int) and d > 0 else dims.get(d, default_dim) if isinstance(d, str)
                       else default_dim for d in inp.shape)
         if np.issubdtype(inp.dtype, np.floating):
@@ -304,8 +302,13 @@ def random_feeds(model: OnnxModel, dims: Mapping[str, int] | None = None, *, def
         elif inp.dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            raise ValueError(f"input {inp.name!r} has dtype {inp.dtype}, which has no random values here: {how}")
+            raise ValueError(f"input {inp.name!r} has dtype {inp.dtype}, which has no random values here: "
+                             f"{_give(inp.name)}")
     return feeds
+
+
+def _give(name: str) -> str:
+    return f"give its value: --input {name}=FILE.npy on the command line, feeds[{name!r}] to OnnxModel.run"
 
 
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
