@@ -32,11 +32,13 @@ loop.)  Inside ``@njit`` the outputs may be the inputs' own state arrays (``h_ou
 ``c_out`` is ``c``); other overlaps are the caller's responsibility there (from Python they are
 refused).
 
-Caching: a ``cache=True`` function of yours that calls these kernels holds their machine code in
-its own cache entry.  The type of :class:`JitWeights` names the version of the kernels, so after
-an upgrade of lstm_backends (or any change of its kernels) the weights from the new
-:func:`prepare` no longer match that entry and your function recompiles once, with the new
-kernels: it never runs stale kernel code.
+Compiling: the step itself is compiled once per kind of weights (float32, float64, a precision
+mode) by the first :func:`prepare` that needs it in a process, and cached on disk with the numba
+backend's kernels; a function of yours compiles only small wrappers that call it by address.
+Caching: the type of :class:`JitWeights` names the version of the kernels, so after an upgrade
+of lstm_backends (or any change of its kernels) a ``cache=True`` function of yours no longer
+matches the weights from the new :func:`prepare` and recompiles once: it never runs stale
+kernel code.
 
 Sizes: one block of rows needs ``(ceil(S/4V) 4V + ceil(H/V) V)`` elements per row on the
 calling thread's stack (``V`` = 16 float32 / 8 float64 lanes), within a fixed 128 KiB buffer:
@@ -54,6 +56,7 @@ import numpy as np
 
 from ._prepared import validate_precision
 from ._validation import _check_out_array, check_aliasing, validate_lengths, validate_options, validate_params
+from .backends.numba_backend import _watched
 
 __all__ = ["JitWeights", "cell", "forward", "prepare"]
 
@@ -102,7 +105,9 @@ def prepare(params: Any, *, dtype: Any = None, clip: float | None = None, input_
         params = tuple(None if p is None else np.asarray(p, dt) for p in tuple(params))
     spec = validate_params(params, dtypes=(np.dtype(np.float32), np.dtype(np.float64)))
     opts = validate_options(clip, input_forget)
-    return _embed.pack(spec, opts.clip, opts.input_forget, validate_precision(precision))
+    mode = validate_precision(precision)
+    what = "lstm_backends.jit step" + (f" ({mode})" if mode else "")
+    return _watched((what, spec.dtype), _embed.pack, spec, opts.clip, opts.input_forget, mode)
 
 
 def _check_weights(w: Any, fn: str) -> Any:

@@ -267,6 +267,68 @@ def test_weights_of_another_version_are_refused():
         user_steps(old, x[None], h, h.copy(), h[None].copy())
 
 
+def test_a_users_function_calls_the_step_and_holds_none_of_it():
+    """Compiling a user's function compiles only the wrappers: its code reaches the step of the
+    weights' kind through the process-wide word named after the package stamp, and holds neither the
+    micro-kernel nor the gate update (they are compiled once, in ``prepare``)."""
+    from lstm_backends.backends._numba import jitstep
+
+    w = lj.prepare(random_params(3, 8, rng=61))
+    xs, h = np.ones((2, 1, 3), np.float32), np.zeros((1, 8), np.float32)
+    user_steps(w, xs, h, h.copy(), np.empty((2, 1, 8), np.float32))
+    code = "\n".join(user_steps.inspect_llvm().values())
+    assert jitstep._symbol("plain", 32) in code
+    assert "lstmb_mk_f" not in code and "lstmb_gate_f" not in code
+
+
+PICKLED = """
+import pickle, sys, numpy as np
+import lstm_backends as lb
+from lstm_backends import jit as lj
+from lstm_backends.backends._numba import jitstep
+assert not any(jitstep._ADDRESSES), "no step loaded before the weights are unpickled"
+w, x, h0, c0, want = pickle.loads(sys.stdin.buffer.read())
+assert all(a.ctypes.data % 64 == 0 and not a.flags.writeable for a in w), "aligned read-only copies"
+y, h_n, c_n = np.empty_like(want), np.empty_like(h0), np.empty_like(c0)
+lj.forward(x, w, h0, c0, y, h_n, c_n)
+np.testing.assert_array_equal(y, want)
+print("OK")
+"""
+
+
+def test_pickled_weights_work_in_a_fresh_process():
+    """Unpickling ``JitWeights`` (a process of a dask or multiprocessing pool, say) gives aligned,
+    read-only copies and loads their step kernel there: the same bits as the backend."""
+    import pickle
+
+    params, x, h0, c0, _ = _problem(3, 5, 19, 0, False, np.float64, seed=62, t=4)
+    want = BE.forward(x, params, h0, c0)[0]
+    blob = pickle.dumps((lj.prepare(params), x, h0, c0, want))
+    out = subprocess.run([sys.executable, "-c", PICKLED], input=blob, capture_output=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == b"OK", out.stderr.decode()[-3000:]
+
+
+def test_weights_whose_step_is_not_loaded_are_refused_not_called():
+    """Weights built by hand (never through ``prepare`` or unpickling) in a process where their kind's
+    step was never loaded: a ``ValueError``, never a call through a null address."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from lstm_backends import jit as lj
+        from lstm_backends.backends._numba import embed
+        from lstm_backends.testing import random_params
+        w32 = lj.prepare(random_params(3, 8, rng=0))                 # loads the float32 step only
+        w64 = embed.JitWeights(*(np.asarray(a, np.float64) if a.dtype == np.float32 else a for a in w32))
+        h = np.zeros((1, 8))
+        try:
+            lj.cell(np.ones((1, 3)), h, h.copy(), w64, h, h.copy())
+        except ValueError as exc:
+            print("REFUSED", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("REFUSED") and "not loaded in this process" in out.stdout, out.stdout
+
+
 # ---------------------------------------------------------------------------- a user's cache=True function
 
 USER_MODULE = '''

@@ -29,7 +29,12 @@ p = lb.testing.random_problem(5, 3, 4, 20, dtype=np.float32, seed=0)
 be = lb.get_backend("numba")
 p.forward(be)
 be.cell(p.x[0], p.h0, p.c0, p.params)
-hits = {"entry_hits": sum(k.forward_entry.stats.cache_hits.values()),
+from lstm_backends import jit as lj
+from lstm_backends.backends._numba import jitstep
+h, c = np.empty_like(p.h0), np.empty_like(p.c0)
+lj.cell(p.x[0], p.h0, p.c0, lj.prepare(p.params), h, c)
+hits = {"jit_step_hits": jitstep.step_kernel("plain", 32).cache_hits,
+        "entry_hits": sum(k.forward_entry.stats.cache_hits.values()),
         "entry_misses": sum(k.forward_entry.stats.cache_misses.values()),
         "worker_hits": k.worker(np.float32).cache_hits,
         "cell_misses": sum(k.cell_entry.stats.cache_misses.values())
@@ -58,16 +63,17 @@ def test_warmup_cli_compiles_with_progress_then_every_first_call_loads(tmp_path)
     cache = str(tmp_path / "cache")
     out = _python("", cache, "warmup", "--training", "--dtypes", "float32")
     lines = out.stdout.splitlines()
-    assert any(line.startswith("[1/3] numba float32 forward ...") for line in lines), out.stdout
-    assert any(line.startswith("[2/3] numba float32 cell ...") for line in lines), out.stdout
-    assert any(line.startswith("[3/3] numba float32 forward_train + backward ...") for line in lines), out.stdout
+    assert any(line.startswith("[1/4] numba float32 forward ...") for line in lines), out.stdout
+    assert any(line.startswith("[2/4] numba float32 cell ...") for line in lines), out.stdout
+    assert any(line.startswith("[3/4] numba float32 lstm_backends.jit step ...") for line in lines), out.stdout
+    assert any(line.startswith("[4/4] numba float32 forward_train + backward ...") for line in lines), out.stdout
     assert f"numba kernels cached in {cache}" in out.stdout
     assert NOTICE not in out.stderr   # warmup says what it does; no first-use notice on top
 
     first = _python(FIRST_CALLS, cache, train=True)
     got = json.loads(first.stdout.strip().splitlines()[-1])
-    assert got == {"entry_hits": 1, "entry_misses": 0, "worker_hits": 1, "cell_misses": 0, "bwd_misses": 0,
-                   "bwd_worker_hits": 1}, got
+    assert got == {"jit_step_hits": 1, "entry_hits": 1, "entry_misses": 0, "worker_hits": 1, "cell_misses": 0,
+                   "bwd_misses": 0, "bwd_worker_hits": 1}, got
     assert NOTICE not in first.stderr   # a warm cache prints nothing
 
 
@@ -75,11 +81,12 @@ def test_each_compiling_family_says_so_once_and_a_warm_cache_stays_silent(tmp_pa
     cache = str(tmp_path / "cache")
     cold = _python(FIRST_CALLS, cache)
     told = [line for line in cold.stderr.splitlines() if NOTICE in line]
-    assert len(told) == 2, cold.stderr   # forward and cell compiled: one line each
+    assert len(told) == 3, cold.stderr   # forward, cell and lstm_backends.jit's step compiled: one line each
     assert "forward kernels for float32" in told[0]
     assert f"cached in {cache}" in told[0] and "lstm-backends warmup" in told[0]
     assert "setLevel(logging.ERROR)" in told[0]
     assert "cell kernels for float32 (first use only)" in told[1] and "warmup" not in told[1]
+    assert "lstm_backends.jit step kernels for float32 (first use only)" in told[2]
     warm = _python(FIRST_CALLS, cache)
     assert json.loads(warm.stdout.strip().splitlines()[-1])["entry_misses"] == 0
     assert NOTICE not in warm.stderr
@@ -131,7 +138,8 @@ def test_warmup_of_a_precision_mode_leaves_its_first_calls_nothing_to_compile(tm
     everything from the cache and say nothing."""
     cache = str(tmp_path / "cache")
     out = _python("", cache, "warmup", "--dtypes", "float32", "--precision", "bf16")
-    assert any(line.startswith("[3/3] numba bf16 forward + cell ...") for line in out.stdout.splitlines()), out.stdout
+    assert any(line.startswith("[4/4] numba bf16 forward + cell + lstm_backends.jit step ...")
+               for line in out.stdout.splitlines()), out.stdout
     code = """
     import json, numpy as np
     import numba
@@ -144,14 +152,18 @@ def test_warmup_of_a_precision_mode_leaves_its_first_calls_nothing_to_compile(tm
     be.forward(p.x, w, p.h0, p.c0)
     be.cell(p.x[0], p.h0, p.c0, w)
     be.forward(q.x, be.prepare(q.params, "bf16"), q.h0, q.c0)
+    from lstm_backends import jit as lj
+    from lstm_backends.backends._numba import jitstep
+    steps = [jitstep.step_kernel(*jitstep.kind_of(lj.prepare(r.params, precision="bf16"))) for r in (p, q)]
     import lstm_backends.backends._numba.modes as modes
     jitted = [f for m in (k, modes) for f in vars(m).values() if isinstance(f, numba.core.registry.CPUDispatcher)]
     print(json.dumps({"misses": sum(sum(f.stats.cache_misses.values()) for f in jitted),
-                      "hits": sum(sum(f.stats.cache_hits.values()) for f in jitted)}))
+                      "hits": sum(sum(f.stats.cache_hits.values()) for f in jitted),
+                      "jit_step_hits": [s.cache_hits for s in steps]}))
     """
     first = _python(code, cache)
     got = json.loads(first.stdout.strip().splitlines()[-1])
-    assert got["misses"] == 0 and got["hits"] > 0, got
+    assert got["misses"] == 0 and got["hits"] > 0 and got["jit_step_hits"] == [1, 1], got
     assert NOTICE not in first.stderr
     with pytest.raises(ValueError, match="one of 'bf16', 'bf16x3'; got 'fp8'"):
         lb.warmup(["numpy"], precision="fp8")

@@ -835,7 +835,13 @@ def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = Fal
                 be = NumbaBackend(kind=kind)
                 be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))
 
-        families = [("forward", forward), ("cell", cell)]
+        def jit_step(p: Any = p) -> None:   # lstm_backends.jit's step (prepare loads it)
+            from .._validation import validate_params
+            from ._numba.embed import pack
+
+            pack(validate_params(p.params), None, False)
+
+        families = [("forward", forward), ("cell", cell), ("lstm_backends.jit step", jit_step)]
         if training:
             families.append(("forward_train + backward", backward))
         steps += [(f"numba {dtype.name} {what}", functools.partial(_quietly, run)) for what, run in families]
@@ -850,8 +856,13 @@ def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = Fal
                 be.forward(p.x, w, p.h0, p.c0)
                 be.cell(p.x[0], p.h0, p.c0, w)
             be.forward(q.x, be.prepare(q.params, mode), q.h0, q.c0)
+            from .._validation import validate_params
+            from ._numba.embed import pack
 
-        steps.append((f"numba {mode} forward + cell", functools.partial(_quietly, modal)))
+            for r in (p, q):   # lstm_backends.jit's step in the mode (prepare loads it)
+                pack(validate_params(r.params), None, False, mode)
+
+        steps.append((f"numba {mode} forward + cell + lstm_backends.jit step", functools.partial(_quietly, modal)))
     return steps
 
 

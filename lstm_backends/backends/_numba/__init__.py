@@ -70,13 +70,14 @@ Rooms (imports run one way, top to bottom)::
     amx.py           mkamx: the same panels on AMX tiles (IR), the OS's permission, the choice
     nonlinear.py     tanh / sigmoid / exp (IR)
     gates.py         the fused gate update, its backward, math64 (IR)
-    blocks.py        the argument blocks between entries and workers (A_*, G_*, W_*)
+    blocks.py        the argument blocks between entries and workers (A_*, G_*, W_*, E_*)
     intrinsics.py    Numba's view of the IR, memory ops, atomics, math64_apply
     team.py          handshake, waits, barrier, run_team
     rows.py          row / panel helpers shared by the workers
     forward.py  backward.py  cell.py  mkl.py
     modes.py         the precision modes: splits for the float32 paths, the portable path (projections)
-    embed.py         the step on prepared weights for the user's own @njit code (lstm_backends.jit)
+    jitstep.py       lstm_backends.jit's step on prepared weights: a C callback per kind, reached by address
+    embed.py         prepared weights, cell and forward for the user's own @njit code (lstm_backends.jit)
     __init__.py      this page; loading the workers (worker(), bwd_worker())
 
 The cache rule (for contributors).  Every kernel is ``cache=True`` through ``_jit._JIT``,
@@ -88,17 +89,15 @@ jitted helper and IR generator of the kernels inside this package (a helper impo
 outside it would not be covered), never cache a function outside it with these options, and
 if Numba's internals change, ``_jit`` turns caching off with a ``CacheDisabledWarning``
 rather than risk stale code.  ``tests/test_numba_cache.py`` proves the rule by editing a
-helper in a copy of the package.
+helper in a copy of the package.  A user's own ``cache=True`` function that calls
+``lstm_backends.jit`` holds only the small wrappers of ``embed``: the step is reached through a
+process-wide word named after the package stamp (``jitstep``), and the prepared weights' type
+names the stamp too, so such a function recompiles after any change here.
 """
 
 from __future__ import annotations
 
-import threading
-
-import numpy as np
-from numba import cfunc, types
-
-from ._jit import CACHE
+from ._jit import CACHE, callback
 from .backward import _bwd_worker, backward_entry
 from .blocks import GARGS, NARGS, SYNC_LEN, W_TEAM, WAIT_TICKS
 from .cell import _cell_worker, cell_entry, cell_team_entry
@@ -108,12 +107,9 @@ from .intrinsics import math64_apply
 from .ir import _AVX512
 from .team import run_team
 
-__all__ = ["CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SPLIT3", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
+__all__ = ["CACHE", "CLIP", "GARGS", "IFORGET", "NARGS", "PEEP", "ROUNDH", "SPLIT3", "SYNC_LEN", "WAIT_TICKS", "W_TEAM",
            "backward_entry", "bwd_worker", "cell_entry", "cell_team_entry", "cell_worker", "forward_entry",
            "has_avx512", "math64_apply", "run_team", "worker"]
-
-_WORKERS: dict = {}
-_WORKERS_LOCK = threading.Lock()
 
 
 def has_avx512() -> bool:
@@ -121,32 +117,16 @@ def has_avx512() -> bool:
     return bool(_AVX512)
 
 
-def _callback(dtype, kind, fn):
-    """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)``, compiled or loaded from Numba's
-    cache on first use (once, whatever the threads asking), kept under ``(dtype, kind)`` (the dtype
-    itself: numpy's ``dtype.name`` costs microseconds on a streaming call)."""
-    key = (np.dtype(dtype), kind)
-    cf = _WORKERS.get(key)
-    if cf is None:
-        with _WORKERS_LOCK:
-            cf = _WORKERS.get(key)
-            if cf is None:
-                ft = types.float32 if key[0] == np.float32 else types.float64
-                cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
-                _WORKERS[key] = cf
-    return cf
-
-
 def bwd_worker(dtype):
     """The backward worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``),
     compiled or loaded from Numba's cache on first use."""
-    return _callback(dtype, "backward", _bwd_worker)
+    return callback(dtype, "backward", _bwd_worker)
 
 
 def cell_worker(dtype):
     """The cell team's worker C callback of ``dtype`` (``void(dtype zero, int64 p, int64 argp)``; see
     ``cell_team_entry``), compiled or loaded from Numba's cache on first use."""
-    return _callback(dtype, "cell", _cell_worker)
+    return callback(dtype, "cell", _cell_worker)
 
 
 def worker(dtype, gemm="own"):
@@ -158,9 +138,9 @@ def worker(dtype, gemm="own"):
     if gemm == "mkl":
         from .mkl import _mkl_worker
 
-        return _callback(dtype, gemm, _mkl_worker)
+        return callback(dtype, gemm, _mkl_worker)
     if gemm == "pairs":   # the bf16 mode on bfloat16 pair panels (float32)
-        return _callback(dtype, gemm, _worker_pairs)
+        return callback(dtype, gemm, _worker_pairs)
     if gemm == "amx":     # the same panels on AMX tiles
-        return _callback(dtype, gemm, _worker_amx)
-    return _callback(dtype, gemm, _worker)
+        return callback(dtype, gemm, _worker_amx)
+    return callback(dtype, gemm, _worker)

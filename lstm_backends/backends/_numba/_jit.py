@@ -29,7 +29,7 @@ import threading
 import warnings
 from typing import Any
 
-__all__ = ["CACHE", "CacheDisabledWarning", "PackageStampLocator", "package_stamp"]
+__all__ = ["CACHE", "CacheDisabledWarning", "PackageStampLocator", "callback", "package_stamp"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -131,3 +131,28 @@ if not CACHE:
 
 #: the options of every jitted kernel function
 _JIT = {"cache": CACHE, "error_model": "numpy", "nogil": True}
+
+
+_CALLBACKS: dict = {}
+_CALLBACKS_LOCK = threading.Lock()
+
+
+def callback(dtype: Any, kind: str, fn: Any) -> Any:
+    """``fn`` as a C callback ``void(dtype zero, int64 p, int64 argp)`` (a worker, or a step of
+    ``lstm_backends.jit``), compiled or loaded from Numba's cache on first use (once, whatever the
+    threads asking), kept under ``(dtype, kind)`` (the dtype itself: numpy's ``dtype.name`` costs
+    microseconds on a streaming call).  Its ``.address`` is what the entries call."""
+    import numpy as np
+
+    key = (np.dtype(dtype), kind)
+    cf = _CALLBACKS.get(key)
+    if cf is None:
+        with _CALLBACKS_LOCK:
+            cf = _CALLBACKS.get(key)
+            if cf is None:
+                from numba import cfunc, types
+
+                ft = types.float32 if key[0] == np.float32 else types.float64
+                cf = cfunc(types.void(ft, types.int64, types.int64), cache=CACHE, error_model="numpy")(fn)
+                _CALLBACKS[key] = cf
+    return cf

@@ -36,6 +36,17 @@ GARGS = NARGS
 (C_B, C_I, C_H, C_S, C_NP, C_SPLIT, C_KS, C_LDT, C_LDC, C_FLAGS, C_CLIP, C_N, C_X, C_HIN, C_CIN, C_COUT, C_HOUT,
  C_WIH, C_WHH, C_TILES, C_BIAS, C_HB, C_PEEP, C_PSTEP, C_LDPEEP) = range(25)
 
+# The step of ``lstm_backends.jit`` (``jitstep``): the argument block (int64 words) a wrapper in the
+# user's function writes on its stack before it calls the step kernel: the rows' addresses and
+# strides, then the weights' (the meta record's and the panels').
+(E_XA, E_LDX, E_HA, E_LDH, E_HO, E_CA, E_CO, E_LDC, E_YA, E_LDY, E_META, E_WIH, E_WHH, E_BIAS, E_WHR, E_PEEP,
+ E_PSTEP, E_LDPEEP, E_ZERO) = range(19)
+EARGS = 19
+# The prepared weights' meta record (``embed.meta_dtype``): these int64 fields, then clip (float64),
+# then the stamp field; M_* are their word offsets.
+META_FIELDS = ("I", "H", "S", "P", "NP", "NPP", "split", "ks", "mr", "flags", "m")
+(M_I, M_H, M_S, M_P, M_NP, M_NPP, M_SPLIT, M_KS, M_MR, M_FLAGS, M_M, M_CLIP) = range(12)
 
-__all__ = [name for name in dir() if name[:2] in ("A_", "C_", "G_", "W_")] + [
-    "GARGS", "MAXTEAM", "NARGS", "SPINS_BEFORE_YIELD", "SYNC_LEN", "WAIT_TICKS"]
+
+__all__ = [name for name in dir() if name[:2] in ("A_", "C_", "E_", "G_", "M_", "W_")] + [
+    "EARGS", "GARGS", "MAXTEAM", "META_FIELDS", "NARGS", "SPINS_BEFORE_YIELD", "SYNC_LEN", "WAIT_TICKS"]

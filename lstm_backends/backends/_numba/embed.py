@@ -1,15 +1,15 @@
-"""The kernels as functions of the user's own compiled code (``lstm_backends.jit``): one step of
-a block of rows on prepared (packed) weights, ``cell`` and ``forward`` built from it, and their
-Numba overloads, so a user's ``@njit`` function calls them with no Python per step.
+"""The kernels as functions of the user's own compiled code (``lstm_backends.jit``): prepared
+weights (``pack``), ``cell`` and ``forward`` as wrappers around the step of ``jitstep``, and
+their Numba overloads, so a user's ``@njit`` function calls them with no Python per step.
 
-The step is the serial forward kernel's step, panel by panel, on weights packed once by
-``lstm_backends.jit.prepare`` (the same FMA chains: bias, ``x W_ih`` in k order, then ``h W_hh``
-in the canonical two-half order, see the package docstring), so ``cell`` and ``forward`` here
-are bitwise the numba backend's ``forward``.  Nothing is allocated per call: the one scratch
-buffer (a panel's tile, the new h of a block of rows, the projection's input) lives on the
-calling function's stack (``_stack``, ``STACK_BYTES``), which also bounds how many rows one
-block takes (``mr``, chosen by ``prepare``).  No parallel region: every call runs on the calling
-thread, so the functions nest in the user's ``prange`` loops.
+A wrapper checks the arrays' shapes against the prepared sizes, writes the step's argument block
+on its stack and calls the step kernel of the weights' kind by address, block of rows by block
+of rows (``mr`` rows, chosen by ``prepare``); ``forward`` loops over the steps and the rows'
+lengths.  Only the wrapper compiles into the user's function: the step itself is compiled once
+per kind and cached (``jitstep``), and it is the serial forward kernel's step, so ``cell`` and
+``forward`` are bitwise the numba backend's ``forward``.  Nothing is allocated per call, and no
+parallel region runs: every call runs on the calling thread, so the functions nest in the user's
+``prange`` loops.
 
 Prepared weights (``JitWeights``, a NamedTuple of read-only arrays; ``lstm_backends.jit`` builds
 them): ``meta`` a 1-element record array of the sizes (its last field's *name* carries the
@@ -20,33 +20,30 @@ package stamp, so the weights' Numba type changes with every version of these ke
 ``p`` column ``q V + u`` is unit ``p V + u`` of gate ``q`` (zero past H).
 """
 
+# ruff: noqa: F405 (the argument-block names come from ``blocks``' star import)
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, types
 from numba.core.errors import TypingError
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from ._jit import _JIT, package_stamp
 from .bf16 import pair_panels
+from .blocks import *  # noqa: F403 -- the E_* words of the step's argument block, META_FIELDS
 from .gates import CLIP, IFORGET, PEEP
-from .intrinsics import _addr, _gate, _lanes_of, _mk, _mkx, _zero_of
+from .intrinsics import _addr, _call_worker, _lanes_of, _stw, _zero_of
+from .jitstep import STACK_BYTES, _copy, _step_of, _words, arm
 from .microkernels import MRMAX
-from .modes import _block as _mode_block
-from .modes import _split_blocks, _split_row
 from .panels import aligned, panels
 from .rows import _peep_of
 
 __all__ = ["STACK_BYTES", "JitWeights", "cell_entry", "forward_entry", "meta_dtype", "pack", "register",
            "stamp_field"]
 
-#: bytes of the one scratch buffer on the calling function's stack
-STACK_BYTES = 131072
-
-_META_FIELDS = ("I", "H", "S", "P", "NP", "NPP", "split", "ks", "mr", "flags", "m")
 
 
 def stamp_field() -> str:
@@ -57,7 +54,7 @@ def stamp_field() -> str:
 
 def meta_dtype() -> np.dtype:
     """The record dtype of ``JitWeights.meta``: the int64 sizes, ``clip`` (float64) and the stamp field."""
-    return np.dtype([(n, np.int64) for n in _META_FIELDS] + [("clip", np.float64), (stamp_field(), np.int64)])
+    return np.dtype([(n, np.int64) for n in META_FIELDS] + [("clip", np.float64), (stamp_field(), np.int64)])
 
 
 class JitWeights(NamedTuple):
@@ -89,6 +86,14 @@ class JitWeights(NamedTuple):
     w_hr: Any
     w_peep: Any
     zero: Any
+
+    def __reduce__(self) -> tuple:
+        # unpickled (another process, perhaps): aligned read-only copies, and the kernel loaded there
+        return _unpickled, tuple(self)
+
+
+def _unpickled(*arrays: np.ndarray) -> JitWeights:
+    return arm(JitWeights(*(_readonly(a) for a in arrays)))
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -148,137 +153,11 @@ def pack(spec: Any, clip: float | None, input_forget: bool, precision: str | Non
     flags = (PEEP if spec.w_peep is not None else 0) | (CLIP if clip is not None else 0) | (IFORGET if input_forget
                                                                                            else 0)
     meta = np.zeros(1, meta_dtype())
-    for name, value in zip(_META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags, m)):
+    for name, value in zip(META_FIELDS, (I, H, S, P, NP, NPP, split, ks, mr, flags, m)):
         meta[name] = value
     meta["clip"] = clip if clip is not None else 0.0
     meta[stamp_field()] = 1
-    return JitWeights(*(_readonly(a) for a in (meta, w_ih, w_hh, bias, w_hr, w_peep, np.zeros(NB, dt))))
-
-
-@intrinsic
-def _stack(typingctx, proto):
-    """The address of a 64-byte aligned buffer of ``STACK_BYTES`` on the calling function's stack
-    (one ``alloca`` in its entry block, whatever the loop it is called in)."""
-    if not isinstance(proto, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        with builder.goto_entry_block():
-            buf = builder.alloca(ir.ArrayType(ir.IntType(8), STACK_BYTES), name="lstmb_stack")
-            buf.align = 64
-        return builder.ptrtoint(buf, ir.IntType(64))
-    return types.int64(proto), codegen
-
-
-@njit(inline="always", **_JIT)
-def _block(proto, mr, xa, ldx, ha, ldh, ho, ldo, ca, co, ldc, ya, ldy, w, st, KI, KS, ks):
-    """One step of ``mr`` rows (all addresses, element strides): x rows at ``xa``, h at ``ha`` (read)
-    and ``ho`` (written after every product, so it may be ``ha``; rows ``ldo`` apart), c at ``ca``
-    (read) and ``co`` (written panel by panel: it may be ``ca``), and a copy of the new h at ``ya``
-    (0: none).  ``st``: the stack scratch.  ``KI``, ``KS``: the products' k of x and of h (``I`` and ``S``, or
-    bf16x3's split rows), ``ks`` where the second half of the recurrent k begins."""
-    m = w.meta[0]
-    H = m.H
-    S = m.S
-    NP = m.NP
-    NPP = m.NPP
-    split = m.split
-    flags = m.flags
-    clip = m.clip
-    V = _lanes_of(proto)
-    NB = 4 * V
-    isz = 64 // V
-    LDH = (S + NB - 1) // NB * NB
-    LDC = NP * V
-    wip = _addr(w.w_ih)
-    whp = _addr(w.w_hh)
-    bp = _addr(w.bias)
-    peep, pstep, ldpeep = _peep_of(w.w_peep, _addr(w.zero), V)
-    tile = st
-    hbuf = st + MRMAX * NB * isz
-    rbuf = hbuf + mr * LDH * isz
-    for pp in range(NP):
-        _mkx(proto, w.w_ih, mr, xa, ldx, wip + pp * KI * NB * isz, KI, bp + pp * NB * isz, 0, tile, NB)
-        ka0, ka1, kb0, kb1 = 0, ks, ks, KS
-        if pp >= split:
-            ka0, ka1, kb0, kb1 = ks, KS, 0, ks
-        wp = whp + pp * KS * NB * isz
-        _mkx(proto, w.w_ih, mr, ha + ka0 * isz, ldh, wp + ka0 * NB * isz, ka1 - ka0, tile, NB, tile, NB)
-        _mkx(proto, w.w_ih, mr, ha + kb0 * isz, ldh, wp + kb0 * NB * isz, kb1 - kb0, tile, NB, tile, NB)
-        nval = min(V, H - pp * V)
-        for r in range(mr):
-            dst = hbuf + (r * LDH + pp * V) * isz
-            if NPP > 0:
-                dst = rbuf + (r * LDC + pp * V) * isz
-            _gate(proto, flags, tile + r * NB * isz, ca + (r * ldc + pp * V) * isz, co + (r * ldc + pp * V) * isz,
-                  dst, 0, nval, peep + pp * pstep * isz, ldpeep, clip, 0, 0, 0, 0)
-    whrp = _addr(w.w_hr)
-    for jp in range(NPP):
-        _mk(proto, mr, rbuf, LDC, whrp + jp * H * NB * isz, H, _addr(w.zero), 0, hbuf + jp * NB * isz, LDH)
-    for r in range(mr):
-        _copy(proto, ho + r * ldo * isz, hbuf + r * LDH * isz, S)
-        if ya != 0:
-            _copy(proto, ya + r * ldy * isz, hbuf + r * LDH * isz, S)
-
-
-@njit(inline="always", **_JIT)
-def _step(proto, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy, w, st):
-    """``_block``, or in a precision mode (meta ``m`` > 0, float32): x and h rows rounded / split into
-    the stack after that step's own room, then without a projection ``_block`` on them (the
-    backend's float32 paths in that mode, the same bits: ``bf16`` rounded rows, ``bf16x3`` x as
-    ``[hi | hi | lo]`` and h in three blocks per panel), else the split-operand step
-    (``modes._block``; c copied to ``co`` first: that step updates c in place)."""
-    md = w.meta[0]
-    mm = md.m
-    if mm == 0:
-        _block(proto, mr, xa, ldx, ha, ldh, ho, ldh, ca, co, ldc, ya, ldy, w, st, md.I, md.S, md.ks)
-        return
-    I = md.I  # noqa: E741
-    H = md.H
-    S = md.S
-    NP = md.NP
-    LDH = (S + 63) // 64 * 64
-    LDC = NP * 16
-    xsp = st + 4 * (MRMAX * 64 + md.mr * (LDH + LDC + mm * LDC))
-    hsp = xsp + 4 * md.mr * mm * I
-    if mm == 1 and md.NPP == 0:   # bf16, no projection: the float32 step on rounded rows, as the backend
-        for r in range(mr):
-            _split_row(xa + 4 * r * ldx, xsp + 4 * r * I, I, False)
-            _split_row(ha + 4 * r * ldh, hsp + 4 * r * S, S, False)
-        _block(proto, mr, xsp, I, hsp, S, ho, ldh, ca, co, ldc, ya, ldy, w, st, I, S, md.ks)
-        return
-    if md.NPP == 0:   # bf16x3, no projection: as the backend's float32 paths (gates.SPLIT3)
-        for r in range(mr):
-            _split_row(xa + 4 * r * ldx, xsp + 4 * r * 3 * I, I, True)
-            _split_blocks(ha + 4 * r * ldh, hsp + 4 * r * 3 * LDC, S)
-        _block(proto, mr, xsp, 3 * I, hsp, 3 * LDC, ho, ldh, ca, co, ldc, ya, ldy, w, st, 3 * I, 3 * LDC,
-               3 * 16 * md.split)
-        return
-    for r in range(mr):
-        _split_row(xa + 4 * r * ldx, xsp + 4 * r * mm * I, I, mm == 3)
-        _split_row(ha + 4 * r * ldh, hsp + 4 * r * mm * S, S, mm == 3)
-        if co != ca:
-            _copy(np.float32(0), co + 4 * r * ldc, ca + 4 * r * ldc, H)
-    peep, pstep, ldpeep = _peep_of(w.w_peep, _addr(w.zero), 16)
-    _mode_block(mr, xsp, mm * I, hsp, mm * S, ho, co, H, S, ya, ldy, NP, md.NPP, md.flags, md.clip, _addr(w.w_ih),
-                _addr(w.w_hh), _addr(w.bias), _addr(w.w_hr), peep, pstep, ldpeep, _addr(w.zero), st, mm)
-
-
-@intrinsic
-def _copy(typingctx, proto, dst, src, n):
-    """``n`` elements of ``proto``'s type from address ``src`` to ``dst`` (memmove)."""
-    if not isinstance(proto, types.Float):
-        return None
-    nbytes = proto.bitwidth // 8
-
-    def codegen(context, builder, signature, args):
-        _, dst, src, n = args
-        i8p = ir.IntType(8).as_pointer()
-        size = builder.mul(n, ir.Constant(ir.IntType(64), nbytes))
-        builder.call(builder.module.declare_intrinsic("llvm.memmove", [i8p, i8p, ir.IntType(64)]),
-                     [builder.inttoptr(dst, i8p), builder.inttoptr(src, i8p), size, ir.Constant(ir.IntType(1), 0)])
-        return context.get_dummy_value()
-    return types.void(proto, types.int64, types.int64, types.int64), codegen
+    return arm(JitWeights(*(_readonly(a) for a in (meta, w_ih, w_hh, bias, w_hr, w_peep, np.zeros(NB, dt)))))
 
 
 # ---------------------------------------------------------------------------- cheap checks (compiled)
@@ -330,17 +209,53 @@ def _sizes(w):
     return m.I, m.H, m.S, m.mr
 
 
+@njit(inline="always", **_JIT)
+def _weights_words(proto, a, w):
+    """Write the weights' words of the argument block ``a``; the address of their step kernel."""
+    fn = _step_of(proto, w.w_ih, w.meta[0].m)
+    if fn == 0:
+        raise ValueError("lstm_backends.jit: the kernel of these weights is not loaded in this process; weights "
+                         "come from lstm_backends.jit.prepare (or from unpickling what it returned)")
+    _stw(a, E_META, _addr(w.meta))
+    _stw(a, E_WIH, _addr(w.w_ih))
+    _stw(a, E_WHH, _addr(w.w_hh))
+    _stw(a, E_BIAS, _addr(w.bias))
+    _stw(a, E_WHR, _addr(w.w_hr))
+    peep, pstep, ldpeep = _peep_of(w.w_peep, _addr(w.zero), _lanes_of(proto))
+    _stw(a, E_PEEP, peep)
+    _stw(a, E_PSTEP, pstep)
+    _stw(a, E_LDPEEP, ldpeep)
+    _stw(a, E_ZERO, _addr(w.zero))
+    return fn
+
+
+@njit(inline="always", **_JIT)
+def _run_step(proto, fn, a, mr, xa, ldx, ha, ldh, ho, ca, co, ldc, ya, ldy):
+    """One step of ``mr`` rows on the kernel at ``fn`` (see ``_block`` for the rows' words)."""
+    _stw(a, E_XA, xa)
+    _stw(a, E_LDX, ldx)
+    _stw(a, E_HA, ha)
+    _stw(a, E_LDH, ldh)
+    _stw(a, E_HO, ho)
+    _stw(a, E_CA, ca)
+    _stw(a, E_CO, co)
+    _stw(a, E_LDC, ldc)
+    _stw(a, E_YA, ya)
+    _stw(a, E_LDY, ldy)
+    _call_worker(fn, proto, mr, a)
+
+
 def _cell_impl(x, h, c, w, h_out, c_out):
     _check_cell(x, h, c, w, h_out, c_out)
     proto = _zero_of(x)
     isz = 64 // _lanes_of(proto)
     I, H, S, MR = _sizes(w)  # noqa: E741
     B = x.shape[0]
-    st = _stack(proto)
+    a = _words(proto)
+    fn = _weights_words(proto, a, w)
     for r0 in range(0, B, MR):
-        mr = min(MR, B - r0)
-        _step(proto, mr, _addr(x) + r0 * I * isz, I, _addr(h) + r0 * S * isz, S, _addr(h_out) + r0 * S * isz,
-              _addr(c) + r0 * H * isz, _addr(c_out) + r0 * H * isz, H, 0, 0, w, st)
+        _run_step(proto, fn, a, min(MR, B - r0), _addr(x) + r0 * I * isz, I, _addr(h) + r0 * S * isz, S,
+                  _addr(h_out) + r0 * S * isz, _addr(c) + r0 * H * isz, _addr(c_out) + r0 * H * isz, H, 0, 0)
 
 
 @njit(inline="always", **_JIT)
@@ -363,7 +278,8 @@ def _forward_impl(x, w, h0, c0, y, h_n, c_n, lengths=None, reverse=False):
     proto = _zero_of(x)
     isz = 64 // _lanes_of(proto)
     I, H, S, MR = _sizes(w)  # noqa: E741
-    st = _stack(proto)
+    a = _words(proto)
+    fn = _weights_words(proto, a, w)
     hn = _addr(h_n)
     cn = _addr(c_n)
     _copy(proto, hn, _addr(h0), B * S)   # (a no-op copy when h0 is h_n)
@@ -393,8 +309,8 @@ def _forward_impl(x, w, h0, c0, y, h_n, c_n, lengths=None, reverse=False):
                 if t1 != t0:
                     break
                 b1 += 1
-            _step(proto, b1 - b0, xa + (t0 * B + b0) * I * isz, I, hn + b0 * S * isz, S, hn + b0 * S * isz,
-                  cn + b0 * H * isz, cn + b0 * H * isz, H, ya + (t0 * B + b0) * S * isz, S, w, st)
+            _run_step(proto, fn, a, b1 - b0, xa + (t0 * B + b0) * I * isz, I, hn + b0 * S * isz, S,
+                      hn + b0 * S * isz, cn + b0 * H * isz, cn + b0 * H * isz, H, ya + (t0 * B + b0) * S * isz, S)
             b0 = b1
 
 
