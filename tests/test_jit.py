@@ -265,6 +265,10 @@ def test_weights_of_another_version_are_refused():
         lj.cell(x, h, h.copy(), old, h, h.copy())
     with pytest.raises(numba.core.errors.TypingError, match="another version"):
         user_steps(old, x[None], h, h.copy(), h[None].copy())
+    import pickle
+
+    with pytest.raises(ValueError, match="another version"):   # unpickled: refused when used, not before
+        lj.cell(x, h, h.copy(), pickle.loads(pickle.dumps(old)), h, h.copy())
 
 
 def test_a_users_function_calls_the_step_and_holds_none_of_it():

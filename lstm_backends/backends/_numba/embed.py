@@ -93,7 +93,9 @@ class JitWeights(NamedTuple):
 
 
 def _unpickled(*arrays: np.ndarray) -> JitWeights:
-    return arm(JitWeights(*(_readonly(a) for a in arrays)))
+    w = JitWeights(*(_readonly(a) for a in arrays))
+    # another version's weights stay unloaded: every call refuses them ("prepared by another version")
+    return arm(w) if w.meta.dtype == meta_dtype() else w
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
