@@ -56,7 +56,7 @@ import numpy as np
 
 from ._prepared import validate_precision
 from ._validation import _check_out_array, check_aliasing, validate_lengths, validate_options, validate_params
-from .backends.numba_backend import _watched
+from .backends._compile_notice import watched as _watched
 
 __all__ = ["JitWeights", "cell", "forward", "prepare"]
 

@@ -63,6 +63,9 @@ def _in_package(py_file: str) -> bool:
 
 
 try:
+    # the whole package first: a thread that imports numba.core.* while another thread initialises
+    # numba can be handed half-initialised modules (Python's import locks do not wait for a parent)
+    import numba  # noqa: F401
     from numba.core import caching as _caching
     from numba.core import config as _config
 except ImportError:  # pragma: no cover - numba without its caching module
