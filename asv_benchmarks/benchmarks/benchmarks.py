@@ -316,6 +316,15 @@ if what != "import":
         elif variant == "features":
             q = random_problem(100, 16, 128, 256, dtype=np.float32, seed=1, peephole=True, clip=3.0)
             q.forward(be)
+        elif variant == "jit":   # lstm_backends.jit: prepare, then the first call of a user's @njit loop
+            import numba
+            from lstm_backends import jit as lj
+            w = lj.prepare(p.params)
+            @numba.njit
+            def steps(w, xs, h, c):
+                for t in range(xs.shape[0]):
+                    lj.cell(xs[t], h, c, w, h, c)
+            steps(w, p.x, p.h0.copy(), p.c0.copy())
 print(time.perf_counter() - start)
 """
 
@@ -323,7 +332,8 @@ print(time.perf_counter() - start)
 class ColdStart:
     """Seconds, measured in a fresh interpreter each time."""
 
-    params = (["import", "numpy", "numba", "numba-float64", "numba-cell", "numba-train", "numba-features"],)
+    params = (["import", "numpy", "numba", "numba-float64", "numba-cell", "numba-train", "numba-features",
+               "numba-jit"],)
     param_names = ["what"]
     timeout = 600
     unit = "seconds"
