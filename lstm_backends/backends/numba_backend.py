@@ -777,10 +777,7 @@ def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = Fal
                 be.backward(p.forward_train(be)[3], *p.output_grads(seed=0))
 
         def jit_step(p: Any = p) -> None:   # lstm_backends.jit's step (prepare loads it)
-            from .._validation import validate_params
-            from ._numba.embed import pack
-
-            pack(validate_params(p.params), None, False)
+            NumbaBackend().jit.prepare(p.params)
 
         families = [("forward", forward), ("cell", cell), ("lstm_backends.jit step", jit_step)]
         if training:
@@ -797,11 +794,8 @@ def warmup_steps(dtypes: Any = (np.float32, np.float64), *, training: bool = Fal
                 be.forward(p.x, w, p.h0, p.c0)
                 be.cell(p.x[0], p.h0, p.c0, w)
             be.forward(q.x, be.prepare(q.params, mode), q.h0, q.c0)
-            from .._validation import validate_params
-            from ._numba.embed import pack
-
             for r in (p, q):   # lstm_backends.jit's step in the mode (prepare loads it)
-                pack(validate_params(r.params), None, False, mode)
+                be.jit.prepare(r.params, precision=mode)
 
         steps.append((f"numba {mode} forward + cell + lstm_backends.jit step", functools.partial(_quietly, modal)))
     return steps

@@ -29,6 +29,8 @@ import threading
 import warnings
 from typing import Any
 
+import numpy as np
+
 __all__ = ["CACHE", "CacheDisabledWarning", "PackageStampLocator", "callback", "package_stamp"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -145,8 +147,6 @@ def callback(dtype: Any, kind: str, fn: Any) -> Any:
     ``lstm_backends.jit``), compiled or loaded from Numba's cache on first use (once, whatever the
     threads asking), kept under ``(dtype, kind)`` (the dtype itself: numpy's ``dtype.name`` costs
     microseconds on a streaming call).  Its ``.address`` is what the entries call."""
-    import numpy as np
-
     key = (np.dtype(dtype), kind)
     cf = _CALLBACKS.get(key)
     if cf is None:

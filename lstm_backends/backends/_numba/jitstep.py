@@ -45,7 +45,6 @@ __all__ = ["KINDS", "STACK_BYTES", "arm", "kind_of", "step_kernel"]
 STACK_BYTES = 131072
 
 
-
 def _on_stack(name: str, ty: ir.Type) -> Any:
     """An intrinsic ``f(proto)``: the address of a 64-byte aligned ``ty`` on the calling function's
     stack (one ``alloca`` in its entry block, whatever the loop it is called in)."""
@@ -70,8 +69,6 @@ _words = _on_stack("lstmb_words", ir.ArrayType(ir.IntType(64), EARGS))
 
 
 # ---------------------------------------------------------------------------- the step (compiled once per kind)
-
-
 
 @njit(inline="always", **_JIT)
 def _block(proto, mark, mr, xa, ldx, ha, ldh, ho, ldo, ca, co, ldc, ya, ldy, a, st, KI, KS, ks):
@@ -208,6 +205,9 @@ def _make_step(mark, mode):
 KINDS = {("plain", 32): (None, False), ("plain", 64): (None, False), ("mode", 32): (None, True),
          ("pairs", 32): (np.int64(1), True), ("amx", 32): (AMX_MARK, True)}
 _STEPS = {key: _make_step(*value) for key, value in KINDS.items()}
+_INDEX = {key: i for i, key in enumerate(KINDS)}   # a kind's word in _ADDRESSES
+#: the kind of mode weights by the dtype of their panels (bfloat16 pair words); float panels: "mode"
+_PAIR_WORDS = {"uint32": "pairs", "int32": "amx"}
 
 
 def _symbol(kind: str, bits: int) -> str:
@@ -220,7 +220,7 @@ def _symbol(kind: str, bits: int) -> str:
 # wrappers load them at run time, so a user's ``cache=True`` function holds no address of this
 # process.  Zero until ``arm`` compiled or loaded the kernel.
 _ADDRESSES = (ctypes.c_int64 * len(KINDS))()
-for _i, (_kind, _bits) in enumerate(KINDS):
+for (_kind, _bits), _i in _INDEX.items():
     llvm_binding.add_symbol(_symbol(_kind, _bits), ctypes.addressof(_ADDRESSES) + 8 * _i)
 
 
@@ -230,7 +230,7 @@ def kind_of(w: Any) -> tuple[str, int]:
     bits = w.bias.dtype.itemsize * 8
     if int(w.meta["m"][0]) == 0:
         return "plain", bits
-    return {np.dtype(np.uint32): "pairs", np.dtype(np.int32): "amx"}.get(w.w_ih.dtype, "mode"), bits
+    return _PAIR_WORDS.get(w.w_ih.dtype.name, "mode"), bits
 
 
 def step_kernel(kind: str, bits: int) -> Any:
@@ -243,9 +243,8 @@ def arm(w: Any) -> Any:
     """Compile or load from the cache the step kernel of ``w``'s kind (once per process) and publish
     its address to the wrappers; returns ``w``."""
     key = kind_of(w)
-    index = list(KINDS).index(key)
-    if _ADDRESSES[index] == 0:
-        _ADDRESSES[index] = step_kernel(*key).address
+    if _ADDRESSES[_INDEX[key]] == 0:
+        _ADDRESSES[_INDEX[key]] = step_kernel(*key).address
     return w
 
 
@@ -256,7 +255,7 @@ def _step_of(typingctx, proto, words, m):
     if not isinstance(proto, types.Float) or not isinstance(words, types.Array):
         return None
     bits = proto.bitwidth
-    kind = {types.uint32: "pairs", types.int32: "amx"}.get(words.dtype, "mode")
+    kind = _PAIR_WORDS.get(str(words.dtype), "mode")
 
     def codegen(context, builder, signature, args):
         def word(name):
